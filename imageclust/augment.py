@@ -1,0 +1,126 @@
+"""Augmentation presets by name, applied to whole batches on the training device.
+
+Per-sample PIL transforms cost more than the model itself on small images, so every preset is a
+batched tensor op: one random affine warp per sample (crop, scale, aspect, rotation, flip) through
+``affine_grid``/``grid_sample``, then per-sample colour jitter, grayscale and noise. Input and output
+are float tensors in [0, 1] of shape (batch, channels, height, width).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # area fraction kept, as RandomResizedCrop
+    aspect_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    rotation_degrees: float = 0.0
+    hflip: bool = False
+    brightness: float = 0.0  # factor drawn from [1 - b, 1 + b]
+    contrast: float = 0.0
+    saturation: float = 0.0
+    jitter_prob: float = 0.8
+    grayscale_prob: float = 0.0
+    noise_std: float = 0.0
+    padding_mode: str = "zeros"  # what the warp shows outside the image
+
+
+PRESETS: dict[str, AugmentConfig] = {
+    # Small gray digits: no flips (they change a digit's meaning), mild crops and rotations, the
+    # background stays black outside the image.
+    "digits": AugmentConfig(
+        crop_scale=(0.5, 1.0), rotation_degrees=15.0, brightness=0.4, contrast=0.4, noise_std=0.05
+    ),
+    # SimCLR's CIFAR recipe (Chen et al. 2020, appendix B.9), without hue jitter.
+    "cifar": AugmentConfig(
+        crop_scale=(0.2, 1.0), hflip=True, brightness=0.4, contrast=0.4, saturation=0.4,
+        grayscale_prob=0.2, padding_mode="reflection",
+    ),
+    # No augmentation: two identical views; useful as an ablation.
+    "none": AugmentConfig(crop_scale=(1.0, 1.0), aspect_ratio=(1.0, 1.0), jitter_prob=0.0),
+}
+
+
+def _uniform(n: int, low: float, high: float, device, generator=None) -> torch.Tensor:
+    return torch.rand(n, device=device, generator=generator) * (high - low) + low
+
+
+def random_affine_grid(n: int, height: int, width: int, cfg: AugmentConfig, device, generator=None):
+    """Sampling grids of random resized crops with rotation and flip, one per sample."""
+    area = _uniform(n, *cfg.crop_scale, device, generator)
+    log_ratio = _uniform(n, math.log(cfg.aspect_ratio[0]), math.log(cfg.aspect_ratio[1]), device, generator)
+    ratio = log_ratio.exp()
+    scale_x = (area * ratio).sqrt().clamp(max=1.0)
+    scale_y = (area / ratio).sqrt().clamp(max=1.0)
+    # Crop centre anywhere that keeps the crop inside the image.
+    shift_x = (torch.rand(n, device=device, generator=generator) * 2 - 1) * (1 - scale_x)
+    shift_y = (torch.rand(n, device=device, generator=generator) * 2 - 1) * (1 - scale_y)
+    angle = _uniform(n, -cfg.rotation_degrees, cfg.rotation_degrees, device, generator) * (math.pi / 180)
+    flip = torch.ones(n, device=device)
+    if cfg.hflip:
+        flip = torch.where(torch.rand(n, device=device, generator=generator) < 0.5, -1.0, 1.0)
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack(
+        [
+            torch.stack([scale_x * cos * flip, -scale_y * sin, shift_x], dim=1),
+            torch.stack([scale_x * sin * flip, scale_y * cos, shift_y], dim=1),
+        ],
+        dim=1,
+    )
+    return F.affine_grid(theta, [n, 1, height, width], align_corners=False)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x
+    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * weights).sum(1, keepdim=True)
+
+
+def color_jitter(x: torch.Tensor, cfg: AugmentConfig, generator=None) -> torch.Tensor:
+    n, device = x.shape[0], x.device
+    apply = (torch.rand(n, device=device, generator=generator) < cfg.jitter_prob).float().view(n, 1, 1, 1)
+
+    def factor(strength: float) -> torch.Tensor:
+        f = _uniform(n, 1 - strength, 1 + strength, device, generator).view(n, 1, 1, 1)
+        return apply * f + (1 - apply)
+
+    out = x
+    if cfg.brightness:
+        out = out * factor(cfg.brightness)
+    if cfg.contrast:
+        mean = _gray(out).mean(dim=(1, 2, 3), keepdim=True)
+        out = (out - mean) * factor(cfg.contrast) + mean
+    if cfg.saturation and x.shape[1] == 3:
+        gray = _gray(out)
+        out = (out - gray) * factor(cfg.saturation) + gray
+    return out.clamp(0, 1)
+
+
+class Augmenter:
+    """Callable turning a batch into one random view of it."""
+
+    def __init__(self, cfg: AugmentConfig):
+        self.cfg = cfg
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        cfg, n = self.cfg, x.shape[0]
+        grid = random_affine_grid(n, x.shape[2], x.shape[3], cfg, x.device, generator).to(x.dtype)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode=cfg.padding_mode, align_corners=False)
+        out = color_jitter(out, cfg, generator)
+        if cfg.grayscale_prob and out.shape[1] == 3:
+            to_gray = (torch.rand(n, device=x.device, generator=generator) < cfg.grayscale_prob).view(n, 1, 1, 1)
+            out = torch.where(to_gray, _gray(out).expand_as(out), out)
+        if cfg.noise_std:
+            noise = torch.randn(out.shape, device=out.device, generator=generator, dtype=out.dtype)
+            out = (out + cfg.noise_std * noise).clamp(0, 1)
+        return out
+
+
+def build_augmenter(name: str) -> Augmenter:
+    return Augmenter(PRESETS[name])

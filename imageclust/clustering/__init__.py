@@ -1,0 +1,67 @@
+"""Clustering methods by name, and the cluster stage that runs one on extracted features.
+
+A method is ``fit(x, params, seed) -> Clustering``: it sees the transformed features of the
+training splits and returns centroids that assign every sample, seen or new.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ParamsError
+from ..io import atomic_dir
+from ..tables import Assignments, read_features, write_assignments
+from .base import Clustering
+from .kmeans import fit_kmeans
+from .preprocess import FeatureTransform
+
+log = logging.getLogger(__name__)
+
+METHODS = {
+    "kmeans": fit_kmeans,
+}
+
+__all__ = ["METHODS", "Clustering", "FeatureTransform", "run_clustering", "load_cluster_model"]
+MODEL_FILE = "model.npz"
+ASSIGNMENTS_FILE = "assignments.parquet"
+
+
+def run_clustering(features_dir, out_dir, gparams, data_params, params) -> dict:
+    """Fit ``params.method`` on the training splits, assign every sample, write the results."""
+    features = read_features(features_dir)
+    train = np.isin(features.splits, data_params.train_splits)
+    if not train.any():
+        raise ParamsError(
+            f"params: data.train_splits={data_params.train_splits} is invalid: the features hold splits "
+            f"{sorted(set(features.splits))}"
+        )
+    if params.k > train.sum():
+        raise ParamsError(f"params: cluster.k={params.k} is invalid: larger than the {train.sum()} training samples")
+    started = time.perf_counter()
+    transform = FeatureTransform.fit(features.vectors[train], params.l2_normalize, params.pca_dim,
+                                     params.whiten, gparams.seed)
+    x = transform.apply(features.vectors)
+    clustering = METHODS[params.method](x[train], params, gparams.seed)
+    clusters, confidence = clustering.predict(x)
+    seconds = time.perf_counter() - started
+
+    with atomic_dir(out_dir) as tmp:
+        write_assignments(tmp / ASSIGNMENTS_FILE, Assignments(
+            ids=features.ids, splits=features.splits, labels=features.labels, clusters=clusters,
+            confidence=confidence))
+        np.savez(tmp / MODEL_FILE, centroids=clustering.centroids, **transform.to_arrays())
+    sizes = np.bincount(clusters[train], minlength=params.k)
+    log.info("%s k=%d on %d x %d features: %.1fs", params.method, params.k, train.sum(), x.shape[1], seconds)
+    return {"method": params.method, "k": params.k, "fit_samples": int(train.sum()), "dim": int(x.shape[1]),
+            "empty_clusters": int((sizes == 0).sum()), **clustering.stats}
+
+
+def load_cluster_model(out_dir) -> tuple[FeatureTransform, Clustering]:
+    """The transform and centroids the cluster stage saved, to assign new features."""
+    with np.load(Path(out_dir) / MODEL_FILE) as arrays:
+        arrays = dict(arrays)
+    return FeatureTransform.from_arrays(arrays), Clustering(centroids=arrays["centroids"])

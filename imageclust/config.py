@@ -1,0 +1,223 @@
+"""Typed schema of ``params.yaml``: each stage loads and validates only the sections it reads.
+
+Validation happens before a stage touches anything: an unknown key, a wrong type, a value out of
+range or a method name that is not registered raises ``ParamsError`` with one line naming the key,
+the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ParamsError
+
+
+def _registered(registry_loader: Callable[[], dict], what: str):
+    """Field validator: the value must be a key of the registry that ``registry_loader`` returns."""
+
+    def check(value: str) -> str:
+        names = sorted(registry_loader())
+        if value not in names:
+            raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(names)}")
+        return value
+
+    return check
+
+
+def _datasets():
+    from .data import DATASETS
+
+    return DATASETS
+
+
+def _pretrain_methods():
+    from .pretrain import METHODS
+
+    return METHODS
+
+
+def _backbones():
+    from .models import BACKBONES
+
+    return BACKBONES
+
+
+def _extractors():
+    from .features import EXTRACTORS
+
+    return EXTRACTORS
+
+
+def _cluster_methods():
+    from .clustering import METHODS
+
+    return METHODS
+
+
+def _finetune_methods():
+    from .finetune import METHODS
+
+    return METHODS
+
+
+def _augmentations():
+    from .augment import PRESETS
+
+    return PRESETS
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+class DataParams(Section):
+    name: str = "digits"
+    root: str = "data/raw"
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    train_splits: list[str] = Field(default_factory=lambda: ["train"], min_length=1)
+
+    _check_name = field_validator("name")(_registered(_datasets, "dataset"))
+
+
+class PretrainParams(Section):
+    method: str = "simclr"
+    backbone: str = "small_cnn"
+    augment: str = "digits"
+    epochs: int = Field(100, ge=0)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: int = Field(5, ge=0)
+    temperature: float = Field(0.5, gt=0)
+    projection_dim: int = Field(64, ge=2)
+    checkpoint_every: int = Field(10, ge=1)
+
+    _check_method = field_validator("method")(_registered(_pretrain_methods, "pretrain method"))
+    _check_backbone = field_validator("backbone")(_registered(_backbones, "backbone"))
+    _check_augment = field_validator("augment")(_registered(_augmentations, "augmentation preset"))
+
+
+class ExtractParams(Section):
+    backbone: str = "pretrained"
+    batch_size: int = Field(512, ge=1)
+
+    _check_backbone = field_validator("backbone")(_registered(_extractors, "feature extractor"))
+
+
+class ClusterParams(Section):
+    method: str = "kmeans"
+    k: int = Field(10, ge=2)
+    l2_normalize: bool = True
+    pca_dim: Optional[int] = Field(None, ge=1)
+    whiten: bool = False
+    n_init: int = Field(10, ge=1)
+    max_iter: int = Field(300, ge=1)
+
+    _check_method = field_validator("method")(_registered(_cluster_methods, "cluster method"))
+
+
+class FinetuneParams(Section):
+    method: str = "scan"
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    num_neighbors: int = Field(10, ge=1)
+    entropy_weight: float = Field(5.0, ge=0)
+    num_heads: int = Field(5, ge=1)
+    hidden_dim: int = Field(256, ge=0)
+    feature_noise: float = Field(0.1, ge=0)
+    self_label_epochs: int = Field(20, ge=0)
+    confidence_threshold: float = Field(0.99, gt=0, lt=1)
+
+    _check_method = field_validator("method")(_registered(_finetune_methods, "finetune method"))
+
+
+class EvaluateParams(Section):
+    max_silhouette_samples: int = Field(5000, ge=10)
+
+
+class PlotParams(Section):
+    embedding: Literal["tsne", "pca"] = "tsne"
+    max_points: int = Field(3000, ge=10)
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "data": DataParams,
+    "pretrain": PretrainParams,
+    "extract": ExtractParams,
+    "cluster": ClusterParams,
+    "finetune": FinetuneParams,
+    "evaluate": EvaluateParams,
+    "plot": PlotParams,
+}
+GLOBAL_KEYS: dict[str, Any] = {"seed": 0, "device": "auto"}
+
+
+def _format_error(section: str, raw: dict, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join([section, *(str(p) for p in first["loc"])])
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(SECTIONS[section].model_fields)
+        return f"params: unknown key {key}; allowed keys in {section}: {allowed}"
+    value = raw
+    for part in first["loc"]:
+        value = value.get(part) if isinstance(value, dict) else None
+    message = first["msg"].removeprefix("Value error, ")
+    return f"params: {key}={value!r} is invalid: {message}"
+
+
+def read_params_file(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"params: file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"params: {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params: {path} must hold a mapping of sections")
+    unknown = sorted(set(raw) - set(SECTIONS) - set(GLOBAL_KEYS))
+    if unknown:
+        allowed = ", ".join([*GLOBAL_KEYS, *SECTIONS])
+        raise ParamsError(f"params: unknown top-level key {unknown[0]!r}; allowed: {allowed}")
+    return raw
+
+
+def load_section(section: str, raw: dict):
+    """Validate one section of an already-read params mapping."""
+    values = raw.get(section) or {}
+    if not isinstance(values, dict):
+        raise ParamsError(f"params: {section} must be a mapping, got {values!r}")
+    try:
+        return SECTIONS[section](**values)
+    except ValidationError as err:
+        raise ParamsError(_format_error(section, values, err)) from None
+
+
+class GlobalParams(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    seed: int = Field(0, ge=0)
+    device: Device = "auto"
+
+
+def load_globals(raw: dict) -> GlobalParams:
+    try:
+        return GlobalParams(**{k: raw[k] for k in GLOBAL_KEYS if k in raw})
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = first["loc"][0]
+        raise ParamsError(f"params: {key}={raw.get(key)!r} is invalid: {first['msg']}") from None
+
+
+def load_params(*sections: str, path: str | Path = "params.yaml"):
+    """Read ``params.yaml`` and return ``(globals, section objects...)`` for the named sections."""
+    raw = read_params_file(path)
+    return (load_globals(raw), *(load_section(s, raw) for s in sections))

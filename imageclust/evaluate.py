@@ -1,0 +1,83 @@
+"""Score each source of cluster assignments (k-means, fine-tuning, ...) per split and over all samples.
+
+Each source is joined to the feature table on sample ids and scored in the feature table's row
+order, so the result does not depend on how a source ordered its rows, and every source of a run
+is scored on the same silhouette subsample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import DataError
+from .metrics import ari, cluster_statistics, clustering_accuracy, label_free_scores, nmi, purity
+from .tables import UNLABELED, Assignments, FeatureTable
+
+ALL_SPLITS = "all"
+
+
+def _first_duplicate(ids: np.ndarray):
+    unique, counts = np.unique(ids, return_counts=True)
+    return unique[counts > 1][0] if (counts > 1).any() else None
+
+
+def source_rows(features: FeatureTable, source: Assignments, name: str) -> np.ndarray:
+    """Row of ``source`` for each row of ``features``; both must hold exactly the same ids."""
+    for what, ids in (("features", features.ids), (f"source {name}", source.ids)):
+        duplicate = _first_duplicate(ids)
+        if duplicate is not None:
+            raise DataError(f"{what}: id {duplicate!r} occurs more than once")
+    position = {sample_id: row for row, sample_id in enumerate(source.ids)}
+    missing = next((i for i in features.ids if i not in position), None)
+    if missing is not None:
+        raise DataError(f"source {name}: feature id {missing!r} has no assignment; is the source stale?")
+    if len(source) != len(features):
+        known = set(features.ids)
+        extra = next(i for i in source.ids if i not in known)
+        raise DataError(f"source {name}: id {extra!r} is not in the features; is the source stale?")
+    rows = np.fromiter((position[i] for i in features.ids), dtype=np.int64, count=len(features))
+    # Same ids but other splits or labels means the source was made from another version of the data.
+    differs = np.flatnonzero((source.splits[rows] != features.splits) | (source.labels[rows] != features.labels))
+    if differs.size:
+        raise DataError(f"source {name}: id {features.ids[differs[0]]!r} has another split or label than in the features")
+    return rows
+
+
+def score_split(labels, clusters, vectors, confidence, k: int, max_silhouette_samples: int, seed: int) -> dict:
+    """All metrics of one split; the label-based ones only on labelled rows, and absent if there are none."""
+    labeled = labels != UNLABELED
+    scores = {"n": int(len(clusters)), "n_labeled": int(labeled.sum()), "mean_confidence": float(np.mean(confidence))}
+    if labeled.any():
+        y, c = labels[labeled], clusters[labeled]
+        scores.update(acc=clustering_accuracy(y, c), nmi=nmi(y, c), ari=ari(y, c), purity=purity(y, c))
+    scores.update(label_free_scores(vectors, clusters, max_silhouette_samples, seed))
+    scores.update(cluster_statistics(clusters, k))
+    return scores
+
+
+def evaluate_sources(features: FeatureTable, sources: dict[str, Assignments], max_silhouette_samples: int,
+                     seed: int) -> dict:
+    """``{source: {split: metrics}}`` for every split of each source, plus the split ``all``."""
+    results = {}
+    for name, source in sources.items():
+        if len(source) == 0:
+            raise DataError(f"source {name}: no assignments")
+        rows = source_rows(features, source, name)
+        clusters = source.clusters[rows]
+        confidence = source.confidence[rows].astype(np.float64)
+        if clusters.min() < 0:
+            raise DataError(f"source {name}: negative cluster id {clusters.min()}; ids must lie in [0, k)")
+        # Assignment files do not record k: take the largest id + 1, so empty clusters are counted
+        # except those with ids above every used one.
+        k = int(clusters.max()) + 1
+        splits = sorted(set(features.splits))
+        if ALL_SPLITS in splits:
+            raise DataError(f"source {name}: a split is named {ALL_SPLITS!r}, which is reserved for all samples")
+        masks = {split: features.splits == split for split in splits}
+        masks[ALL_SPLITS] = np.ones(len(features), dtype=bool)
+        results[name] = {
+            split: score_split(features.labels[mask], clusters[mask], features.vectors[mask], confidence[mask], k,
+                               max_silhouette_samples, seed)
+            for split, mask in masks.items()
+        }
+    return results

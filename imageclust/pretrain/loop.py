@@ -1,0 +1,160 @@
+"""The training loop every pretraining method shares: batches from the prepared pixels, batched
+augmentation on the device, AdamW with warmup and cosine decay, DVCLive curves, and checkpoints
+that let a killed run resume where it stopped (as DINO's ``restart_from_checkpoint``).
+
+Randomness is drawn from generators seeded by (seed, epoch, rank), so a resumed run sees the same
+batches and augmentations as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ..augment import build_augmenter
+from ..data import load_prepared
+from ..errors import DataError
+from ..io import load_torch, save_torch
+from ..models import build_backbone
+from ..runtime import autocast, init_distributed, resolve_device, seed_everything, to_float_images
+from . import METHODS
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FILE = "last.pt"
+
+
+def fingerprint(*parts) -> str:
+    """Identifies the run a checkpoint belongs to, so a changed config never resumes a stale one."""
+    text = json.dumps([p.model_dump() if hasattr(p, "model_dump") else p for p in parts], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor: linear warmup to 1, then cosine decay to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The shuffled batches of one epoch; the last partial batch is dropped once there is a full one."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    if n >= batch_size:
+        order = order[: n - n % batch_size]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _open_live(live_dir: Path, history: list[dict]):
+    from dvclive import Live
+
+    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
+    for row in history:  # a resumed run re-logs what the killed one had logged
+        for key in ("loss", "lr"):
+            live.log_metric(key, row[key])
+        live.next_step()
+    return live
+
+
+def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data_params, params) -> dict | None:
+    """Train ``params.method`` on the prepared training splits; write the backbone to ``encoder_path``.
+
+    Returns the run's summary in the main process, None in the other ranks of a distributed run.
+    """
+    data = load_prepared(prepared_dir)
+    indices = data.indices(data_params.train_splits)
+    if len(indices) < 2:
+        raise DataError(f"{prepared_dir}: the training splits hold {len(indices)} samples; need at least 2")
+    channels = data.meta["channels"]
+    ddp = init_distributed()
+    device = resolve_device(gparams.device, ddp.local_rank)
+    seed_everything(gparams.seed)
+
+    method = METHODS[params.method](build_backbone(params.backbone, channels), params).to(device)
+    model = DistributedDataParallel(method) if ddp.enabled else method
+    batch_size = min(params.batch_size, len(indices))
+    if batch_size % ddp.world_size:
+        raise DataError(f"pretrain.batch_size={batch_size} must be divisible by the {ddp.world_size} processes")
+    steps_per_epoch = len(epoch_batches(len(indices), batch_size, 0, 0))
+    total_steps = steps_per_epoch * params.epochs
+    lr = params.lr * batch_size / 256  # linear scaling rule (Goyal et al. 2017)
+    optimizer = torch.optim.AdamW(method.parameters(), lr=lr, weight_decay=params.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, params.warmup_epochs * steps_per_epoch, total_steps)
+    )
+    augment = build_augmenter(params.augment)
+
+    run_id = fingerprint(gparams, data_params, params, data.meta["counts"], ddp.world_size)
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE
+    start_epoch, history = 0, []
+    if checkpoint_path.exists():
+        state = load_torch(checkpoint_path)
+        if state.get("run_id") == run_id:
+            method.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, history = state["epoch"], list(state["history"])
+            log.info("resuming from %s at epoch %d", checkpoint_path, start_epoch)
+        else:
+            log.info("ignoring %s: it belongs to another configuration", checkpoint_path)
+
+    live = _open_live(Path(live_dir), history) if ddp.is_main else None
+    started = time.perf_counter()
+    for epoch in range(start_epoch, params.epochs):
+        model.train()
+        generator = torch.Generator(device=device).manual_seed(gparams.seed * 100_003 + epoch * 101 + ddp.rank)
+        losses = []
+        for batch in epoch_batches(len(indices), batch_size, gparams.seed, epoch):
+            local = np.sort(indices[np.array_split(batch, ddp.world_size)[ddp.rank]])
+            x = to_float_images(data.images[local], device)
+            with autocast(device):
+                loss = model(augment(x, generator), augment(x, generator))  # forward() is the loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+        row = {"epoch": epoch + 1, "loss": ddp.all_reduce_mean(float(np.mean(losses))),
+               "lr": scheduler.get_last_lr()[0]}
+        history.append(row)
+        if ddp.is_main:
+            log.info("epoch %d/%d loss %.4f", epoch + 1, params.epochs, row["loss"])
+            live.log_metric("loss", row["loss"])
+            live.log_metric("lr", row["lr"])
+            live.next_step()
+            if (epoch + 1) % params.checkpoint_every == 0 or epoch + 1 == params.epochs:
+                save_torch(checkpoint_path, {
+                    "run_id": run_id, "epoch": epoch + 1, "history": history, "model": method.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                })
+    seconds = time.perf_counter() - started
+    if params.epochs > start_epoch:
+        log.info("trained %d epochs in %.1fs (%.0f samples/s)", params.epochs - start_epoch, seconds,
+                 (params.epochs - start_epoch) * steps_per_epoch * batch_size / seconds)
+    if ddp.is_main:
+        live.end()
+        save_torch(encoder_path, {
+            "backbone": params.backbone, "in_channels": channels,
+            "output_dim": method.backbone.output_dim, "state_dict": method.backbone.state_dict(),
+        })
+    ddp.barrier()
+    ddp.close()
+    if not ddp.is_main:
+        return None
+    return {
+        "method": params.method,
+        "epochs": params.epochs,
+        "final_loss": history[-1]["loss"] if history else None,
+        "resumed_from_epoch": start_epoch,
+        "train_samples": int(len(indices)),
+        "world_size": ddp.world_size,
+        "device": device.type,
+    }

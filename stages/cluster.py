@@ -1,0 +1,25 @@
+"""cluster: a classical clustering of the extracted features (k-means by default)."""
+
+import argparse
+
+from imageclust.cli import run_stage
+from imageclust.clustering import run_clustering
+from imageclust.config import load_params
+from imageclust.io import write_json
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--features", required=True, help="features folder from the extract stage")
+    parser.add_argument("--out", required=True, help="folder for assignments and the fitted model")
+    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    gparams, data_params, params = load_params("data", "cluster", path=args.params)
+    write_json(args.metrics, run_clustering(args.features, args.out, gparams, data_params, params))
+
+
+if __name__ == "__main__":
+    run_stage(main, build_parser())

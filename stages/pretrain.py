@@ -1,0 +1,29 @@
+"""pretrain: self-supervised training of a backbone on the prepared training splits."""
+
+import argparse
+
+from imageclust.cli import run_stage
+from imageclust.config import load_params
+from imageclust.io import write_json
+from imageclust.pretrain.loop import pretrain
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", required=True, help="prepared data folder")
+    parser.add_argument("--encoder", required=True, help="where to write the trained backbone")
+    parser.add_argument("--checkpoints", required=True, help="checkpoint folder, kept across runs to resume")
+    parser.add_argument("--live", required=True, help="DVCLive folder for the training curves")
+    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    gparams, data_params, params = load_params("data", "pretrain", path=args.params)
+    summary = pretrain(args.data, args.encoder, args.checkpoints, args.live, gparams, data_params, params)
+    if summary is not None:  # only the main process of a distributed run reports
+        write_json(args.metrics, summary)
+
+
+if __name__ == "__main__":
+    run_stage(main, build_parser())

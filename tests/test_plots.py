@@ -1,0 +1,204 @@
+"""Plot stage: every figure is a readable PNG, confusion columns follow the matching, the stage runs end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from imageclust.plots import (
+    confusion_records,
+    embed_2d,
+    make_all_plots,
+    ordered_confusion,
+    plot_cluster_sizes,
+    plot_confusion,
+    plot_embedding,
+    plot_training_curves,
+    read_curve,
+    write_confusion_csv,
+)
+from imageclust.tables import UNLABELED, Assignments, FeatureTable, write_assignments, write_features
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CLASSES = ["zero", "one", "two"]
+
+
+def assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[0] > 0 and pixels.shape[1] > 0
+
+
+def blobs(n_per_class: int = 20, dim: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), n_per_class)
+    centres = rng.normal(size=(3, dim)) * 5
+    vectors = (centres[labels] + rng.normal(size=(len(labels), dim))).astype(np.float32)
+    return vectors, labels
+
+
+def write_curve(path: Path, name: str, values: list[float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [f"{1700000000000 + s}\t{s}\t{v}" for s, v in enumerate(values)]
+    path.write_text("\n".join([f"timestamp\tstep\t{name}", *rows]) + "\n")
+
+
+def test_confusion_columns_follow_matched_clusters(tmp_path):
+    labels = np.repeat(np.arange(3), 10)
+    clusters = np.array([2, 0, 1])[labels]  # class 0 -> cluster 2, class 1 -> cluster 0, class 2 -> cluster 1
+    counts, column_clusters, names = ordered_confusion(labels, clusters, CLASSES)
+    assert column_clusters == [2, 0, 1]
+    assert names == CLASSES
+    np.testing.assert_array_equal(counts, np.diag([10, 10, 10]))
+    plot_confusion(labels, clusters, CLASSES, tmp_path / "c.png", title="permuted")
+    assert_png(tmp_path / "c.png")
+
+
+def test_confusion_with_more_clusters_than_classes_and_unlabelled_rows(tmp_path):
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, UNLABELED, UNLABELED])
+    clusters = np.array([3, 3, 1, 0, 0, 4, 2, 2, 5, 5])
+    counts, column_clusters, names = ordered_confusion(labels, clusters, CLASSES)
+    assert column_clusters[:3] == [3, 0, 2]
+    assert sorted(column_clusters[3:]) == column_clusters[3:] == [1, 4]  # extras by id; 5 is only unlabelled
+    assert names == ["zero", "one", "two", "c1", "c4"]
+    assert counts.sum() == 8
+    assert counts.tolist() == [[2, 0, 0, 1, 0], [0, 2, 0, 0, 1], [0, 0, 2, 0, 0]]
+    plot_confusion(labels, clusters, CLASSES, tmp_path / "c.png", title="extra clusters")
+    assert_png(tmp_path / "c.png")
+
+
+def test_confusion_records_and_csv(tmp_path):
+    # unique best matching: cluster 1 -> cat, cluster 0 -> dog; cluster 7 is surplus
+    labels = np.array([0, 0, 1, 1, 1, UNLABELED, 0])
+    clusters = np.array([1, 1, 0, 0, 7, 0, 0])
+    records = confusion_records(labels, clusters, ["cat", "dog"])
+    assert records == [
+        {"actual": "cat", "predicted": "cat"},
+        {"actual": "cat", "predicted": "cat"},
+        {"actual": "dog", "predicted": "dog"},
+        {"actual": "dog", "predicted": "dog"},
+        {"actual": "dog", "predicted": "cluster 7"},
+        {"actual": "cat", "predicted": "dog"},
+    ]
+    write_confusion_csv(records, tmp_path / "c.csv")
+    lines = (tmp_path / "c.csv").read_text().splitlines()
+    assert lines[0] == "actual,predicted"
+    assert lines[1:] == ["cat,cat", "cat,cat", "dog,dog", "dog,dog", "dog,cluster 7", "cat,dog"]
+
+
+def test_cluster_sizes(tmp_path):
+    plot_cluster_sizes({"cluster": np.array([0, 0, 1, 2, 2, 2]), "finetune": np.array([0, 1, 1, 1, 1, 1])},
+                       tmp_path / "s.png", k=4)
+    assert_png(tmp_path / "s.png")
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_embed_2d_is_deterministic_and_subsamples(method):
+    vectors, _ = blobs(dim=64)
+    first_idx, first = embed_2d(vectors, method, max_points=40, seed=3)
+    second_idx, second = embed_2d(vectors, method, max_points=40, seed=3)
+    assert first.shape == (40, 2) and len(set(first_idx.tolist())) == 40
+    np.testing.assert_array_equal(first_idx, second_idx)
+    np.testing.assert_array_equal(first, second)
+    other_idx, _ = embed_2d(vectors, method, max_points=40, seed=4)
+    assert not np.array_equal(first_idx, other_idx)
+
+
+def test_embedding_plot_with_and_without_labels(tmp_path):
+    vectors, labels = blobs()
+    plot_embedding(vectors, labels, labels, CLASSES, tmp_path / "e.png", "tsne", max_points=50, seed=0)
+    assert_png(tmp_path / "e.png")
+    no_labels = np.full_like(labels, UNLABELED)
+    plot_embedding(vectors, labels, no_labels, CLASSES, tmp_path / "n.png", "pca", max_points=50, seed=0)
+    assert_png(tmp_path / "n.png")
+
+
+def test_training_curves(tmp_path, caplog):
+    write_curve(tmp_path / "loss.tsv", "loss", [2.0, 1.5, 1.2, 1.1])
+    assert read_curve(tmp_path / "loss.tsv")[0] == "loss"
+    np.testing.assert_array_equal(read_curve(tmp_path / "loss.tsv")[1], [0, 1, 2, 3])
+    plot_training_curves({"pretrain_loss": tmp_path / "loss.tsv", "gone": tmp_path / "missing.tsv"},
+                         tmp_path / "t.png")
+    assert_png(tmp_path / "t.png")
+    assert "missing.tsv" in caplog.text
+    plot_training_curves({"gone": tmp_path / "missing.tsv"}, tmp_path / "none.png")
+    assert_png(tmp_path / "none.png")
+
+
+def make_inputs(root: Path, labelled: bool = True) -> dict:
+    vectors, labels = blobs()
+    if not labelled:
+        labels = np.full_like(labels, UNLABELED)
+    ids = np.array([f"s{i:03d}" for i in range(len(labels))])
+    splits = np.array(["train"] * len(labels))
+    write_features(root / "features", FeatureTable(ids, splits, labels, vectors), meta={})
+    meta = root / "meta.json"
+    meta.write_text(json.dumps({"classes": CLASSES}))
+    order = np.random.default_rng(1).permutation(len(ids))  # assignments need not share the features' order
+    sources = {}
+    for name, perm in [("cluster", [1, 2, 0]), ("finetune", [0, 1, 2])]:
+        clusters = np.array(perm)[np.clip(labels, 0, None)]
+        a = Assignments(ids[order], splits[order], labels[order], clusters[order], np.ones(len(ids), np.float32))
+        sources[name] = root / f"{name}.parquet"
+        write_assignments(sources[name], a)
+    return {"features": root / "features", "meta": meta, "sources": sources}
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_make_all_plots(tmp_path, labelled):
+    inputs = make_inputs(tmp_path, labelled)
+    write_curve(tmp_path / "loss.tsv", "loss", [1.0, 0.5])
+    params = SimpleNamespace(embedding="pca", max_points=30)
+    make_all_plots(inputs["features"], inputs["sources"], inputs["meta"], {"loss": tmp_path / "loss.tsv"},
+                   tmp_path / "plots", params, seed=0)
+    expected = {"cluster_sizes.png", "embedding.png", "training_curves.png"}
+    if labelled:
+        expected |= {f"confusion_{s}.{ext}" for s in ("cluster", "finetune") for ext in ("png", "csv")}
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == expected
+    for png in (tmp_path / "plots").glob("*.png"):
+        assert_png(png)
+    if labelled:  # ids joined correctly: every sample lands on its matched class
+        rows = (tmp_path / "plots" / "confusion_cluster.csv").read_text().splitlines()[1:]
+        assert len(rows) == 60 and all(a == p for a, p in (r.split(",") for r in rows))
+
+
+def run_stage_script(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, str(REPO / "stages" / "plot.py"), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def stage_args(inputs: dict) -> list[str]:
+    return ["--features", str(inputs["features"]), "--meta", str(inputs["meta"]),
+            *(a for name, p in inputs["sources"].items() for a in ("--source", f"{name}={p}")),
+            "--curve", "pretrain_loss=live/plots/metrics/loss.tsv", "--out", "plots"]
+
+
+def test_stage_end_to_end(tmp_path):
+    inputs = make_inputs(tmp_path)
+    write_curve(tmp_path / "live" / "plots" / "metrics" / "loss.tsv", "loss", [3.0, 2.0, 1.5])
+    (tmp_path / "params.yaml").write_text("seed: 1\nplot:\n  embedding: tsne\n  max_points: 40\n")
+    result = run_stage_script(tmp_path, *stage_args(inputs))
+    assert result.returncode == 0, result.stderr
+    names = {p.name for p in (tmp_path / "plots").iterdir()}
+    assert {"confusion_cluster.csv", "confusion_finetune.png", "embedding.png", "training_curves.png"} <= names
+
+
+def test_stage_missing_input_fails_cleanly(tmp_path):
+    inputs = make_inputs(tmp_path)
+    inputs["sources"]["finetune"] = tmp_path / "absent.parquet"
+    (tmp_path / "params.yaml").write_text("plot:\n  embedding: pca\n")
+    result = run_stage_script(tmp_path, *stage_args(inputs))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "absent.parquet" in result.stderr
+    assert not any(p.name.startswith(("plots", ".plots")) for p in tmp_path.iterdir())
