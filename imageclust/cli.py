@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import UserError
+from .errors import DataError, UserError
 
 EXIT_USER_ERROR = 2
 
@@ -23,3 +24,26 @@ def run_stage(main: Callable[[argparse.Namespace], None], parser: argparse.Argum
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+def named_path(text: str) -> tuple[str, Path]:
+    """argparse type of ``NAME=PATH`` options such as ``--source cluster=artifacts/...``."""
+    name, sep, path = text.partition("=")
+    if not (sep and name and path):
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(path)
+
+
+def unique_named_paths(pairs: list[tuple[str, Path]], option: str) -> dict[str, Path]:
+    names = [name for name, _ in pairs]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate is not None:
+        raise UserError(f"{option} name {duplicate!r} is given more than once")
+    return dict(pairs)
+
+
+def require_files(*paths: Path) -> None:
+    """Fail before anything is written when an input file is missing."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"{path}: not found; run the stage that writes it")

@@ -7,6 +7,7 @@ it into place only once complete, so a killed stage leaves either the old artifa
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -98,3 +99,17 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     import torch
 
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def digest_files(paths, pattern: str = "*", chunk: int = 1 << 20) -> str:
+    """sha256 over the names and bytes of ``paths`` (folders: their files matching ``pattern``, sorted)."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        files += sorted(p for p in path.rglob(pattern) if p.is_file()) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for file in files:
+        h.update(file.name.encode())
+        with open(file, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    return h.hexdigest()

@@ -94,5 +94,5 @@ def init_distributed() -> Distributed:
 
 def to_float_images(batch: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 (n, h, w, c) pixels -> float (n, c, h, w) in [0, 1] on ``device``."""
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
+    x = torch.from_numpy(np.array(batch, copy=True)).to(device, non_blocking=True)  # memmaps are read-only
     return x.permute(0, 3, 1, 2).float().div_(255.0)

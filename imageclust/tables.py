@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import DataError
 from .io import atomic_dir, atomic_path, write_json
 
 UNLABELED = -1
@@ -67,10 +68,15 @@ def write_features(out_dir: str | Path, table: FeatureTable, meta: dict, shard_r
         write_json(tmp / "meta.json", {**meta, "rows": len(table), "dim": int(table.vectors.shape[1])})
 
 
-def read_features(features_dir: str | Path) -> FeatureTable:
+def feature_shards(features_dir: str | Path) -> list[Path]:
     shards = sorted(Path(features_dir).glob(FEATURE_SHARD_GLOB))
     if not shards:
-        raise FileNotFoundError(f"{features_dir}: no feature shards ({FEATURE_SHARD_GLOB}); run the extract stage")
+        raise DataError(f"{features_dir}: no feature shards ({FEATURE_SHARD_GLOB}); run the extract stage")
+    return shards
+
+
+def read_features(features_dir: str | Path) -> FeatureTable:
+    shards = feature_shards(features_dir)
     table = pa.concat_tables(pq.read_table(s) for s in shards)
     vector = table.column("vector").combine_chunks()
     dim = vector.type.list_size

@@ -130,8 +130,8 @@ def test_stage_writes_metrics(workspace):
 
 
 @pytest.mark.parametrize("features_arg, source_arg, expected", [
-    ("features", "finetune=missing.parquet", "source finetune: missing.parquet not found"),
-    ("nowhere", "finetune=finetune.parquet", "features: no part-*.parquet shards in nowhere"),
+    ("features", "finetune=missing.parquet", "missing.parquet: not found"),
+    ("nowhere", "finetune=finetune.parquet", "nowhere: no feature shards"),
 ])
 def test_stage_missing_input_leaves_output_untouched(workspace, features_arg, source_arg, expected):
     out = workspace / "metrics.json"

@@ -77,7 +77,7 @@ def finetune_scan(vectors: np.ndarray, labels: np.ndarray, train: np.ndarray, nu
     """Returns the cluster probabilities of every row of ``vectors``, the kept head and statistics."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    x_all = F.normalize(torch.from_numpy(vectors).float(), dim=1)
+    x_all = F.normalize(torch.as_tensor(np.array(vectors, dtype=np.float32)), dim=1)
     x = x_all[torch.from_numpy(np.flatnonzero(train))]
     neighbors = mine_neighbors(x, params.num_neighbors)
     stats = {"train_samples": len(x), "num_neighbors": int(neighbors.shape[1])}
@@ -102,7 +102,7 @@ def finetune_scan(vectors: np.ndarray, labels: np.ndarray, train: np.ndarray, nu
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            totals += [np.mean([float(part) for part in parts]) for parts in zip(*losses)]
+            totals += [np.mean([part.item() for part in parts]) for parts in zip(*losses)]
         totals /= len(batches)
         log_metric("scan/loss", totals[0])
         log_metric("scan/consistency", totals[1])
@@ -132,7 +132,7 @@ def finetune_scan(vectors: np.ndarray, labels: np.ndarray, train: np.ndarray, nu
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, confident = total + float(loss), confident + fraction
+            total, confident = total + loss.item(), confident + fraction
         log_metric("selflabel/loss", total / len(batches))
         log_metric("selflabel/confident_fraction", confident / len(batches), step_done=True)
     probs = predict(head, x_all.to(device)).cpu().numpy()

@@ -21,8 +21,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..augment import build_augmenter
 from ..data import load_prepared
+from ..data.prepared import META_FILE, SAMPLES_FILE
 from ..errors import DataError
-from ..io import load_torch, save_torch
+from ..io import digest_files, load_torch, save_torch
 from ..models import build_backbone
 from ..runtime import autocast, init_distributed, resolve_device, seed_everything, to_float_images
 from . import METHODS
@@ -92,7 +93,13 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
     )
     augment = build_augmenter(params.augment)
 
-    run_id = fingerprint(gparams, data_params, params, data.meta["counts"], ddp.world_size)
+    # A checkpoint resumes only the very run it came from: same parameters, data and training code.
+    package = Path(__file__).resolve().parents[1]
+    code = digest_files([package / d for d in ("pretrain", "models", "losses", "augment.py", "runtime.py")
+                         if (package / d).exists()], pattern="*.py")
+    data_files = digest_files([Path(prepared_dir) / f for f in (SAMPLES_FILE, META_FILE)])
+    run_id = fingerprint(gparams, data_params, params, ddp.world_size, code, data_files,
+                         list(data.images.shape))
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE
     start_epoch, history = 0, []
     if checkpoint_path.exists():
