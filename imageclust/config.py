@@ -169,7 +169,12 @@ def _format_error(section: str, raw: dict, err: ValidationError) -> str:
         return f"params: unknown key {key}; allowed keys in {section}: {allowed}"
     value = raw
     for part in first["loc"]:
-        value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]  # an item of a list, e.g. data.train_splits.0
+        else:
+            value = None
     message = first["msg"].removeprefix("Value error, ")
     return f"params: {key}={value!r} is invalid: {message}"
 

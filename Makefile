@@ -1,0 +1,28 @@
+# Two entry points on a fresh machine: `make repro` (install, then run the pipeline) and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+export DVC_NO_ANALYTICS := 1
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install repro test test-fast bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+repro: install
+	dvc repro
+
+test: install
+	python -m pytest -ra
+
+test-fast: install
+	python -m pytest -ra -m "not slow"
+
+bench: install
+	python benchmarks/digits.py --out benchmarks/results/digits.json

@@ -1,0 +1,1 @@
+"""Thin entry points, one per DVC stage: ``python -m stages.<name>`` from the repository root."""

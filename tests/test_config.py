@@ -1,0 +1,225 @@
+"""params.yaml schema: the repo's file validates; every bad input gives one clear ``params:`` line."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imageclust.config import (
+    SECTIONS,
+    ClusterParams,
+    DataParams,
+    FinetuneParams,
+    GlobalParams,
+    PretrainParams,
+    load_params,
+    read_params_file,
+)
+from imageclust.errors import ParamsError, UserError
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def write_params(tmp_path, data) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def params_error(path, *sections) -> str:
+    """The message of the ParamsError that loading ``sections`` from ``path`` raises; checks its form."""
+    with pytest.raises(ParamsError) as info:
+        load_params(*sections, path=path)
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert message.startswith("params:"), message
+    return message
+
+
+def test_repo_params_validate_every_section():
+    gparams, *sections = load_params(*SECTIONS, path=REPO_PARAMS)
+    raw = yaml.safe_load(REPO_PARAMS.read_text())
+    assert gparams.seed == raw["seed"]
+    assert gparams.device == raw["device"]
+    assert [type(s) for s in sections] == list(SECTIONS.values())
+    by_name = dict(zip(SECTIONS, sections))
+    # Values come from the file, not from the defaults.
+    for name, section in by_name.items():
+        for key, value in (raw.get(name) or {}).items():
+            assert getattr(section, key) == value, f"{name}.{key}"
+
+
+def test_load_params_returns_only_requested_sections_in_order(tmp_path):
+    path = write_params(tmp_path, {"seed": 3, "cluster": {"k": 4}, "data": {"test_fraction": 0.0}})
+    gparams, cluster, data = load_params("cluster", "data", path=path)
+    assert (gparams.seed, gparams.device) == (3, "auto")
+    assert isinstance(cluster, ClusterParams) and cluster.k == 4
+    assert isinstance(data, DataParams) and data.test_fraction == 0.0
+
+
+def test_defaults_for_empty_file_and_missing_sections(tmp_path):
+    path = write_params(tmp_path, "")
+    gparams, data, cluster, finetune = load_params("data", "cluster", "finetune", path=path)
+    assert gparams == GlobalParams(seed=0, device="auto")
+    assert data.name == "digits" and data.test_fraction == 0.2 and data.train_splits == ["train"]
+    assert cluster.method == "kmeans" and cluster.k == 10 and cluster.pca_dim is None
+    assert cluster.l2_normalize is True and cluster.whiten is False
+    assert finetune.method == "scan" and finetune.num_heads == 5 and finetune.confidence_threshold == 0.99
+
+
+def test_null_section_means_defaults(tmp_path):
+    path = write_params(tmp_path, "cluster:\n")
+    _, cluster = load_params("cluster", path=path)
+    assert cluster == ClusterParams()
+
+
+def test_sections_are_frozen():
+    with pytest.raises(Exception):
+        ClusterParams().k = 3  # type: ignore[misc]
+
+
+def test_unknown_key_in_section_names_key_and_allowed_keys(tmp_path):
+    path = write_params(tmp_path, {"cluster": {"kk": 10}})
+    message = params_error(path, "cluster")
+    assert "cluster.kk" in message
+    for allowed in ClusterParams.model_fields:
+        assert allowed in message
+    assert "n_init" in message and "max_iter" in message
+
+
+def test_unknown_key_only_checked_for_loaded_sections(tmp_path):
+    # Each stage validates the sections it reads; a typo elsewhere does not stop it.
+    path = write_params(tmp_path, {"cluster": {"kk": 10}})
+    _, data = load_params("data", path=path)
+    assert data == DataParams()
+
+
+def test_wrong_type(tmp_path):
+    message = params_error(write_params(tmp_path, {"cluster": {"k": "ten"}}), "cluster")
+    assert "cluster.k" in message
+    assert "'ten'" in message
+    assert "integer" in message
+
+
+@pytest.mark.parametrize(
+    "section, key, value, bound",
+    [
+        ("cluster", "k", 1, "2"),
+        ("data", "test_fraction", 1.5, "1"),
+        ("data", "test_fraction", -0.1, "0"),
+        ("pretrain", "temperature", 0, "0"),
+        ("finetune", "confidence_threshold", 1.0, "1"),
+        ("finetune", "hidden_dim", -1, "0"),
+    ],
+)
+def test_out_of_range(tmp_path, section, key, value, bound):
+    message = params_error(write_params(tmp_path, {section: {key: value}}), section)
+    assert f"{section}.{key}={value!r}" in message
+    assert bound in message.split("invalid:", 1)[1]
+
+
+def test_empty_train_splits_rejected(tmp_path):
+    message = params_error(write_params(tmp_path, {"data": {"train_splits": []}}), "data")
+    assert "data.train_splits=[]" in message
+
+
+@pytest.mark.parametrize(
+    "section, key, expected",
+    [
+        ("cluster", "method", "kmeans"),
+        ("pretrain", "method", "simclr"),
+        ("pretrain", "backbone", "small_cnn"),
+        ("pretrain", "augment", "digits"),
+        ("extract", "backbone", "pretrained"),
+        ("finetune", "method", "scan"),
+        ("data", "name", "digits"),
+    ],
+)
+def test_unknown_registry_name_lists_allowed(tmp_path, section, key, expected):
+    message = params_error(write_params(tmp_path, {section: {key: "nope"}}), section)
+    assert f"{section}.{key}='nope'" in message
+    assert "allowed:" in message
+    assert expected in message.split("allowed:", 1)[1]
+
+
+def test_registry_lists_every_name(tmp_path):
+    message = params_error(write_params(tmp_path, {"pretrain": {"augment": "nope"}}), "pretrain")
+    for preset in ("cifar", "digits", "none"):
+        assert preset in message
+    message = params_error(write_params(tmp_path, {"pretrain": {"backbone": "nope"}}), "pretrain")
+    assert "resnet18" in message and "small_cnn" in message
+    message = params_error(write_params(tmp_path, {"extract": {"backbone": "nope"}}), "extract")
+    assert "pixels" in message and "pretrained" in message
+
+
+def test_registered_names_accepted():
+    assert PretrainParams(backbone="resnet18", augment="cifar").backbone == "resnet18"
+    assert FinetuneParams(method="scan", hidden_dim=0).hidden_dim == 0
+
+
+def test_unknown_top_level_key(tmp_path):
+    message = params_error(write_params(tmp_path, {"clusterr": {"k": 3}}), "cluster")
+    assert "'clusterr'" in message
+    assert "top-level" in message
+    for allowed in ("seed", "device", "data", "cluster", "finetune"):
+        assert allowed in message
+
+
+@pytest.mark.parametrize("value", ["gpu", "CUDA", 1])
+def test_bad_device(tmp_path, value):
+    message = params_error(write_params(tmp_path, {"device": value}))
+    assert f"device={value!r}" in message
+    assert "auto" in message  # what is allowed
+
+
+@pytest.mark.parametrize("value", [-1, "zero", 1.5])
+def test_bad_seed(tmp_path, value):
+    message = params_error(write_params(tmp_path, {"seed": value}))
+    assert f"seed={value!r}" in message
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "mps"])
+def test_good_devices(tmp_path, device):
+    gparams, = load_params(path=write_params(tmp_path, {"device": device, "seed": 7}))
+    assert gparams.device == device and gparams.seed == 7
+
+
+def test_section_not_a_mapping(tmp_path):
+    message = params_error(write_params(tmp_path, {"cluster": [1, 2]}), "cluster")
+    assert "cluster" in message and "[1, 2]" in message and "mapping" in message
+    message = params_error(write_params(tmp_path, {"cluster": 5}), "cluster")
+    assert "cluster" in message and "5" in message
+
+
+def test_file_not_a_mapping(tmp_path):
+    message = params_error(write_params(tmp_path, "- a\n- b\n"))
+    assert "mapping" in message
+
+
+def test_invalid_yaml(tmp_path):
+    path = write_params(tmp_path, "cluster:\n  k: [1, 2\n  method: kmeans\n")
+    message = params_error(path, "cluster")
+    assert str(path) in message
+    assert "YAML" in message
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "absent.yaml"
+    message = params_error(path)
+    assert str(path) in message and "not found" in message
+
+
+def test_params_error_is_a_user_error(tmp_path):
+    with pytest.raises(UserError):
+        read_params_file(tmp_path / "absent.yaml")
+
+
+def test_read_params_file_returns_raw_mapping(tmp_path):
+    raw = read_params_file(write_params(tmp_path, {"seed": 1, "cluster": {"k": 3}}))
+    assert raw == {"seed": 1, "cluster": {"k": 3}}
+
+
+def test_bad_list_item_names_index_and_value(tmp_path):
+    message = params_error(write_params(tmp_path, {"data": {"train_splits": ["train", 3]}}), "data")
+    assert "data.train_splits.1=3" in message
+    assert "string" in message

@@ -1,0 +1,115 @@
+"""End to end through DVC in a temporary git repository: repro, a no-op repro, an experiment that
+changes cluster.k, exp show, metrics diff, and a bad parameter that leaves the outputs alone."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "pretrain": {"epochs": 1, "batch_size": 128, "warmup_epochs": 0},
+    "cluster": {"n_init": 2},
+    "finetune": {"epochs": 2, "self_label_epochs": 1, "num_heads": 2},
+    "plot": {"embedding": "pca"},
+}
+
+
+def sh(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           # `python` in dvc.yaml must be this interpreter, whatever the caller's PATH says
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-3000:]}")
+    return result
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([a-z_]+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A git repository holding this working tree's tracked and new files, with tiny params."""
+    root = tmp_path_factory.mktemp("pipeline") / "project"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file() and not name.startswith(("metrics/", "dvc.lock")):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-qm", "tiny pipeline")
+    return root
+
+
+def test_pipeline_through_dvc(project):
+    first = sh(project, "dvc", "repro")
+    assert stages_run(first.stdout) == {"check_params", "download", "pretrain", "extract", "cluster", "finetune",
+                                        "evaluate", "plot"}
+    evaluate = json.loads((project / "metrics/evaluate.json").read_text())
+    assert set(evaluate) == {"cluster", "finetune"}
+    assert set(evaluate["finetune"]) == {"train", "test", "all"}
+    assert 0.0 <= evaluate["finetune"]["all"]["acc"] <= 1.0
+    for name in ("confusion_finetune.png", "confusion_finetune.csv", "embedding.png", "training_curves.png",
+                 "cluster_sizes.png"):
+        assert (project / "plots" / name).stat().st_size > 0
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "first results")
+
+    again = sh(project, "dvc", "repro")
+    assert stages_run(again.stdout) == set()
+    assert "up to date" in again.stdout
+
+    experiment = sh(project, "dvc", "exp", "run", "-S", "cluster.k=8")
+    assert stages_run(experiment.stdout) == {"check_params", "cluster", "finetune", "evaluate", "plot"}
+    assert json.loads((project / "metrics/cluster.json").read_text())["k"] == 8
+
+    diff = json.loads(sh(project, "dvc", "metrics", "diff", "--json").stdout)
+    assert diff["metrics/cluster.json"]["k"] == {"old": 10, "new": 8, "diff": -2}
+    assert "finetune.all.acc" in diff["metrics/evaluate.json"]
+
+    rows = list(csv.DictReader(io.StringIO(sh(project, "dvc", "exp", "show", "--csv").stdout)))
+    assert {"cluster.all.acc", "finetune.all.acc", "finetune.test.nmi", "cluster.k"} <= set(rows[0])
+    by_rev = {row["rev"]: row for row in rows}
+    experiment_rows = [row for rev, row in by_rev.items() if rev not in ("workspace", "master", "main")]
+    assert [row["cluster.k"] for row in experiment_rows] == ["8"]
+    assert experiment_rows[0]["finetune.all.acc"] == str(diff["metrics/evaluate.json"]["finetune.all.acc"]["new"])
+
+
+def test_bad_parameter_fails_first_and_keeps_outputs(project):
+    sh(project, "dvc", "repro")
+    before = {p: p.read_bytes() for p in (project / "artifacts/cluster").iterdir()}
+    metrics_before = (project / "metrics/cluster.json").read_text()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["cluster"]["k"] = 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        failed = sh(project, "dvc", "repro", check=False)
+        assert failed.returncode != 0
+        assert "error: params: cluster.k=1 is invalid" in failed.stdout + failed.stderr
+        assert stages_run(failed.stdout) == {"check_params"}
+        assert {p: p.read_bytes() for p in (project / "artifacts/cluster").iterdir()} == before
+        assert (project / "metrics/cluster.json").read_text() == metrics_before
+    finally:
+        sh(project, "git", "checkout", "params.yaml")
