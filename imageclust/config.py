@@ -8,10 +8,10 @@ the value and what is allowed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from .errors import ParamsError
 
@@ -75,6 +75,7 @@ class Section(BaseModel):
 
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
+Int = Annotated[int, Strict()]  # YAML gives real integers; refuse `true` or 2.5 where a count is meant
 
 
 class DataParams(Section):
@@ -90,14 +91,14 @@ class PretrainParams(Section):
     method: str = "simclr"
     backbone: str = "small_cnn"
     augment: str = "digits"
-    epochs: int = Field(100, ge=0)
-    batch_size: int = Field(256, ge=2)
+    epochs: Int = Field(100, ge=0)
+    batch_size: Int = Field(256, ge=2)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    warmup_epochs: int = Field(5, ge=0)
+    warmup_epochs: Int = Field(5, ge=0)
     temperature: float = Field(0.5, gt=0)
-    projection_dim: int = Field(64, ge=2)
-    checkpoint_every: int = Field(10, ge=1)
+    projection_dim: Int = Field(64, ge=2)
+    checkpoint_every: Int = Field(10, ge=1)
 
     _check_method = field_validator("method")(_registered(_pretrain_methods, "pretrain method"))
     _check_backbone = field_validator("backbone")(_registered(_backbones, "backbone"))
@@ -106,47 +107,47 @@ class PretrainParams(Section):
 
 class ExtractParams(Section):
     backbone: str = "pretrained"
-    batch_size: int = Field(512, ge=1)
+    batch_size: Int = Field(512, ge=1)
 
     _check_backbone = field_validator("backbone")(_registered(_extractors, "feature extractor"))
 
 
 class ClusterParams(Section):
     method: str = "kmeans"
-    k: int = Field(10, ge=2)
+    k: Int = Field(10, ge=2)
     l2_normalize: bool = True
-    pca_dim: Optional[int] = Field(None, ge=1)
+    pca_dim: Optional[Int] = Field(None, ge=1)
     whiten: bool = False
-    n_init: int = Field(10, ge=1)
-    max_iter: int = Field(300, ge=1)
+    n_init: Int = Field(10, ge=1)
+    max_iter: Int = Field(300, ge=1)
 
     _check_method = field_validator("method")(_registered(_cluster_methods, "cluster method"))
 
 
 class FinetuneParams(Section):
     method: str = "scan"
-    epochs: int = Field(60, ge=1)
-    batch_size: int = Field(256, ge=2)
+    epochs: Int = Field(60, ge=1)
+    batch_size: Int = Field(256, ge=2)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    num_neighbors: int = Field(10, ge=1)
+    num_neighbors: Int = Field(10, ge=1)
     entropy_weight: float = Field(5.0, ge=0)
-    num_heads: int = Field(5, ge=1)
-    hidden_dim: int = Field(256, ge=0)
+    num_heads: Int = Field(5, ge=1)
+    hidden_dim: Int = Field(256, ge=0)
     feature_noise: float = Field(0.1, ge=0)
-    self_label_epochs: int = Field(20, ge=0)
+    self_label_epochs: Int = Field(20, ge=0)
     confidence_threshold: float = Field(0.99, gt=0, lt=1)
 
     _check_method = field_validator("method")(_registered(_finetune_methods, "finetune method"))
 
 
 class EvaluateParams(Section):
-    max_silhouette_samples: int = Field(5000, ge=10)
+    max_silhouette_samples: Int = Field(5000, ge=10)
 
 
 class PlotParams(Section):
     embedding: Literal["tsne", "pca"] = "tsne"
-    max_points: int = Field(3000, ge=10)
+    max_points: Int = Field(3000, ge=10)
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -209,7 +210,7 @@ def load_section(section: str, raw: dict):
 
 class GlobalParams(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
-    seed: int = Field(0, ge=0)
+    seed: Int = Field(0, ge=0)
     device: Device = "auto"
 
 

@@ -103,12 +103,15 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
 
 def digest_files(paths, pattern: str = "*", chunk: int = 1 << 20) -> str:
     """sha256 over the names and bytes of ``paths`` (folders: their files matching ``pattern``, sorted)."""
-    files: list[Path] = []
+    files: list[tuple[str, Path]] = []
     for path in map(Path, paths):
-        files += sorted(p for p in path.rglob(pattern) if p.is_file()) if path.is_dir() else [path]
+        if path.is_dir():
+            files += sorted((f"{path.name}/{p.relative_to(path)}", p) for p in path.rglob(pattern) if p.is_file())
+        else:
+            files.append((path.name, path))
     h = hashlib.sha256()
-    for file in files:
-        h.update(file.name.encode())
+    for name, file in files:
+        h.update(name.encode())
         with open(file, "rb") as f:
             while block := f.read(chunk):
                 h.update(block)

@@ -172,7 +172,7 @@ def test_bad_device(tmp_path, value):
     assert "auto" in message  # what is allowed
 
 
-@pytest.mark.parametrize("value", [-1, "zero", 1.5])
+@pytest.mark.parametrize("value", [-1, "zero", 1.5, True, "3"])
 def test_bad_seed(tmp_path, value):
     message = params_error(write_params(tmp_path, {"seed": value}))
     assert f"seed={value!r}" in message
@@ -223,3 +223,15 @@ def test_bad_list_item_names_index_and_value(tmp_path):
     message = params_error(write_params(tmp_path, {"data": {"train_splits": ["train", 3]}}), "data")
     assert "data.train_splits.1=3" in message
     assert "string" in message
+
+
+@pytest.mark.parametrize("value", [True, 2.0, "8"])
+def test_counts_must_be_real_integers(tmp_path, value):
+    message = params_error(write_params(tmp_path, {"cluster": {"k": value}}), "cluster")
+    assert f"cluster.k={value!r}" in message
+
+
+def test_float_keys_accept_integers_and_exponent_strings(tmp_path):
+    # `dvc exp run -S finetune.lr=1e-3` reaches params.yaml as the YAML string "1e-3"
+    _, params = load_params("finetune", path=write_params(tmp_path, {"finetune": {"lr": "1e-3", "entropy_weight": 2}}))
+    assert params.lr == 0.001 and params.entropy_weight == 2.0

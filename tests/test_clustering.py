@@ -1,0 +1,273 @@
+"""Feature preprocessing, k-means with soft assignments, and the cluster stage on written features."""
+
+import numpy as np
+import pytest
+
+from imageclust.clustering import (
+    ASSIGNMENTS_FILE,
+    METHODS,
+    MODEL_FILE,
+    Clustering,
+    FeatureTransform,
+    load_cluster_model,
+    run_clustering,
+)
+from imageclust.clustering.kmeans import fit_kmeans, student_t_assignment
+from imageclust.clustering.preprocess import l2_normalize
+from imageclust.config import ClusterParams, DataParams, GlobalParams
+from imageclust.errors import ParamsError
+from imageclust.metrics import clustering_accuracy
+from imageclust.tables import UNLABELED, FeatureTable, read_assignments, read_features, write_features
+
+
+def blobs(n_per=20, d=5, seed=0, spread=0.05):
+    """Three tight blobs in different directions (they stay apart after L2 normalisation)."""
+    rng = np.random.default_rng(seed)
+    centres = np.zeros((3, d))
+    centres[0, 0], centres[1, 1], centres[2, 2] = 5.0, 5.0, 5.0
+    labels = np.repeat(np.arange(3), n_per)
+    x = centres[labels] + rng.normal(scale=spread * 5, size=(3 * n_per, d))
+    order = rng.permutation(len(labels))  # interleave the classes
+    return x[order].astype(np.float32), labels[order]
+
+
+def write_blobs(path, n_per=20, seed=0, test_every=4, unlabeled=()):
+    x, labels = blobs(n_per=n_per, seed=seed)
+    n = len(labels)
+    splits = np.where(np.arange(n) % test_every == 0, "test", "train").astype(object)
+    stored = labels.copy()
+    stored[list(unlabeled)] = UNLABELED
+    write_features(path, FeatureTable(ids=np.array([f"s{i:03d}" for i in range(n)], dtype=object), splits=splits,
+                                      labels=stored, vectors=x), {"backbone": "test"}, shard_rows=17)
+    return x, labels, splits
+
+
+# ---------------------------------------------------------------- FeatureTransform
+
+
+def random_features(n=40, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    # correlated, anisotropic, off-centre
+    return (rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + 3.0).astype(np.float32)
+
+
+def test_l2_only_transform():
+    x = random_features()
+    t = FeatureTransform.fit(x, True, None, False, 0)
+    assert t.components is None
+    y = t.apply(x)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(y, x / np.linalg.norm(x, axis=1, keepdims=True), rtol=1e-6)
+    assert set(t.to_arrays()) == {"l2_normalize"}
+
+
+def test_l2_normalize_leaves_zero_rows_finite():
+    y = l2_normalize(np.array([[0.0, 0.0], [3.0, 4.0]]))
+    np.testing.assert_allclose(y, [[0.0, 0.0], [0.6, 0.8]])
+
+
+def test_identity_transform():
+    x = random_features()
+    t = FeatureTransform.fit(x, False, None, False, 0)
+    np.testing.assert_array_equal(t.apply(x), x)
+
+
+def test_pca_transform_projects_centred_data():
+    x = random_features()
+    t = FeatureTransform.fit(x, False, 3, False, 0)
+    y = t.apply(x)
+    assert y.shape == (40, 3)
+    np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-4)  # centred on the fitting data
+    np.testing.assert_allclose(t.components @ t.components.T, np.eye(3), atol=1e-5)  # orthonormal
+    np.testing.assert_array_equal(t.scale, np.ones(3, dtype=np.float32))
+    var = y.var(0, ddof=1)
+    assert (np.diff(var) <= 1e-4).all()  # sorted by explained variance
+    # the 3 leading directions keep most of the variance of the centred data
+    total = ((x - x.mean(0)) ** 2).sum(1).mean() * 40 / 39
+    assert var.sum() <= total + 1e-3 and var.sum() > 0.5 * total
+
+
+def test_whitening_gives_unit_variance_per_component():
+    x = random_features()
+    t = FeatureTransform.fit(x, False, 4, True, 0)
+    y = t.apply(x)
+    assert y.shape == (40, 4)
+    np.testing.assert_allclose(y.var(0, ddof=1), 1.0, rtol=1e-3)
+    # components are uncorrelated after whitening
+    np.testing.assert_allclose(np.cov(y, rowvar=False), np.eye(4), atol=1e-3)
+
+
+def test_whiten_without_pca_dim_keeps_every_dimension():
+    x = random_features(d=5)
+    y = FeatureTransform.fit(x, True, None, True, 0).apply(x)
+    assert y.shape == (40, 5)
+    # l2-normalised 5-d data loses one degree of freedom at most; the leading 4 have unit variance
+    np.testing.assert_allclose(y.var(0, ddof=1)[:4], 1.0, rtol=1e-3)
+
+
+def test_pca_dim_capped_by_samples():
+    x = random_features(n=4, d=6)
+    t = FeatureTransform.fit(x, False, 10, False, 0)
+    assert t.components.shape == (4, 6)
+
+
+@pytest.mark.parametrize("l2, pca_dim, whiten", [(True, None, False), (False, 3, False), (True, 3, True),
+                                                  (False, None, True)])
+def test_transform_arrays_round_trip(tmp_path, l2, pca_dim, whiten):
+    x = random_features()
+    t = FeatureTransform.fit(x, l2, pca_dim, whiten, 0)
+    np.savez(tmp_path / "t.npz", **t.to_arrays())
+    with np.load(tmp_path / "t.npz") as f:
+        back = FeatureTransform.from_arrays(dict(f))
+    assert back.l2_normalize is l2
+    new = random_features(n=7, seed=1)
+    np.testing.assert_array_equal(back.apply(new), t.apply(new))
+
+
+# ---------------------------------------------------------------- assignments
+
+
+def test_student_t_by_hand():
+    # x = 0, centroids at squared distances 1 and 4: q ∝ (1/2, 1/5) -> (5/7, 2/7).
+    q = student_t_assignment(np.array([[0.0, 0.0]]), np.array([[1.0, 0.0], [0.0, 2.0]]))
+    np.testing.assert_allclose(q, [[5 / 7, 2 / 7]], rtol=1e-12)
+
+
+def test_student_t_rows_sum_to_one_and_argmax_is_nearest():
+    rng = np.random.default_rng(0)
+    x, c = rng.normal(size=(50, 4)), rng.normal(size=(6, 4))
+    q = student_t_assignment(x, c)
+    assert q.shape == (50, 6) and (q > 0).all()
+    np.testing.assert_allclose(q.sum(1), 1.0, rtol=1e-12)
+    d2 = ((x[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_array_equal(q.argmax(1), d2.argmin(1))
+
+
+def test_student_t_point_on_centroid_is_finite():
+    c = np.array([[1.0, 1.0], [1.0, 1.0 + 1e-9]], dtype=np.float32)
+    q = student_t_assignment(c[:1], c)
+    assert np.isfinite(q).all() and (q >= 0).all()
+
+
+def test_clustering_predict_in_chunks_matches_unchunked():
+    rng = np.random.default_rng(1)
+    x, c = rng.normal(size=(23, 3)), rng.normal(size=(4, 3))
+    model = Clustering(centroids=c)
+    full = model.predict(x)
+    chunked = model.predict(x, chunk=5)
+    np.testing.assert_array_equal(full[0], chunked[0])
+    np.testing.assert_allclose(full[1], chunked[1])
+    assert full[1].dtype == np.float32
+    q = student_t_assignment(x, c)
+    np.testing.assert_allclose(full[1], q.max(1), rtol=1e-6)
+
+
+def test_fit_kmeans_on_blobs():
+    x, labels = blobs()
+    model = fit_kmeans(x, ClusterParams(k=3, n_init=2), 0)
+    assert METHODS["kmeans"] is fit_kmeans
+    assert model.centroids.shape == (3, 5) and model.centroids.dtype == np.float32
+    clusters, _ = model.predict(x)
+    assert clustering_accuracy(labels, clusters) == 1.0
+    assert model.stats["inertia"] > 0 and model.stats["iterations"] >= 1
+
+
+# ---------------------------------------------------------------- the cluster stage
+
+
+def params(**cluster):
+    return GlobalParams(seed=0), DataParams(train_splits=["train"]), ClusterParams(**{"k": 3, "n_init": 3, **cluster})
+
+
+@pytest.mark.parametrize("cluster", [{}, {"pca_dim": 3, "whiten": True}, {"l2_normalize": False}])
+def test_run_clustering_recovers_blobs(tmp_path, cluster):
+    _, labels, splits = write_blobs(tmp_path / "features", unlabeled=[1, 2])
+    stats = run_clustering(tmp_path / "features", tmp_path / "cluster", *params(**cluster))
+    assert sorted(p.name for p in (tmp_path / "cluster").iterdir()) == [ASSIGNMENTS_FILE, MODEL_FILE]
+    a = read_assignments(tmp_path / "cluster" / ASSIGNMENTS_FILE)
+    features = read_features(tmp_path / "features")
+    assert a.ids.tolist() == features.ids.tolist()
+    assert a.splits.tolist() == splits.tolist()
+    assert a.labels[1] == UNLABELED and a.labels[2] == UNLABELED  # labels carried through
+    assert clustering_accuracy(labels, a.clusters) == 1.0  # test samples too, labelled or not
+    assert set(a.clusters.tolist()) == {0, 1, 2}
+    assert ((a.confidence > 1 / 3) & (a.confidence <= 1)).all()
+    train = splits == "train"
+    assert stats["method"] == "kmeans" and stats["k"] == 3
+    assert stats["fit_samples"] == int(train.sum()) == 45
+    assert stats["dim"] == (3 if cluster.get("pca_dim") else 5)
+    assert stats["empty_clusters"] == 0
+    assert "inertia" in stats and "iterations" in stats
+
+    transform, model = load_cluster_model(tmp_path / "cluster")
+    clusters, confidence = model.predict(transform.apply(features.vectors))
+    np.testing.assert_array_equal(clusters, a.clusters)
+    np.testing.assert_allclose(confidence, a.confidence, rtol=1e-6)
+
+
+def test_run_clustering_fits_on_train_splits_only(tmp_path):
+    x, labels, splits = write_blobs(tmp_path / "f1")
+    run_clustering(tmp_path / "f1", tmp_path / "c1", *params())
+    # Move every test sample far away: the fitted centroids must not change.
+    moved = x.copy()
+    moved[splits == "test"] += 100.0
+    write_features(tmp_path / "f2", FeatureTable(read_features(tmp_path / "f1").ids, splits, labels, moved), {})
+    run_clustering(tmp_path / "f2", tmp_path / "c2", *params())
+    with np.load(tmp_path / "c1" / MODEL_FILE) as m1, np.load(tmp_path / "c2" / MODEL_FILE) as m2:
+        np.testing.assert_array_equal(m1["centroids"], m2["centroids"])
+
+
+def test_run_clustering_is_deterministic_for_a_seed(tmp_path):
+    write_blobs(tmp_path / "f", seed=3)
+    run_clustering(tmp_path / "f", tmp_path / "a", *params(n_init=1))
+    run_clustering(tmp_path / "f", tmp_path / "b", *params(n_init=1))
+    a, b = read_assignments(tmp_path / "a" / ASSIGNMENTS_FILE), read_assignments(tmp_path / "b" / ASSIGNMENTS_FILE)
+    np.testing.assert_array_equal(a.clusters, b.clusters)
+    np.testing.assert_array_equal(a.confidence, b.confidence)
+    with np.load(tmp_path / "a" / MODEL_FILE) as ma, np.load(tmp_path / "b" / MODEL_FILE) as mb:
+        np.testing.assert_array_equal(ma["centroids"], mb["centroids"])
+
+
+def test_seed_changes_kmeans_init_on_ambiguous_data(tmp_path):
+    # Uniform noise, k = 5: different seeds give different local optima.
+    rng = np.random.default_rng(0)
+    n = 60
+    write_features(tmp_path / "f", FeatureTable(np.array([f"s{i}" for i in range(n)], dtype=object),
+                                                np.full(n, "train", dtype=object), np.zeros(n, dtype=np.int64),
+                                                rng.uniform(size=(n, 4)).astype(np.float32)), {})
+    g, d, c = params(k=5, n_init=1, l2_normalize=False)
+    run_clustering(tmp_path / "f", tmp_path / "a", GlobalParams(seed=0), d, c)
+    run_clustering(tmp_path / "f", tmp_path / "b", GlobalParams(seed=1), d, c)
+    with np.load(tmp_path / "a" / MODEL_FILE) as ma, np.load(tmp_path / "b" / MODEL_FILE) as mb:
+        assert not np.allclose(np.sort(ma["centroids"], 0), np.sort(mb["centroids"], 0))
+
+
+def test_k_larger_than_training_samples(tmp_path):
+    write_blobs(tmp_path / "f", n_per=2)  # 6 samples, 4 in train
+    g, d, c = params(k=5)
+    with pytest.raises(ParamsError) as info:
+        run_clustering(tmp_path / "f", tmp_path / "out", g, d, c)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("params:")
+    assert "cluster.k=5" in message and "4 training samples" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_split_absent_from_features(tmp_path):
+    write_blobs(tmp_path / "f")
+    with pytest.raises(ParamsError) as info:
+        run_clustering(tmp_path / "f", tmp_path / "out", GlobalParams(seed=0), DataParams(train_splits=["unlabeled"]),
+                       ClusterParams(k=3))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("params:")
+    assert "data.train_splits" in message and "unlabeled" in message
+    assert "test" in message and "train" in message  # the splits that exist
+    assert not (tmp_path / "out").exists()
+
+
+def test_several_train_splits(tmp_path):
+    write_blobs(tmp_path / "f")
+    stats = run_clustering(tmp_path / "f", tmp_path / "out", GlobalParams(seed=0),
+                           DataParams(train_splits=["train", "test"]), ClusterParams(k=3, n_init=2))
+    assert stats["fit_samples"] == 60

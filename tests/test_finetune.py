@@ -1,0 +1,247 @@
+"""SCAN fine-tuning on features: neighbour mining, perturbations, training and the finetune stage."""
+
+import numpy as np
+import pytest
+import torch
+
+from imageclust.clustering import run_clustering
+from imageclust.config import ClusterParams, DataParams, FinetuneParams, GlobalParams
+from imageclust.errors import DataError
+from imageclust.finetune import ASSIGNMENTS_FILE, HEAD_FILE, METHODS, run_finetune
+from imageclust.finetune.scan import MultiHead, finetune_scan, mine_neighbors, perturb, predict
+from imageclust.io import load_torch
+from imageclust.metrics import clustering_accuracy
+from imageclust.models import cluster_head
+from imageclust.tables import UNLABELED, FeatureTable, read_assignments, write_features
+
+TINY = dict(epochs=3, self_label_epochs=1, num_heads=2, batch_size=32, hidden_dim=16)
+
+
+@pytest.fixture(autouse=True)
+def no_dvc_repo(monkeypatch):
+    # DVCLive would open the DVC/Git repository of the working directory (to name an experiment);
+    # the tests only need its files, so it sees no repository. (Its own test mode, DVCLIVE_TEST,
+    # fails with dvcyaml=False in dvclive 3.49.)
+    import dvclive.live
+
+    monkeypatch.setattr(dvclive.live, "get_dvc_repo", lambda: None)
+
+
+def blobs(n=90, d=16, seed=0):
+    """Three separable blobs on the unit sphere (around e1, e2, e3), classes interleaved."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    x = np.eye(d)[labels] * 4.0 + rng.normal(scale=0.3, size=(n, d))
+    return x.astype(np.float32), labels
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, name, value, step_done=False):
+        self.calls.append((name, float(value), step_done))
+
+    def names(self):
+        return [name for name, _, _ in self.calls]
+
+
+# ---------------------------------------------------------------- neighbours and perturbations
+
+
+@pytest.mark.parametrize("chunk", [2048, 7])
+def test_mine_neighbors_matches_brute_force(chunk):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 5)).astype(np.float32)
+    x[3] *= 50  # norms must not matter: neighbours are by cosine similarity
+    got = mine_neighbors(torch.from_numpy(x), 4, chunk=chunk).numpy()
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    expected = np.empty((30, 4), dtype=np.int64)
+    for i in range(30):
+        sims = [(float(unit[i] @ unit[j]), j) for j in range(30) if j != i]
+        expected[i] = [j for _, j in sorted(sims, reverse=True)[:4]]
+    assert got.shape == (30, 4)
+    np.testing.assert_array_equal(got, expected)
+    assert not (got == np.arange(30)[:, None]).any()  # never itself
+
+
+def test_mine_neighbors_excludes_self_even_with_duplicates():
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.1, 1.0]])
+    got = mine_neighbors(x, 1, chunk=3)
+    assert got[:, 0].tolist() == [1, 0, 3, 2]
+
+
+def test_mine_neighbors_caps_k_at_n_minus_one():
+    got = mine_neighbors(torch.randn(4, 3), 10)
+    assert got.shape == (4, 3)
+    for i, row in enumerate(got.tolist()):
+        assert sorted(row) == sorted(set(range(4)) - {i})
+
+
+def test_perturb_keeps_unit_norm_and_is_reproducible():
+    x = torch.nn.functional.normalize(torch.randn(10, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    for noise, dropout in [(0.0, 0.0), (0.1, 0.0), (0.0, 0.3), (0.5, 0.5)]:
+        y = perturb(x, noise, dropout, torch.Generator().manual_seed(1))
+        assert y.shape == x.shape
+        torch.testing.assert_close(y.norm(dim=1), torch.ones(10))
+        torch.testing.assert_close(y, perturb(x, noise, dropout, torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(perturb(x, 0.0, 0.0, torch.Generator()), x)  # no perturbation: identity
+    noisy = perturb(x, 0.1, 0.0, torch.Generator().manual_seed(1))
+    assert 0.0 < (noisy - x).norm(dim=1).mean() < 0.3  # noise of norm about 0.1
+    dropped = perturb(x, 0.0, 0.5, torch.Generator().manual_seed(1))
+    assert (dropped == 0).float().mean() > 0.2  # about half the coordinates zeroed
+
+
+def test_multihead_and_predict():
+    model = MultiHead(6, 0, 4, 3)
+    outs = model(torch.randn(5, 6))
+    assert len(outs) == 3 and all(o.shape == (5, 4) for o in outs)
+    probs = predict(cluster_head(6, 8, 4), torch.randn(9, 6), batch_size=4)
+    assert probs.shape == (9, 4)
+    torch.testing.assert_close(probs.sum(1), torch.ones(9))
+
+
+# ---------------------------------------------------------------- finetune_scan
+
+
+def test_finetune_scan_on_blobs():
+    assert METHODS["scan"] is finetune_scan
+    x, labels = blobs()
+    train = np.ones(90, dtype=bool)
+    train[::5] = False  # some rows are only predicted
+    log = Recorder()
+    probs, head, stats = finetune_scan(x, labels, train, 3, FinetuneParams(**TINY), 0, torch.device("cpu"), log)
+    assert probs.shape == (90, 3) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    assert isinstance(head, torch.nn.Module)
+    assert stats["train_samples"] == 72 and stats["num_neighbors"] == 10
+    assert stats["best_head"] in (0, 1) and len(stats["head_losses"]) == 2
+    assert stats["best_head"] == int(np.argmin(stats["head_losses"]))
+    # 10 nearest neighbours of a blob of 24 training points are all in the same blob
+    assert stats["neighbor_label_agreement"] == 1.0
+    for key in ("scan_confident_fraction", "final_confident_fraction"):
+        assert 0.0 <= stats[key] <= 1.0
+    # one value per metric per epoch; each epoch closes a step
+    assert log.names() == ["scan/loss", "scan/consistency", "scan/entropy"] * 3 + [
+        "selflabel/loss", "selflabel/confident_fraction"]
+    assert [done for _, _, done in log.calls].count(True) == 3 + 1
+    entropies = [v for name, v, _ in log.calls if name == "scan/entropy"]
+    assert all(0.0 <= e <= np.log(3) + 1e-6 for e in entropies)
+    # the head returned is the one whose predictions were returned
+    with torch.no_grad():
+        again = predict(head, torch.nn.functional.normalize(torch.from_numpy(x), dim=1)).numpy()
+    np.testing.assert_allclose(again, probs, rtol=1e-5, atol=1e-6)
+
+
+def test_finetune_scan_learns_the_blobs():
+    x, labels = blobs()
+    params = FinetuneParams(**{**TINY, "epochs": 40, "lr": 0.01, "self_label_epochs": 2})
+    probs, _, stats = finetune_scan(x, labels, np.ones(90, dtype=bool), 3, params, 0, torch.device("cpu"),
+                                    Recorder())
+    assert clustering_accuracy(labels, probs.argmax(1)) == 1.0
+    assert stats["final_confident_fraction"] > 0.5
+
+
+def test_finetune_scan_is_deterministic_and_seeded():
+    x, labels = blobs()
+    train = np.ones(90, dtype=bool)
+    params = FinetuneParams(**{**TINY, "epochs": 1, "self_label_epochs": 0})
+    a = finetune_scan(x, labels, train, 3, params, 0, torch.device("cpu"), Recorder())[0]
+    b = finetune_scan(x, labels, train, 3, params, 0, torch.device("cpu"), Recorder())[0]
+    c = finetune_scan(x, labels, train, 3, params, 1, torch.device("cpu"), Recorder())[0]
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_finetune_scan_without_labels_skips_label_diagnostic():
+    x, labels = blobs(n=30)
+    labels = labels.copy()
+    labels[0] = UNLABELED
+    params = FinetuneParams(**{**TINY, "epochs": 1, "self_label_epochs": 0, "num_neighbors": 3})
+    probs, _, stats = finetune_scan(x, labels, np.ones(30, dtype=bool), 3, params, 0, torch.device("cpu"),
+                                    Recorder())
+    assert "neighbor_label_agreement" not in stats
+    assert probs.shape == (30, 3)
+
+
+# ---------------------------------------------------------------- the finetune stage
+
+
+def write_blob_features(path, ids=None, seed=0):
+    x, labels = blobs(seed=seed)
+    ids = ids if ids is not None else np.array([f"s{i:03d}" for i in range(90)], dtype=object)
+    splits = np.where(np.arange(90) % 6 == 0, "test", "train").astype(object)
+    write_features(path, FeatureTable(ids=ids, splits=splits, labels=labels, vectors=x), {}, shard_rows=40)
+    return labels, splits
+
+
+def cluster_stage(tmp_path):
+    labels, splits = write_blob_features(tmp_path / "features")
+    run_clustering(tmp_path / "features", tmp_path / "cluster", GlobalParams(seed=0),
+                   DataParams(train_splits=["train"]), ClusterParams(k=3, n_init=2))
+    return labels, splits
+
+
+def finetune(tmp_path, data=None, **overrides):
+    return run_finetune(tmp_path / "features", tmp_path / "cluster", tmp_path / "finetune", tmp_path / "live",
+                        GlobalParams(seed=0, device="cpu"), data or DataParams(train_splits=["train"]), 3,
+                        FinetuneParams(**{**TINY, **overrides}))
+
+
+def test_run_finetune_writes_assignments_head_and_curves(tmp_path):
+    labels, splits = cluster_stage(tmp_path)
+    stats = finetune(tmp_path, epochs=2, self_label_epochs=1)
+    assert sorted(p.name for p in (tmp_path / "finetune").iterdir()) == [ASSIGNMENTS_FILE, HEAD_FILE]
+    a = read_assignments(tmp_path / "finetune" / ASSIGNMENTS_FILE)
+    assert a.ids.tolist() == [f"s{i:03d}" for i in range(90)]
+    assert a.splits.tolist() == splits.tolist() and a.labels.tolist() == labels.tolist()
+    assert a.clusters.min() >= 0 and a.clusters.max() < 3
+    assert ((a.confidence >= 1 / 3 - 1e-6) & (a.confidence <= 1 + 1e-6)).all()
+
+    head = load_torch(tmp_path / "finetune" / HEAD_FILE)
+    assert head["method"] == "scan" and head["num_clusters"] == 3
+    rebuilt = cluster_head(16, 16, 3)
+    rebuilt.load_state_dict(head["state_dict"])  # the saved weights are those of one cluster head
+
+    assert stats["method"] == "scan" and stats["k"] == 3
+    assert 0.0 <= stats["nmi_with_cluster_stage"] <= 1.0
+    assert stats["train_samples"] == 75 and "best_head" in stats
+
+    metrics = tmp_path / "live" / "plots" / "metrics"
+    for name, rows in [("scan/loss", 2), ("scan/consistency", 2), ("scan/entropy", 2),
+                       ("selflabel/loss", 1), ("selflabel/confident_fraction", 1)]:
+        tsv = metrics / f"{name}.tsv"
+        assert tsv.exists(), name
+        lines = tsv.read_text().strip().splitlines()
+        assert lines[0].split("\t")[0] == "step"
+        assert len(lines) == 1 + rows, name
+    steps = [int(line.split("\t")[0]) for line in (metrics / "selflabel/loss.tsv").read_text().splitlines()[1:]]
+    assert steps == [2]  # self-labelling epochs follow the SCAN epochs on one step axis
+
+
+def test_run_finetune_rejects_assignments_for_other_ids(tmp_path):
+    cluster_stage(tmp_path)
+    write_blob_features(tmp_path / "features", ids=np.array([f"t{i:03d}" for i in range(90)], dtype=object))
+    with pytest.raises(DataError, match="do not match"):
+        finetune(tmp_path)
+    assert not (tmp_path / "finetune").exists()
+
+
+def test_run_finetune_rejects_reordered_features(tmp_path):
+    cluster_stage(tmp_path)
+    write_blob_features(tmp_path / "features", ids=np.array([f"s{i:03d}" for i in range(90)][::-1], dtype=object))
+    with pytest.raises(DataError):
+        finetune(tmp_path)
+
+
+def test_run_finetune_without_training_samples(tmp_path):
+    cluster_stage(tmp_path)
+    with pytest.raises(DataError, match="train_splits"):
+        finetune(tmp_path, data=DataParams(train_splits=["nowhere"]))
+    assert not (tmp_path / "finetune").exists()
+
+
+def test_run_finetune_missing_cluster_output(tmp_path):
+    write_blob_features(tmp_path / "features")
+    with pytest.raises((DataError, FileNotFoundError, OSError)):
+        finetune(tmp_path)
