@@ -80,9 +80,16 @@ Int = Annotated[int, Strict()]  # YAML gives real integers; refuse `true` or 2.5
 
 class DataParams(Section):
     name: str = "digits"
-    root: str = "data/raw"
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    root: Optional[str] = None
+    download_dir: str = "data/raw"
+    splits: Optional[list[str]] = Field(None, min_length=1)
     train_splits: list[str] = Field(default_factory=lambda: ["train"], min_length=1)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    max_per_split: Optional[Int] = Field(None, ge=1)
+    image_size: Optional[Int] = Field(None, ge=4, le=4096)
+    channels: Optional[Literal[1, 3]] = None
+    label_column: str = "label"
+    max_image_pixels: Int = Field(89_478_485, ge=1)  # Pillow's own decompression-bomb limit
 
     _check_name = field_validator("name")(_registered(_datasets, "dataset"))
 
@@ -142,6 +149,7 @@ class FinetuneParams(Section):
 
 
 class EvaluateParams(Section):
+    splits: Optional[list[str]] = Field(None, min_length=1)
     max_silhouette_samples: Int = Field(5000, ge=10)
 
 

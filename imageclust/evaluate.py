@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, ParamsError
 from .metrics import ari, cluster_statistics, clustering_accuracy, label_free_scores, nmi, purity
 from .tables import UNLABELED, Assignments, FeatureTable
 
@@ -56,8 +56,13 @@ def score_split(labels, clusters, vectors, confidence, k: int, max_silhouette_sa
 
 
 def evaluate_sources(features: FeatureTable, sources: dict[str, Assignments], max_silhouette_samples: int,
-                     seed: int) -> dict:
-    """``{source: {split: metrics}}`` for every split of each source, plus the split ``all``."""
+                     seed: int, report_splits: list[str] | None = None) -> dict:
+    """``{source: {split: metrics}}`` for ``report_splits`` (default: every split plus ``all``)."""
+    present = sorted(set(features.splits))
+    unknown = sorted(set(report_splits or []) - set(present) - {ALL_SPLITS})
+    if unknown:
+        raise ParamsError(f"params: evaluate.splits={report_splits} is invalid: {unknown[0]!r} is not among "
+                          f"the splits {present + [ALL_SPLITS]}")
     results = {}
     for name, source in sources.items():
         if len(source) == 0:
@@ -75,6 +80,8 @@ def evaluate_sources(features: FeatureTable, sources: dict[str, Assignments], ma
             raise DataError(f"source {name}: a split is named {ALL_SPLITS!r}, which is reserved for all samples")
         masks = {split: features.splits == split for split in splits}
         masks[ALL_SPLITS] = np.ones(len(features), dtype=bool)
+        if report_splits is not None:
+            masks = {split: masks[split] for split in report_splits}
         results[name] = {
             split: score_split(features.labels[mask], clusters[mask], features.vectors[mask], confidence[mask], k,
                                max_silhouette_samples, seed)

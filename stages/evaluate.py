@@ -8,7 +8,7 @@ from pathlib import Path
 
 from imageclust.cli import named_path, require_files, run_stage, unique_named_paths
 from imageclust.config import load_params
-from imageclust.evaluate import ALL_SPLITS, evaluate_sources
+from imageclust.evaluate import evaluate_sources
 from imageclust.io import write_json
 from imageclust.tables import feature_shards, read_assignments, read_features
 
@@ -31,15 +31,15 @@ def main(args: argparse.Namespace) -> None:
     require_files(*sources.values())
     features = read_features(args.features)
     results = evaluate_sources(features, {name: read_assignments(path) for name, path in sources.items()},
-                               params.max_silhouette_samples, gparams.seed)
+                               params.max_silhouette_samples, gparams.seed, params.splits)
     write_json(args.out, results)
     for name, splits in results.items():
-        scores = splits[ALL_SPLITS]
-        if "acc" in scores:
-            log.info("%s/%s: acc=%.4f nmi=%.4f ari=%.4f (n=%d, labelled %d)", name, ALL_SPLITS, scores["acc"],
-                     scores["nmi"], scores["ari"], scores["n"], scores["n_labeled"])
-        else:
-            log.info("%s/%s: no labelled samples (n=%d)", name, ALL_SPLITS, scores["n"])
+        for split, scores in splits.items():
+            if "acc" in scores:
+                log.info("%s/%s: acc=%.4f nmi=%.4f ari=%.4f (n=%d, labelled %d)", name, split, scores["acc"],
+                         scores["nmi"], scores["ari"], scores["n"], scores["n_labeled"])
+            else:
+                log.info("%s/%s: no labelled samples (n=%d)", name, split, scores["n"])
 
 
 if __name__ == "__main__":

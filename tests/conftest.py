@@ -13,7 +13,8 @@ from imageclust.data.prepared import RawDataset
 def tiny_digits(n: int = 96, seed: int = 0) -> RawDataset:
     full = digits.load(DataParams(test_fraction=0.25), seed)
     keep = np.sort(np.random.default_rng(seed).choice(len(full.ids), n, replace=False))
-    return RawDataset(name="digits", images=full.images[keep], labels=full.labels[keep], splits=full.splits[keep],
+    images = np.stack([full.read(i) for i in keep])
+    return RawDataset(name="digits", images=images, labels=full.labels[keep], splits=full.splits[keep],
                       ids=full.ids[keep], classes=full.classes)
 
 

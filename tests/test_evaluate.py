@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imageclust.errors import DataError
+from imageclust.errors import DataError, ParamsError
 from imageclust.evaluate import evaluate_sources
 from imageclust.tables import UNLABELED, Assignments, FeatureTable, write_assignments, write_features
 
@@ -39,6 +39,16 @@ def assignments_for(features: FeatureTable, clusters, order=None) -> Assignments
 
 # Cluster ids 3 and 7 (k inferred as 8, so 6 empty clusters); perfect on the labelled rows.
 CLUSTERS = [7, 7, 3, 3, 7, 3, 7, 3, 7, 3]
+
+
+def test_report_splits_restrict_the_output(features):
+    sources = {"cluster": assignments_for(features, CLUSTERS)}
+    full = evaluate_sources(features, sources, 100, 0)
+    only = evaluate_sources(features, sources, 100, 0, report_splits=["test", "all"])
+    assert list(only["cluster"]) == ["test", "all"]
+    assert only["cluster"]["all"] == full["cluster"]["all"]
+    with pytest.raises(ParamsError, match="evaluate.splits=.*'val' is not among"):
+        evaluate_sources(features, sources, 100, 0, report_splits=["val"])
 
 
 def test_per_split_metrics(features):

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,34 +71,77 @@ class PreparedData:
         return np.flatnonzero(np.isin(self.splits, splits))
 
 
-def write_prepared(out_dir: str | Path, data: RawDataset) -> dict:
-    """Write ``data`` in the canonical form, atomically as a whole folder; return the meta."""
-    n, height, width, channels = data.images.shape
-    splits, counts = np.unique(data.splits, return_counts=True)
-    meta = {
-        "name": data.name,
-        "classes": list(data.classes),
-        "height": int(height),
-        "width": int(width),
-        "channels": int(channels),
-        "num_samples": int(n),
-        "labeled": int((data.labels != UNLABELED).sum()),
-        "counts": {str(s): int(c) for s, c in zip(splits, counts)},
-        "skipped": dict(data.skipped),
-    }
-    with atomic_dir(out_dir) as tmp:
-        np.save(tmp / IMAGES_FILE, np.ascontiguousarray(data.images), allow_pickle=False)
+class PreparedWriter:
+    """Streams samples into ``folder`` in the canonical form: pixels go straight into a memory-mapped
+    ``images.npy``, so memory stays bounded by one image whatever the dataset's size."""
+
+    def __init__(self, folder: Path, capacity: int, shape: tuple[int, int, int]):
+        self.folder, self.shape = Path(folder), tuple(shape)
+        self.images = np.lib.format.open_memmap(self.folder / IMAGES_FILE, mode="w+", dtype=np.uint8,
+                                                shape=(capacity, *self.shape))
+        self.ids: list[str] = []
+        self.splits: list[str] = []
+        self.labels: list[int] = []
+
+    def add(self, pixels: np.ndarray, sample_id: str, split: str, label: int) -> None:
+        if pixels.shape != self.shape:
+            raise ValueError(f"{sample_id}: pixels of shape {pixels.shape}, expected {self.shape}")
+        self.images[len(self.ids)] = pixels
+        self.ids.append(str(sample_id))
+        self.splits.append(str(split))
+        self.labels.append(int(label))
+
+    def finish(self, name: str, classes: list[str], skipped: dict, notes: list[str] = ()) -> dict:
+        n = len(self.ids)
+        self.images.flush()
+        shrunk = n < len(self.images)
+        if shrunk:  # some samples were skipped: keep the filled rows only
+            self._write_prefix(n, self.folder / f"{IMAGES_FILE}.shrunk")
+        del self.images  # closes the memory map
+        if shrunk:
+            os.replace(self.folder / f"{IMAGES_FILE}.shrunk", self.folder / IMAGES_FILE)
+        labels = np.asarray(self.labels, dtype=np.int64)
+        splits, counts = np.unique(np.asarray(self.splits, dtype=object), return_counts=True)
+        height, width, channels = self.shape
+        meta = {
+            "name": name,
+            "classes": list(classes),
+            "height": int(height),
+            "width": int(width),
+            "channels": int(channels),
+            "num_samples": n,
+            "labeled": int((labels != UNLABELED).sum()),
+            "counts": {str(s): int(c) for s, c in zip(splits, counts)},
+            "skipped": {str(k): int(v) for k, v in sorted(skipped.items())},
+            "notes": list(notes),
+        }
         table = pa.table(
             {
-                "id": pa.array(np.asarray(data.ids, dtype=str)),
+                "id": pa.array(self.ids, type=pa.string()),
                 "index": pa.array(np.arange(n, dtype=np.int64)),
-                "split": pa.array(np.asarray(data.splits, dtype=str)),
-                "label": _labels_to_arrow(data.labels),
+                "split": pa.array(self.splits, type=pa.string()),
+                "label": _labels_to_arrow(labels),
             }
         )
-        pq.write_table(table, tmp / SAMPLES_FILE)
-        write_json(tmp / META_FILE, meta)
-    return meta
+        pq.write_table(table, self.folder / SAMPLES_FILE)
+        write_json(self.folder / META_FILE, meta)
+        return meta
+
+    def _write_prefix(self, n: int, path: Path, chunk: int = 4096) -> None:
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "|u1", "fortran_order": False, "shape": (n, *self.shape)})
+            for start in range(0, n, chunk):
+                f.write(np.ascontiguousarray(self.images[start : min(n, start + chunk)]).tobytes())
+
+
+def write_prepared(out_dir: str | Path, data: RawDataset) -> dict:
+    """Write an in-memory dataset in the canonical form, atomically as a whole folder; return the meta."""
+    with atomic_dir(out_dir) as tmp:
+        writer = PreparedWriter(tmp, len(data.images), data.images.shape[1:])
+        for pixels, sample_id, split, label in zip(data.images, data.ids, data.splits, data.labels):
+            writer.add(pixels, sample_id, split, label)
+        return writer.finish(data.name, data.classes, data.skipped)
 
 
 def load_prepared(prepared_dir: str | Path) -> PreparedData:
