@@ -1,21 +1,83 @@
-"""Dataset sources by name. A new source is one module with ``load(params, seed) -> RawDataset``
-plus one entry here."""
+"""Dataset sources by name, and the download stage that streams one into the canonical form.
+
+A source is one module with ``load(params, seed) -> Source`` (see ``source.py``) plus one entry in
+``DATASETS``.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from . import digits
-from .prepared import PreparedData, RawDataset, load_prepared, write_prepared
+import numpy as np
 
-DATASETS: dict[str, Callable] = {
+from ..errors import DataError
+from ..io import atomic_dir
+from . import arrays, digits, table
+from . import tiny_imagenet, torchvision_sets
+from . import folder
+from .images import SkipSample, to_canonical
+from .prepared import PreparedData, PreparedWriter, RawDataset, load_prepared, write_prepared
+from .source import Source, log_skip, select_samples, target_shape
+
+log = logging.getLogger(__name__)
+DECODE_THREADS = min(8, os.cpu_count() or 1)
+DECODE_CHUNK = 1024
+
+DATASETS: dict[str, Callable[..., Source]] = {
     "digits": digits.load,
+    "pixel_table": table.load,
+    "arrays": arrays.load,
+    # mnist, fashion_mnist, kmnist, usps, cifar10, cifar100, cifar100_20, stl10, svhn, gtsrb
+    **torchvision_sets.LOADERS,
+    "tiny_imagenet": tiny_imagenet.load,
+    "image_folder": folder.load,
 }
 
-__all__ = ["DATASETS", "PreparedData", "RawDataset", "load_prepared", "write_prepared", "prepare"]
+__all__ = ["DATASETS", "PreparedData", "RawDataset", "Source", "load_prepared", "write_prepared", "prepare"]
 
 
 def prepare(params, seed: int, out_dir) -> dict:
-    """Materialise the dataset ``params.name`` into ``out_dir`` in the canonical form."""
-    raw = DATASETS[params.name](params, seed)
-    return write_prepared(out_dir, raw)
+    """Materialise the dataset ``params.name`` into ``out_dir`` in the canonical form; return its meta."""
+    started = time.perf_counter()
+    source = DATASETS[params.name](params, seed)
+    try:
+        indices = select_samples(source, params.splits, params.max_per_split, seed)
+        height, width, channels = target_shape(source, indices, params.image_size, params.channels)
+        native = source.sizes is not None and bool((source.sizes[indices] == (height, width)).all())
+        resize_to = None if native else height
+        log.info("%s: preparing %d samples as %dx%dx%d", source.name, len(indices), height, width, channels)
+        def convert(i: int):
+            try:
+                pixels = to_canonical(source.read(i), resize_to, channels)
+            except SkipSample as skip:
+                return None, str(skip)
+            if pixels.shape != (height, width, channels):  # the file disagrees with its header
+                return None, "size differs from its header"
+            return pixels, None
+
+        # Pillow releases the GIL while decoding, so threads decode in parallel; chunks keep the
+        # order (and so the output) deterministic and the memory bounded.
+        with atomic_dir(out_dir) as tmp, ThreadPoolExecutor(DECODE_THREADS) as pool:
+            writer = PreparedWriter(tmp, len(indices), (height, width, channels))
+            for start in range(0, len(indices), DECODE_CHUNK):
+                chunk = indices[start : start + DECODE_CHUNK]
+                for i, (pixels, reason) in zip(chunk, pool.map(convert, chunk)):
+                    if reason is None:
+                        writer.add(pixels, source.ids[i], source.splits[i], source.labels[i])
+                    else:
+                        log_skip(source.ids[i], reason, source.skipped)
+                done = min(start + DECODE_CHUNK, len(indices))
+                if done * 10 // len(indices) > start * 10 // len(indices):  # about every 10 %
+                    log.info("%d/%d samples", done, len(indices))
+            if not writer.ids:
+                raise DataError(f"{source.name}: no usable images (skipped: {dict(source.skipped)})")
+            meta = writer.finish(source.name, source.classes, source.skipped, source.notes)
+    finally:
+        source.cleanup()
+    log.info("prepared %d samples in %.1fs; skipped %s", meta["num_samples"], time.perf_counter() - started,
+             meta["skipped"] or "none")
+    return meta

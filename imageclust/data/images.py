@@ -5,6 +5,7 @@ Real folders are messy; each case is handled here, in one place:
 - transparency (RGBA, LA, palette with a transparent colour) is composited onto white;
 - 16- and 32-bit integer images are scaled to 8 bits by their type's range, float images by [0, 1];
 - gray images feed an RGB target by repeating the channel, colour images a gray one by luminance;
+- EXIF orientation is applied, so phone photos come out upright;
 - images larger than ``max_pixels`` are refused before decoding (decompression bombs);
 - truncated or undecodable files raise ``SkipSample`` with the reason, never a crash.
 """
@@ -15,7 +16,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
 IMAGE_EXTENSIONS = frozenset(
@@ -97,6 +98,7 @@ def to_pil(image: Image.Image | np.ndarray) -> Image.Image:
         return Image.fromarray(array, mode="L" if array.ndim == 2 else "RGB")
     try:
         image.load()
+        image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
     except (OSError, SyntaxError, ValueError):
         raise SkipSample("corrupt") from None
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
