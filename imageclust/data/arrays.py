@@ -17,7 +17,7 @@ from PIL import Image
 from ..errors import DataError
 from ..tables import UNLABELED
 from .images import SkipSample
-from .source import Source, stratified_split
+from .source import Source, concatenated_reader, stratified_split
 
 IMAGE_KEYS = ("images", "x", "X", "data")
 LABEL_KEYS = ("labels", "y", "Y", "targets")
@@ -124,13 +124,7 @@ def load(params, seed: int) -> Source:
     split_names = np.concatenate(splits)
     if parts.keys() == {""}:
         split_names = stratified_split(label_index, params.test_fraction, seed)
-    offsets = np.cumsum([0] + [len(im) for im in images])
-
-    def read(i: int):
-        part = int(np.searchsorted(offsets, i, side="right") - 1)
-        return readers[part](i - offsets[part])
-
-    readers = [_reader(im) for im in images]
+    read = concatenated_reader([_reader(im) for im in images], [len(im) for im in images])
     height, width, channels = images[0].shape[1:]
     return Source(name=root.name, classes=classes, ids=np.asarray(ids, dtype=object), splits=split_names,
                   labels=label_index, read=read, sizes=np.tile([height, width], (len(ids), 1)),

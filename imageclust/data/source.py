@@ -69,6 +69,17 @@ def array_source(name: str, images: np.ndarray, labels, splits, ids, classes: li
                   read=lambda i: np.asarray(images[i]), sizes=sizes, color=color, **kwargs)
 
 
+def concatenated_reader(readers: list[Callable[[int], object]], counts: list[int]) -> Callable[[int], object]:
+    """One ``read(i)`` over several parts (splits, say) laid end to end."""
+    offsets = np.cumsum([0, *counts])
+
+    def read(i: int):
+        part = int(np.searchsorted(offsets, i, side="right")) - 1
+        return readers[part](i - int(offsets[part]))
+
+    return read
+
+
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
     """'train'/'test' per sample, stratified by label where every class allows it, reproducible for a seed."""
     splits = np.full(len(labels), "train", dtype=object)
@@ -132,4 +143,4 @@ def log_skip(path_or_id: str, reason: str, counter: Counter, max_lines: int = 20
         log.warning("more samples skipped; the counts per reason are in the stage's metrics")
 
 
-__all__ = ["Source", "SkipSample", "array_source", "stratified_split", "select_samples", "target_shape", "log_skip"]
+__all__ = ["Source", "SkipSample", "array_source", "concatenated_reader", "stratified_split", "select_samples", "target_shape", "log_skip"]

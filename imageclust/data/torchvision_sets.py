@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import DataError, ParamsError
 from ..tables import UNLABELED
 from .images import open_image
-from .source import Source
+from .source import Source, concatenated_reader
 
 DIGITS = [str(d) for d in range(10)]
 TRAIN_TEST = {"train": {"train": True}, "test": {"train": False}}
@@ -114,12 +114,6 @@ def _loader(name: str, spec: Spec) -> Callable[..., Source]:
             raise ParamsError(f"params: data.splits={params.splits} is invalid: {name} has splits {list(spec.splits)}")
         parts = [_split_part(name, spec, root, s, params.max_image_pixels) for s in wanted]
         counts = [len(p.labels) for p in parts]
-        offsets = np.cumsum([0, *counts])
-
-        def read(i: int):
-            k = int(np.searchsorted(offsets, i, side="right")) - 1
-            return parts[k].read(i - int(offsets[k]))
-
         labels = np.concatenate([p.labels for p in parts]).astype(np.int64)
         known = all(p.size is not None for p in parts)
         return Source(
@@ -128,7 +122,7 @@ def _loader(name: str, spec: Spec) -> Callable[..., Source]:
             ids=np.asarray([f"{name}-{s}-{i:05d}" for s, n in zip(wanted, counts) for i in range(n)], dtype=object),
             splits=np.repeat(np.asarray(wanted, dtype=object), counts),
             labels=np.where(labels < 0, UNLABELED, labels),  # STL-10 marks its unlabeled split with -1
-            read=read,
+            read=concatenated_reader([p.read for p in parts], counts),
             sizes=np.concatenate([np.tile(p.size, (n, 1)) for p, n in zip(parts, counts)]) if known else None,
             color=np.repeat([p.color for p in parts], counts) if known else None,
             default_size=32 if spec.files else None,  # GTSRB's images range from 15x15 to 250x250
