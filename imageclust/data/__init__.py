@@ -6,6 +6,7 @@ A source is one module with ``load(params, seed) -> Source`` (see ``source.py``)
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -46,38 +47,45 @@ def prepare(params, seed: int, out_dir) -> dict:
     source = DATASETS[params.name](params, seed)
     try:
         indices = select_samples(source, params.splits, params.max_per_split, seed)
-        height, width, channels = target_shape(source, indices, params.image_size, params.channels)
-        native = source.sizes is not None and bool((source.sizes[indices] == (height, width)).all())
-        resize_to = None if native else height
-        log.info("%s: preparing %d samples as %dx%dx%d", source.name, len(indices), height, width, channels)
-        def convert(i: int):
-            try:
-                pixels = to_canonical(source.read(i), resize_to, channels)
-            except SkipSample as skip:
-                return None, str(skip)
-            if pixels.shape != (height, width, channels):  # the file disagrees with its header
-                return None, "size differs from its header"
-            return pixels, None
-
-        # Pillow releases the GIL while decoding, so threads decode in parallel; chunks keep the
-        # order (and so the output) deterministic and the memory bounded.
-        with atomic_dir(out_dir) as tmp, ThreadPoolExecutor(DECODE_THREADS) as pool:
-            writer = PreparedWriter(tmp, len(indices), (height, width, channels))
-            for start in range(0, len(indices), DECODE_CHUNK):
-                chunk = indices[start : start + DECODE_CHUNK]
-                for i, (pixels, reason) in zip(chunk, pool.map(convert, chunk)):
-                    if reason is None:
-                        writer.add(pixels, source.ids[i], source.splits[i], source.labels[i])
-                    else:
-                        log_skip(source.ids[i], reason, source.skipped)
-                done = min(start + DECODE_CHUNK, len(indices))
-                if done * 10 // len(indices) > start * 10 // len(indices):  # about every 10 %
-                    log.info("%d/%d samples", done, len(indices))
-            if not writer.ids:
-                raise DataError(f"{source.name}: no usable images (skipped: {dict(source.skipped)})")
-            meta = writer.finish(source.name, source.classes, source.skipped, source.notes)
+        shape = target_shape(source, indices, params.image_size, params.channels)
+        native = source.sizes is not None and bool((source.sizes[indices] == shape[:2]).all())
+        log.info("%s: preparing %d samples as %dx%dx%d", source.name, len(indices), *shape)
+        meta = _stream(source, indices, shape, None if native else shape[0], out_dir)
     finally:
         source.cleanup()
     log.info("prepared %d samples in %.1fs; skipped %s", meta["num_samples"], time.perf_counter() - started,
              meta["skipped"] or "none")
     return meta
+
+
+def _convert(source: Source, resize_to: int | None, shape: tuple[int, int, int], i: int):
+    """(pixels, None) for a usable sample i, (None, reason) for one to skip."""
+    try:
+        pixels = to_canonical(source.read(i), resize_to, shape[2])
+    except SkipSample as skip:
+        return None, str(skip)
+    if pixels.shape != shape:  # the file disagrees with its header
+        return None, "size differs from its header"
+    return pixels, None
+
+
+def _stream(source: Source, indices: np.ndarray, shape, resize_to: int | None, out_dir) -> dict:
+    """Decode ``indices`` of ``source`` into a fresh prepared folder; skipped samples are counted."""
+    convert = functools.partial(_convert, source, resize_to, tuple(shape))
+    # Pillow releases the GIL while decoding, so threads decode in parallel; chunks keep the order
+    # (and so the output) deterministic and the memory bounded.
+    with atomic_dir(out_dir) as tmp, ThreadPoolExecutor(DECODE_THREADS) as pool:
+        writer = PreparedWriter(tmp, len(indices), shape)
+        for start in range(0, len(indices), DECODE_CHUNK):
+            chunk = indices[start : start + DECODE_CHUNK]
+            for i, (pixels, reason) in zip(chunk, pool.map(convert, chunk)):
+                if reason is None:
+                    writer.add(pixels, source.ids[i], source.splits[i], source.labels[i])
+                else:
+                    log_skip(source.ids[i], reason, source.skipped)
+            done = min(start + DECODE_CHUNK, len(indices))
+            if done * 10 // len(indices) > start * 10 // len(indices):  # about every 10 %
+                log.info("%d/%d samples", done, len(indices))
+        if not writer.ids:
+            raise DataError(f"{source.name}: no usable images (skipped: {dict(source.skipped)})")
+        return writer.finish(source.name, source.classes, source.skipped, source.notes)
