@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import normalized_mutual_info_score
 
 from ..errors import DataError
 from ..io import atomic_dir, save_torch
+from ..metrics import nmi
 from ..runtime import resolve_device
 from ..tables import Assignments, read_assignments, read_features, write_assignments
 from .scan import finetune_scan
@@ -67,7 +67,7 @@ def run_finetune(features_dir, cluster_dir, out_dir, live_dir, gparams, data_par
             confidence=probs.max(1)))
         save_torch(tmp / HEAD_FILE, {"method": params.method, "num_clusters": num_clusters,
                                      "state_dict": head.cpu().state_dict()})
-    agreement = normalized_mutual_info_score(initial.clusters, clusters)
+    agreement = nmi(initial.clusters, clusters)
     log.info("%s: %.1fs, NMI with the cluster stage's assignments %.3f", params.method, seconds, agreement)
     return {"method": params.method, "k": num_clusters,
-            "nmi_with_cluster_stage": float(agreement), **stats}
+            "nmi_with_cluster_stage": agreement, **stats}
