@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test test-fast bench
+.PHONY: install repro test test-fast bench bench-extract
 
 install: $(VENV)/.installed
 
@@ -26,3 +26,6 @@ test-fast: install
 
 bench: install
 	python benchmarks/digits.py --out benchmarks/results/digits.json
+
+bench-extract: install
+	python benchmarks/extract.py --out benchmarks/results/extract.json

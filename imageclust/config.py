@@ -112,9 +112,77 @@ class PretrainParams(Section):
     _check_augment = field_validator("augment")(_registered(_augmentations, "augmentation preset"))
 
 
+class NoParams(Section):
+    """A backbone without knobs of its own (its block in params.yaml is ``{}``)."""
+
+
+class TorchvisionExtract(Section):
+    model: str = "resnet50"
+    weights: Optional[str] = "DEFAULT"  # a weights name of that model, DEFAULT, or null for random weights
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from torchvision.models import list_models
+
+        names = list_models()
+        if value not in names:
+            raise ValueError(f"unknown torchvision model {value!r}; e.g. resnet50, vgg16, convnext_tiny, vit_b_16")
+        return value
+
+    @field_validator("weights")
+    @classmethod
+    def _known_weights(cls, value: Optional[str], info) -> Optional[str]:
+        from torchvision.models import get_model_weights
+
+        model = info.data.get("model")
+        if value is None or value == "DEFAULT" or model is None:
+            return value
+        names = [w.name for w in get_model_weights(model)]
+        if value not in names:
+            raise ValueError(f"unknown weights {value!r} for {model}; allowed: DEFAULT, null, {', '.join(names)}")
+        return value
+
+
+class TimmExtract(Section):
+    model: str = "resnet50.a1_in1k"
+    pretrained: bool = True
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        import timm
+
+        if not timm.is_model(value):
+            raise ValueError(f"unknown timm model {value!r} (timm.list_models() lists them)")
+        return value
+
+
+class DinoV2Extract(Section):
+    model: str = Field("small", min_length=1)  # small | base | large | giant, a hub name or a local folder
+    pooling: Literal["cls", "cls_mean"] = "cls_mean"
+
+
+class HuggingFaceExtract(Section):
+    model: str = Field("google/vit-base-patch16-224-in21k", min_length=1)  # hub name or local folder
+    pooling: Literal["pooler", "cls", "mean", "cls_mean"] = "cls"
+
+
 class ExtractParams(Section):
-    backbone: str = "pretrained"
-    batch_size: Int = Field(512, ge=1)
+    backbone: str = "encoder"
+    batch_size: Optional[Int] = Field(None, ge=1)  # null: 256 on a GPU, 32 on a CPU
+    image_size: Optional[Int] = Field(None, ge=8, le=1024)  # null: the backbone's own (224, or native)
+    dtype: Literal["float32", "float16"] = "float32"
+    shard_rows: Int = Field(10_000, ge=1)
+    num_workers: Int = Field(1, ge=0)
+    # one block per backbone (extract.<backbone>); dvc.yaml makes the stage depend on the chosen one only
+    encoder: NoParams = NoParams()
+    pixels: NoParams = NoParams()
+    efficientnet_lite0: NoParams = NoParams()
+    torchvision: TorchvisionExtract = TorchvisionExtract()
+    timm: TimmExtract = TimmExtract()
+    dinov2: DinoV2Extract = DinoV2Extract()
+    huggingface: HuggingFaceExtract = HuggingFaceExtract()
 
     _check_backbone = field_validator("backbone")(_registered(_extractors, "feature extractor"))
 
@@ -174,8 +242,12 @@ def _format_error(section: str, raw: dict, err: ValidationError) -> str:
     first = err.errors()[0]
     key = ".".join([section, *(str(p) for p in first["loc"])])
     if first["type"] == "extra_forbidden":
-        allowed = ", ".join(SECTIONS[section].model_fields)
-        return f"params: unknown key {key}; allowed keys in {section}: {allowed}"
+        model, where = SECTIONS[section], section
+        for part in first["loc"][:-1]:  # a nested block such as extract.dinov2
+            annotation = model.model_fields[str(part)].annotation
+            model, where = annotation, f"{where}.{part}"
+        allowed = ", ".join(model.model_fields) or "none"
+        return f"params: unknown key {key}; allowed keys in {where}: {allowed}"
     value = raw
     for part in first["loc"]:
         if isinstance(value, dict):

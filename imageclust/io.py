@@ -101,6 +101,13 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def fingerprint(*parts) -> str:
+    """Identifies the run a checkpoint or partial output belongs to, so a changed config never resumes a stale one."""
+    text = json.dumps([p.model_dump() if hasattr(p, "model_dump") else p for p in parts], sort_keys=True,
+                      default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def digest_files(paths, pattern: str = "*", chunk: int = 1 << 20) -> str:
     """sha256 over the names and bytes of ``paths`` (folders: their files matching ``pattern``, sorted)."""
     files: list[tuple[str, Path]] = []

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import DataError
-from .io import atomic_dir, atomic_path, write_json
+from .io import atomic_dir, atomic_path, read_json, write_json
 
 UNLABELED = -1
-FEATURE_SHARD_GLOB = "part-*.parquet"
+FEATURES_META = "_meta.json"  # underscore: parquet readers of the folder skip it
 
 
 def _labels_to_arrow(labels: np.ndarray) -> pa.Array:
@@ -44,47 +45,131 @@ class FeatureTable:
         return FeatureTable(self.ids[mask], self.splits[mask], self.labels[mask], self.vectors[mask])
 
 
-def _feature_batch(ids, splits, labels, vectors: np.ndarray) -> pa.Table:
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    flat = pa.array(vectors.reshape(-1), type=pa.float32())
-    return pa.table(
-        {
-            "id": pa.array(np.asarray(ids, dtype=str)),
-            "split": pa.array(np.asarray(splits, dtype=str)),
-            "label": _labels_to_arrow(labels),
-            "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
-        }
+VECTOR_TYPES = {"float32": pa.float32(), "float16": pa.float16()}
+
+
+def feature_schema(dim: int, dtype: str = "float32") -> pa.Schema:
+    """The schema of every feature shard: plain columns any parquet reader understands."""
+    return pa.schema([
+        ("id", pa.string()),
+        ("split", pa.string()),
+        ("label", pa.int64()),
+        ("vector", pa.list_(VECTOR_TYPES[dtype], dim)),
+    ])
+
+
+def feature_batch(ids, splits, labels, vectors: np.ndarray, dtype: str = "float32") -> pa.Table:
+    vectors = np.ascontiguousarray(vectors, dtype=np.dtype(dtype))
+    flat = pa.array(vectors.reshape(-1), type=VECTOR_TYPES[dtype])
+    return pa.Table.from_arrays(
+        [pa.array(np.asarray(ids, dtype=str)), pa.array(np.asarray(splits, dtype=str)), _labels_to_arrow(labels),
+         pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])],
+        schema=feature_schema(vectors.shape[1], dtype),
     )
 
 
-def write_features(out_dir: str | Path, table: FeatureTable, meta: dict, shard_rows: int = 100_000) -> None:
-    """Write features as parquet shards of ``shard_rows`` rows plus ``meta.json``, atomically as a folder."""
+class FeatureShardWriter:
+    """One shard, appended batch by batch as parquet row groups under a temporary name and renamed
+    into place when the ``with`` block ends without error: memory holds one batch, and a killed or
+    failing writer leaves no shard behind."""
+
+    def __init__(self, path: str | Path, dim: int, dtype: str = "float32"):
+        self.path, self.dim, self.dtype, self.rows = Path(path), dim, dtype, 0
+
+    def __enter__(self) -> "FeatureShardWriter":
+        self._atomic = atomic_path(self.path)
+        self._writer = pq.ParquetWriter(self._atomic.__enter__(), feature_schema(self.dim, self.dtype))
+        return self
+
+    def write(self, ids, splits, labels, vectors: np.ndarray) -> None:
+        self._writer.write_table(feature_batch(ids, splits, labels, vectors, self.dtype))
+        self.rows += len(ids)
+
+    def __exit__(self, *exc) -> bool:
+        self._writer.close()
+        return self._atomic.__exit__(*exc)
+
+
+def write_features_meta(folder: str | Path, meta: dict, shard_rows: dict[str, int], dim: int,
+                        dtype: str = "float32") -> None:
+    """``_meta.json``: what the vectors are, and the shards that make up the table (a reader checks them)."""
+    write_json(Path(folder) / FEATURES_META, {
+        **meta, "rows": int(sum(shard_rows.values())), "dim": int(dim), "dtype": dtype,
+        "shards": [{"file": name, "rows": int(rows)} for name, rows in sorted(shard_rows.items())],
+    })
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def write_features(out_dir: str | Path, table: FeatureTable, meta: dict, shard_rows: int = 100_000,
+                   dtype: str = "float32") -> None:
+    """Write an in-memory table as shards of ``shard_rows`` rows plus ``_meta.json``, atomically as a folder.
+    (The extract stage streams instead: see ``imageclust.features``.)"""
+    dim = int(table.vectors.shape[1])
+    rows = {}
     with atomic_dir(out_dir) as tmp:
         for shard, start in enumerate(range(0, max(len(table), 1), shard_rows)):
             part = table.select(slice(start, start + shard_rows))
-            pq.write_table(
-                _feature_batch(part.ids, part.splits, part.labels, part.vectors), tmp / f"part-{shard:05d}.parquet"
-            )
-        write_json(tmp / "meta.json", {**meta, "rows": len(table), "dim": int(table.vectors.shape[1])})
+            with FeatureShardWriter(tmp / shard_name(shard), dim, dtype) as writer:
+                writer.write(part.ids, part.splits, part.labels, part.vectors)
+            rows[shard_name(shard)] = writer.rows
+        write_features_meta(tmp, meta, rows, dim, dtype)
+
+
+def read_features_meta(features_dir: str | Path) -> dict:
+    path = Path(features_dir) / FEATURES_META
+    if not path.is_file():
+        raise DataError(f"{features_dir}: no feature shards ({FEATURES_META} missing); run the extract stage")
+    return read_json(path)
 
 
 def feature_shards(features_dir: str | Path) -> list[Path]:
-    shards = sorted(Path(features_dir).glob(FEATURE_SHARD_GLOB))
+    """The shard files ``_meta.json`` lists, each checked to exist with the rows it should hold."""
+    meta = read_features_meta(features_dir)
+    shards = [Path(features_dir) / s["file"] for s in meta.get("shards", [])]
     if not shards:
-        raise DataError(f"{features_dir}: no feature shards ({FEATURE_SHARD_GLOB}); run the extract stage")
+        raise DataError(f"{features_dir}: no feature shards listed in {FEATURES_META}; run the extract stage")
+    for shard, expected in zip(shards, meta["shards"]):
+        if not shard.is_file():
+            raise DataError(f"{shard}: feature shard missing; rerun the extract stage")
+        if pq.read_metadata(shard).num_rows != expected["rows"]:
+            raise DataError(f"{shard}: holds {pq.read_metadata(shard).num_rows} rows, "
+                            f"{FEATURES_META} says {expected['rows']}; rerun the extract stage")
     return shards
 
 
-def read_features(features_dir: str | Path) -> FeatureTable:
-    shards = feature_shards(features_dir)
-    table = pa.concat_tables(pq.read_table(s) for s in shards)
-    vector = table.column("vector").combine_chunks()
-    dim = vector.type.list_size
-    vectors = vector.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+def read_features(features_dir: str | Path, splits: list[str] | None = None) -> FeatureTable:
+    """The feature table (only ``splits`` when given), read shard by shard into one float32 array:
+    besides the vectors themselves, memory holds one record batch."""
+    meta, shards = read_features_meta(features_dir), feature_shards(features_dir)
+    wanted = None if splits is None else pa.array(splits, pa.string())
+    n, dim = int(meta["rows"]), int(meta["dim"])
+    if wanted is not None:  # a first pass over the split column alone sizes the array
+        n = sum(int(pc.sum(pc.is_in(pq.read_table(s, columns=["split"]).column("split"), value_set=wanted)).as_py()
+                    or 0) for s in shards)
+    vectors = np.empty((n, dim), dtype=np.float32)
+    ids, split_parts, labels, filled = [], [], [], 0
+    for shard in shards:
+        for batch in pq.ParquetFile(shard).iter_batches(batch_size=65_536):
+            table = pa.Table.from_batches([batch])
+            if wanted is not None:
+                table = table.filter(pc.is_in(table.column("split"), value_set=wanted))
+            rows = table.num_rows
+            flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            vectors[filled : filled + rows] = flat.reshape(rows, dim)
+            ids.append(np.asarray(table.column("id").to_pylist(), dtype=object))
+            split_parts.append(np.asarray(table.column("split").to_pylist(), dtype=object))
+            labels.append(_labels_from_arrow(table.column("label")))
+            filled += rows
+    if filled != n:
+        raise DataError(f"{features_dir}: read {filled} rows, expected {n}; rerun the extract stage")
+    empty = np.array([], dtype=object)
     return FeatureTable(
-        ids=np.asarray(table.column("id").to_pylist(), dtype=object),
-        splits=np.asarray(table.column("split").to_pylist(), dtype=object),
-        labels=_labels_from_arrow(table.column("label")),
+        ids=np.concatenate(ids) if ids else empty,
+        splits=np.concatenate(split_parts) if split_parts else empty,
+        labels=np.concatenate(labels) if labels else np.array([], dtype=np.int64),
         vectors=vectors,
     )
 

@@ -1,23 +1,28 @@
-"""extract: one feature vector per prepared sample, from the pretrained encoder or a named extractor."""
+"""extract: one feature vector per prepared sample, from the pretrain stage's encoder or a named backbone."""
 
 import argparse
 
 from imageclust.cli import run_stage
 from imageclust.config import load_params
 from imageclust.features import extract_features
+from imageclust.io import write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", required=True, help="prepared data folder")
     parser.add_argument("--encoder", required=True, help="backbone written by the pretrain stage")
-    parser.add_argument("--out", required=True, help="features folder (parquet shards)")
+    parser.add_argument("--out", required=True, help="features folder (parquet shards and _meta.json)")
+    parser.add_argument("--work", required=True, help="folder of finished shards kept across runs, to resume")
+    parser.add_argument("--metrics", help="metrics JSON to write")
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
     gparams, params = load_params("extract", path=args.params)
-    extract_features(args.data, args.encoder, args.out, gparams, params)
+    summary = extract_features(args.data, args.encoder, args.out, args.work, gparams, params)
+    if summary is not None and args.metrics:  # only the main process of a distributed run reports
+        write_json(args.metrics, summary)
 
 
 if __name__ == "__main__":

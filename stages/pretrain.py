@@ -5,7 +5,7 @@ import argparse
 from imageclust.cli import run_stage
 from imageclust.config import load_params
 from imageclust.io import write_json
-from imageclust.pretrain.loop import pretrain
+from imageclust.pretrain.loop import pretrain, skip_pretraining
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,8 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    gparams, data_params, params = load_params("data", "pretrain", path=args.params)
-    summary = pretrain(args.data, args.encoder, args.checkpoints, args.live, gparams, data_params, params)
+    gparams, data_params, params, extract = load_params("data", "pretrain", "extract", path=args.params)
+    if extract.backbone != "encoder":  # a frozen pretrained backbone makes the features: nothing to train
+        summary = skip_pretraining(args.encoder, args.live, f"extract.backbone={extract.backbone!r} needs no encoder")
+    else:
+        summary = pretrain(args.data, args.encoder, args.checkpoints, args.live, gparams, data_params, params)
     if summary is not None:  # only the main process of a distributed run reports
         write_json(args.metrics, summary)
 

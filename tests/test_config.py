@@ -46,7 +46,9 @@ def test_repo_params_validate_every_section():
     # Values come from the file, not from the defaults.
     for name, section in by_name.items():
         for key, value in (raw.get(name) or {}).items():
-            assert getattr(section, key) == value, f"{name}.{key}"
+            got = getattr(section, key)
+            got = got.model_dump() if hasattr(got, "model_dump") else got  # a method's own block
+            assert got == value, f"{name}.{key}"
 
 
 def test_load_params_returns_only_requested_sections_in_order(tmp_path):
@@ -130,7 +132,7 @@ def test_empty_train_splits_rejected(tmp_path):
         ("pretrain", "method", "simclr"),
         ("pretrain", "backbone", "small_cnn"),
         ("pretrain", "augment", "digits"),
-        ("extract", "backbone", "pretrained"),
+        ("extract", "backbone", "encoder"),
         ("finetune", "method", "scan"),
         ("data", "name", "digits"),
     ],
@@ -149,7 +151,7 @@ def test_registry_lists_every_name(tmp_path):
     message = params_error(write_params(tmp_path, {"pretrain": {"backbone": "nope"}}), "pretrain")
     assert "resnet18" in message and "small_cnn" in message
     message = params_error(write_params(tmp_path, {"extract": {"backbone": "nope"}}), "extract")
-    assert "pixels" in message and "pretrained" in message
+    assert "pixels" in message and "encoder" in message and "dinov2" in message
 
 
 def test_registered_names_accepted():

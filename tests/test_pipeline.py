@@ -96,6 +96,16 @@ def test_pipeline_through_dvc(project):
     assert [row["cluster.k"] for row in experiment_rows] == ["8"]
     assert experiment_rows[0]["finetune.all.acc"] == str(diff["metrics/evaluate.json"]["finetune.all.acc"]["new"])
 
+    # a frozen backbone: pretrain has nothing to train, download nothing to redo
+    pixels = sh(project, "dvc", "exp", "run", "-S", "extract.backbone=pixels")
+    assert stages_run(pixels.stdout) == {"check_params", "pretrain", "extract", "cluster", "finetune", "evaluate",
+                                         "plot"}
+    assert json.loads((project / "metrics/pretrain.json").read_text())["skipped"] is True
+    assert json.loads((project / "metrics/extract.json").read_text())["dim"] == 64
+    # another backbone's block is not a dependency of this experiment's extract stage
+    other_block = sh(project, "dvc", "exp", "run", "-S", "extract.dinov2.pooling=cls")
+    assert stages_run(other_block.stdout) == {"check_params"}
+
 
 def test_bad_parameter_fails_first_and_keeps_outputs(project):
     sh(project, "dvc", "repro")

@@ -62,7 +62,7 @@ def listing(folder):
 def test_features_round_trip_in_shards(tmp_path):
     table = feature_table()
     write_features(tmp_path / "f", table, {"backbone": "pixels"}, shard_rows=3)
-    assert listing(tmp_path / "f") == ["meta.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert listing(tmp_path / "f") == ["_meta.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     assert [pq.read_metadata(p).num_rows for p in feature_shards(tmp_path / "f")] == [3, 3, 2]
     back = read_features(tmp_path / "f")
     assert len(back) == 8
@@ -72,7 +72,9 @@ def test_features_round_trip_in_shards(tmp_path):
     assert back.labels.dtype == np.int64
     assert back.vectors.dtype == np.float32 and back.vectors.shape == (8, 3)
     np.testing.assert_array_equal(back.vectors, table.vectors)
-    assert read_json(tmp_path / "f" / "meta.json") == {"backbone": "pixels", "rows": 8, "dim": 3}
+    assert read_json(tmp_path / "f" / "_meta.json") == {
+        "backbone": "pixels", "rows": 8, "dim": 3, "dtype": "float32",
+        "shards": [{"file": f"part-0000{i}.parquet", "rows": r} for i, r in enumerate([3, 3, 2])]}
     # unknown labels are nulls in parquet
     assert pq.read_table(tmp_path / "f" / "part-00000.parquet").column("label").null_count == 1
 
@@ -104,7 +106,7 @@ def test_rewriting_features_drops_old_shards(tmp_path):
 
 def test_missing_shards_raise_data_error(tmp_path):
     (tmp_path / "f").mkdir()
-    (tmp_path / "f" / "meta.json").write_text("{}")
+    (tmp_path / "f" / "_meta.json").write_text("{}")
     with pytest.raises(DataError, match="no feature shards"):
         read_features(tmp_path / "f")
     with pytest.raises(DataError):

@@ -38,7 +38,8 @@ def test_every_stage_runs_without_labels(tmp_path):
     stage("download", p, "--out", t / "prepared", "--metrics", t / "download.json")
     stage("pretrain", p, "--data", t / "prepared", "--encoder", t / "encoder.pt", "--checkpoints", t / "ckpt",
           "--live", t / "live", "--metrics", t / "pretrain.json")
-    stage("extract", p, "--data", t / "prepared", "--encoder", t / "encoder.pt", "--out", t / "features")
+    stage("extract", p, "--data", t / "prepared", "--encoder", t / "encoder.pt", "--out", t / "features",
+          "--work", t / "features-work")
     stage("cluster", p, "--features", t / "features", "--out", t / "cluster", "--metrics", t / "cluster.json")
     stage("finetune", p, "--features", t / "features", "--clusters", t / "cluster", "--out", t / "finetune",
           "--live", t / "finetune-live", "--metrics", t / "finetune.json")

@@ -71,6 +71,36 @@ class PreparedData:
         return np.flatnonzero(np.isin(self.splits, splits))
 
 
+class ImageRows:
+    """Contiguous rows of ``images.npy`` read with plain file reads rather than a memory map: the pages
+    read never stay mapped in the process, so its memory holds one batch however large the file is.
+    Picklable, so loader worker processes each open the file themselves."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if dtype != np.uint8 or fortran or len(shape) != 4:
+            raise DataError(f"{self.path}: expected uint8 (n, h, w, c) in C order, got {dtype} {shape}")
+        self.shape = tuple(int(d) for d in shape)
+        self.row_bytes = int(np.prod(self.shape[1:]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        stop = min(stop, self.shape[0])
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * self.row_bytes)
+            data = f.read((stop - start) * self.row_bytes)
+        if len(data) != (stop - start) * self.row_bytes:
+            raise DataError(f"{self.path}: truncated at row {start}; rerun the download stage")
+        return np.frombuffer(bytearray(data), dtype=np.uint8).reshape(stop - start, *self.shape[1:])
+
+
 class PreparedWriter:
     """Streams samples into ``folder`` in the canonical form: pixels go straight into a memory-mapped
     ``images.npy``, so memory stays bounded by one image whatever the dataset's size."""

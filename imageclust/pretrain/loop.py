@@ -8,8 +8,6 @@ batches and augmentations as an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import time
@@ -23,19 +21,13 @@ from ..augment import build_augmenter
 from ..data import load_prepared
 from ..data.prepared import META_FILE, SAMPLES_FILE
 from ..errors import DataError
-from ..io import digest_files, load_torch, save_torch
+from ..io import atomic_dir, digest_files, fingerprint, load_torch, save_torch, write_json
 from ..models import build_backbone
 from ..runtime import autocast, init_distributed, resolve_device, seed_everything, to_float_images
 from . import METHODS
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "last.pt"
-
-
-def fingerprint(*parts) -> str:
-    """Identifies the run a checkpoint belongs to, so a changed config never resumes a stale one."""
-    text = json.dumps([p.model_dump() if hasattr(p, "model_dump") else p for p in parts], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -165,3 +157,14 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
         "world_size": ddp.world_size,
         "device": device.type,
     }
+
+
+def skip_pretraining(encoder_path, live_dir, reason: str) -> dict:
+    """Outputs of a pretrain stage with nothing to do, in about no time: an encoder file that says
+    why it holds no weights (extract refuses it), and no curves. The checkpoints stay, so coming back
+    to the trained encoder resumes a finished run instead of training again."""
+    save_torch(encoder_path, {"backbone": None, "skipped": reason})
+    with atomic_dir(live_dir) as tmp:
+        write_json(tmp / "skipped.json", {"reason": reason})
+    log.info("pretraining skipped: %s", reason)
+    return {"skipped": True, "reason": reason}

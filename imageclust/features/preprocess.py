@@ -1,0 +1,63 @@
+"""Batched preprocessing on the device: prepared uint8 pixels to what a backbone was trained on."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert("L")
+
+
+def input_side(requested: int | None, default: int | None, multiple: int) -> int | None:
+    """The side images are resized to: the request, else the backbone's own, rounded to ``multiple``."""
+    side = requested or default
+    if side is None:
+        return None
+    return max(multiple, int(round(side / multiple)) * multiple)
+
+
+class Preprocess(nn.Module):
+    """uint8 (n, h, w, c) -> float (n, channels, side, side), normalised with the backbone's mean and std.
+
+    Gray images are repeated to three channels for RGB backbones (colour ones are reduced to luma for
+    gray backbones); the shorter side is scaled to ``side`` and the centre square kept. Small images
+    are scaled up: ImageNet backbones see 224 px at training. The resize is bilinear, antialiased
+    when shrinking, as torchvision's ``Resize``: scaling 32-px JPEGs up five times, bicubic's
+    overshoot sharpens their block artefacts (and cost 8 points of k-means ACC on CIFAR-10 through
+    EfficientNet-Lite0). On the CPU it runs on the uint8 pixels, PyTorch's vectorised kernel, about
+    ten times faster than on floats, so preprocessing costs little beside the model.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int | None, side: int | None, mean, std):
+        super().__init__()
+        self.in_channels, self.out_channels, self.side = in_channels, out_channels or in_channels, side
+        mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std))  # (x / 255 - mean) / std as one multiply-add
+        self.register_buffer("shift", -mean / std)
+        self.register_buffer("luma", torch.tensor(LUMA, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        scale = self.side / min(h, w)
+        size = (max(self.side, math.ceil(h * scale - 1e-6)), max(self.side, math.ceil(w * scale - 1e-6)))
+        if x.dtype == torch.uint8:  # antialias=True selects the uint8 kernel; upscaling, it is plain bilinear
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        else:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+        top, left = (size[0] - self.side) // 2, (size[1] - self.side) // 2
+        return x[:, :, top : top + self.side, left : left + self.side]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.permute(0, 3, 1, 2)  # uint8, channels-last in memory
+        if self.side is not None and x.shape[-2:] != (self.side, self.side):
+            x = self._resize(x if x.device.type == "cpu" else x.float())
+        x = x.float()
+        if self.in_channels == 1 and self.out_channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        elif self.in_channels == 3 and self.out_channels == 1:
+            x = (x * self.luma).sum(1, keepdim=True)
+        return x * self.scale + self.shift
