@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from .errors import ParamsError
 
@@ -187,16 +187,57 @@ class ExtractParams(Section):
     _check_backbone = field_validator("backbone")(_registered(_extractors, "feature extractor"))
 
 
+class KMeansParams(Section):
+    backend: Literal["sklearn", "faiss"] = "sklearn"
+    init: Literal["kmeans++", "random"] = "kmeans++"  # faiss only: scikit-learn always seeds with k-means++
+    n_init: Int = Field(10, ge=1)
+    max_iter: Int = Field(300, ge=1)
+    spherical: bool = False  # cosine k-means, centres renormalised each step (faiss)
+
+    @model_validator(mode="after")
+    def _spherical_needs_faiss(self):
+        if self.spherical and self.backend != "faiss":
+            raise ValueError("spherical k-means needs backend faiss")
+        return self
+
+
+class GMMParams(Section):
+    covariance: Literal["diag", "full", "tied", "spherical"] = "diag"
+    n_init: Int = Field(1, ge=1)
+    max_iter: Int = Field(200, ge=1)
+    reg_covar: float = Field(1e-6, gt=0)
+
+
+class SpectralParams(Section):
+    num_neighbors: Int = Field(10, ge=1)
+    assign_labels: Literal["kmeans", "cluster_qr", "discretize"] = "cluster_qr"
+    eigen_solver: Literal["arpack", "lobpcg", "amg"] = "arpack"  # amg needs the package pyamg
+
+
+class AgglomerativeParams(Section):
+    linkage: Literal["ward", "average", "complete", "single"] = "ward"
+    num_neighbors: Int = Field(10, ge=1)  # the kNN connectivity graph that keeps memory linear
+
+
 class ClusterParams(Section):
     method: str = "kmeans"
     k: Int = Field(10, ge=2)
     l2_normalize: bool = True
     pca_dim: Optional[Int] = Field(None, ge=1)
     whiten: bool = False
-    n_init: Int = Field(10, ge=1)
-    max_iter: Int = Field(300, ge=1)
+    # one block per method (cluster.<method>); dvc.yaml makes the stage depend on the chosen one only
+    kmeans: KMeansParams = KMeansParams()
+    gmm: GMMParams = GMMParams()
+    spectral: SpectralParams = SpectralParams()
+    agglomerative: AgglomerativeParams = AgglomerativeParams()
 
     _check_method = field_validator("method")(_registered(_cluster_methods, "cluster method"))
+
+    @model_validator(mode="after")
+    def _spherical_needs_unit_vectors(self):
+        if self.kmeans.spherical and not self.l2_normalize:
+            raise ValueError("cluster.kmeans.spherical=true needs cluster.l2_normalize=true")
+        return self
 
 
 class FinetuneParams(Section):
@@ -257,6 +298,8 @@ def _format_error(section: str, raw: dict, err: ValidationError) -> str:
         else:
             value = None
     message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error" and isinstance(value, dict):  # a check across a block's keys
+        return f"params: {key} is invalid: {message}"
     return f"params: {key}={value!r} is invalid: {message}"
 
 

@@ -165,7 +165,7 @@ def test_clustering_predict_in_chunks_matches_unchunked():
 
 def test_fit_kmeans_on_blobs():
     x, labels = blobs()
-    model = fit_kmeans(x, ClusterParams(k=3, n_init=2), 0)
+    model = fit_kmeans(x, ClusterParams(k=3, kmeans={"n_init": 2}), 0)
     assert METHODS["kmeans"] is fit_kmeans
     assert model.centroids.shape == (3, 5) and model.centroids.dtype == np.float32
     clusters, _ = model.predict(x)
@@ -177,7 +177,8 @@ def test_fit_kmeans_on_blobs():
 
 
 def params(**cluster):
-    return GlobalParams(seed=0), DataParams(train_splits=["train"]), ClusterParams(**{"k": 3, "n_init": 3, **cluster})
+    cluster = {"k": 3, "kmeans": {"n_init": 3}, **cluster}
+    return GlobalParams(seed=0), DataParams(train_splits=["train"]), ClusterParams(**cluster)
 
 
 @pytest.mark.parametrize("cluster", [{}, {"pca_dim": 3, "whiten": True}, {"l2_normalize": False}])
@@ -220,8 +221,8 @@ def test_run_clustering_fits_on_train_splits_only(tmp_path):
 
 def test_run_clustering_is_deterministic_for_a_seed(tmp_path):
     write_blobs(tmp_path / "f", seed=3)
-    run_clustering(tmp_path / "f", tmp_path / "a", *params(n_init=1))
-    run_clustering(tmp_path / "f", tmp_path / "b", *params(n_init=1))
+    run_clustering(tmp_path / "f", tmp_path / "a", *params(kmeans={"n_init": 1}))
+    run_clustering(tmp_path / "f", tmp_path / "b", *params(kmeans={"n_init": 1}))
     a, b = read_assignments(tmp_path / "a" / ASSIGNMENTS_FILE), read_assignments(tmp_path / "b" / ASSIGNMENTS_FILE)
     np.testing.assert_array_equal(a.clusters, b.clusters)
     np.testing.assert_array_equal(a.confidence, b.confidence)
@@ -236,7 +237,7 @@ def test_seed_changes_kmeans_init_on_ambiguous_data(tmp_path):
     write_features(tmp_path / "f", FeatureTable(np.array([f"s{i}" for i in range(n)], dtype=object),
                                                 np.full(n, "train", dtype=object), np.zeros(n, dtype=np.int64),
                                                 rng.uniform(size=(n, 4)).astype(np.float32)), {})
-    g, d, c = params(k=5, n_init=1, l2_normalize=False)
+    g, d, c = params(k=5, kmeans={"n_init": 1}, l2_normalize=False)
     run_clustering(tmp_path / "f", tmp_path / "a", GlobalParams(seed=0), d, c)
     run_clustering(tmp_path / "f", tmp_path / "b", GlobalParams(seed=1), d, c)
     with np.load(tmp_path / "a" / MODEL_FILE) as ma, np.load(tmp_path / "b" / MODEL_FILE) as mb:
@@ -269,5 +270,89 @@ def test_train_split_absent_from_features(tmp_path):
 def test_several_train_splits(tmp_path):
     write_blobs(tmp_path / "f")
     stats = run_clustering(tmp_path / "f", tmp_path / "out", GlobalParams(seed=0),
-                           DataParams(train_splits=["train", "test"]), ClusterParams(k=3, n_init=2))
+                           DataParams(train_splits=["train", "test"]), ClusterParams(k=3, kmeans={"n_init": 2}))
     assert stats["fit_samples"] == 60
+
+
+# ---------------------------------------------------------------- more methods, each with its rule for new points
+
+ALL_METHODS = {
+    "kmeans": {},
+    "kmeans_faiss": {"kmeans": {"backend": "faiss", "n_init": 2}},
+    "kmeans_spherical": {"kmeans": {"backend": "faiss", "n_init": 2, "spherical": True}},
+    "gmm": {"method": "gmm", "gmm": {"covariance": "full"}},
+    "spectral": {"method": "spectral", "spectral": {"num_neighbors": 5}},
+    "agglomerative": {"method": "agglomerative", "agglomerative": {"num_neighbors": 5}},
+    "agglomerative_average": {"method": "agglomerative", "agglomerative": {"linkage": "average", "num_neighbors": 5}},
+}
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_every_method_recovers_blobs_and_assigns_new_points(tmp_path, name):
+    from imageclust.metrics import ari
+
+    x, labels, splits = write_blobs(tmp_path / "features", n_per=30)
+    stats = run_clustering(tmp_path / "features", tmp_path / "cluster", *params(**ALL_METHODS[name]))
+    a = read_assignments(tmp_path / "cluster" / ASSIGNMENTS_FILE)
+    assert ari(labels, a.clusters) > 0.95  # test samples, assigned by the method's rule, too
+    assert ((a.confidence > 0) & (a.confidence <= 1)).all()
+    assert stats["assign_rule"] in ("centroid", "gmm", "knn") and stats["seconds"] >= 0
+
+    transform, model = load_cluster_model(tmp_path / "cluster")  # what predict will use on new images
+    assert model.rule == stats["assign_rule"] and model.centroids.shape == (3, 5)
+    clusters, _ = model.predict(transform.apply(x))
+    test = splits == "test"
+    np.testing.assert_array_equal(clusters[test], a.clusters[test])
+    rng = np.random.default_rng(1)
+    fresh = np.eye(5, dtype=np.float32)[[0, 1, 2, 0]] * 5 + rng.normal(scale=0.2, size=(4, 5)).astype(np.float32)
+    assigned, _ = model.predict(transform.apply(fresh))
+    assert assigned[0] == assigned[3] and len(set(assigned[:3].tolist())) == 3
+
+
+def test_faiss_and_sklearn_kmeans_agree_on_easy_data():
+    from imageclust.metrics import ari
+
+    x, labels = blobs(n_per=50)
+    sk = fit_kmeans(x, ClusterParams(k=3), 0).predict(x)[0]
+    fa = fit_kmeans(x, ClusterParams(k=3, kmeans={"backend": "faiss"}), 0)
+    assert ari(sk, fa.predict(x)[0]) == 1.0 and ari(labels, sk) == 1.0
+    assert fa.centroids.dtype == np.float32 and fa.stats["objective"] > 0
+
+
+def test_spherical_kmeans_centres_are_unit_vectors():
+    x, _ = blobs(n_per=30)
+    model = fit_kmeans(l2_normalize(x), ClusterParams(k=3, kmeans={"backend": "faiss", "spherical": True}), 0)
+    np.testing.assert_allclose(np.linalg.norm(model.centroids, axis=1), 1.0, rtol=1e-5)
+
+
+def test_knn_graph_is_sparse_symmetric_without_self_loops():
+    from imageclust.clustering.graph import knn_graph
+
+    x, _ = blobs(n_per=20)
+    graph = knn_graph(x, 4)
+    assert graph.shape == (60, 60) and graph.nnz <= 60 * 4 * 2
+    assert (graph != graph.T).nnz == 0 and graph.diagonal().sum() == 0
+    assert (np.asarray(graph.sum(1)).ravel() >= 4).all()  # each point keeps its own 4 neighbours
+
+
+def test_gmm_reports_bic_and_round_trips(tmp_path):
+    x, labels = blobs(n_per=30)
+    model = METHODS["gmm"](x, ClusterParams(k=3, method="gmm"), 0)
+    assert np.isfinite(model.stats["bic"]) and model.stats["converged"]
+    back = Clustering.from_arrays(dict(np.load(_saved(tmp_path, model))))
+    np.testing.assert_array_equal(back.predict(x)[0], model.predict(x)[0])
+    assert clustering_accuracy(labels, back.predict(x)[0]) == 1.0
+
+
+def _saved(tmp_path, model):
+    np.savez(tmp_path / "m.npz", **model.to_arrays())
+    return tmp_path / "m.npz"
+
+
+def test_method_params_are_checked():
+    with pytest.raises(ValueError, match="spherical k-means needs backend faiss"):
+        ClusterParams(kmeans={"spherical": True})
+    with pytest.raises(ValueError, match="needs cluster.l2_normalize=true"):
+        ClusterParams(l2_normalize=False, kmeans={"spherical": True, "backend": "faiss"})
+    with pytest.raises(ValueError):
+        ClusterParams(gmm={"covariance": "dense"})

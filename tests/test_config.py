@@ -86,7 +86,7 @@ def test_unknown_key_in_section_names_key_and_allowed_keys(tmp_path):
     assert "cluster.kk" in message
     for allowed in ClusterParams.model_fields:
         assert allowed in message
-    assert "n_init" in message and "max_iter" in message
+    assert "pca_dim" in message and "kmeans" in message and "spectral" in message
 
 
 def test_unknown_key_only_checked_for_loaded_sections(tmp_path):

@@ -178,7 +178,7 @@ def write_blob_features(path, ids=None, seed=0):
 def cluster_stage(tmp_path):
     labels, splits = write_blob_features(tmp_path / "features")
     run_clustering(tmp_path / "features", tmp_path / "cluster", GlobalParams(seed=0),
-                   DataParams(train_splits=["train"]), ClusterParams(k=3, n_init=2))
+                   DataParams(train_splits=["train"]), ClusterParams(k=3, kmeans={"n_init": 2}))
     return labels, splits
 
 

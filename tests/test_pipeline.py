@@ -21,7 +21,6 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "pretrain": {"epochs": 1, "batch_size": 128, "warmup_epochs": 0},
-    "cluster": {"n_init": 2},
     "finetune": {"epochs": 2, "self_label_epochs": 1, "num_heads": 2},
     "plot": {"embedding": "pca"},
 }
@@ -56,6 +55,7 @@ def project(tmp_path_factory) -> Path:
     params = yaml.safe_load((root / "params.yaml").read_text())
     for section, values in TINY.items():
         params[section].update(values)
+    params["cluster"]["kmeans"]["n_init"] = 2  # inside the method's block, keeping its other keys
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(root, "git", "init", "-q")
     sh(root, "git", "add", "-A")
@@ -105,6 +105,15 @@ def test_pipeline_through_dvc(project):
     # another backbone's block is not a dependency of this experiment's extract stage
     other_block = sh(project, "dvc", "exp", "run", "-S", "extract.dinov2.pooling=cls")
     assert stages_run(other_block.stdout) == {"check_params"}
+
+    # every clustering method through `dvc exp run`, on the same features
+    for overrides, method in ((["cluster.method=gmm"], "gmm"), (["cluster.method=spectral"], "spectral"),
+                              (["cluster.method=agglomerative"], "agglomerative"),
+                              (["cluster.method=kmeans", "cluster.kmeans.backend=faiss"], "kmeans")):
+        run = sh(project, "dvc", "exp", "run", *(arg for o in overrides for arg in ("-S", o)))
+        assert stages_run(run.stdout) == {"check_params", "cluster", "finetune", "evaluate", "plot"}, overrides
+        assert json.loads((project / "metrics/cluster.json").read_text())["method"] == method
+        assert json.loads((project / "metrics/evaluate.json").read_text())["cluster"]["all"]["acc"] > 0.3
 
 
 def test_bad_parameter_fails_first_and_keeps_outputs(project):

@@ -1,7 +1,8 @@
 """Clustering methods by name, and the cluster stage that runs one on extracted features.
 
 A method is ``fit(x, params, seed) -> Clustering``: it sees the transformed features of the
-training splits and returns centroids that assign every sample, seen or new.
+training splits, reads its own block of params (``cluster.<method>``) and returns a ``Clustering``
+whose documented rule assigns every sample, seen or new (``base.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from ..errors import ParamsError
 from ..io import atomic_dir
 from ..tables import Assignments, read_features, write_assignments
 from .base import Clustering
+from .gmm import fit_gmm
+from .graph import fit_agglomerative, fit_spectral
 from .kmeans import fit_kmeans
 from .preprocess import FeatureTransform
 
@@ -23,6 +26,9 @@ log = logging.getLogger(__name__)
 
 METHODS = {
     "kmeans": fit_kmeans,
+    "gmm": fit_gmm,
+    "spectral": fit_spectral,
+    "agglomerative": fit_agglomerative,
 }
 
 __all__ = ["METHODS", "Clustering", "FeatureTransform", "run_clustering", "load_cluster_model"]
@@ -47,21 +53,24 @@ def run_clustering(features_dir, out_dir, gparams, data_params, params) -> dict:
     x = transform.apply(features.vectors)
     clustering = METHODS[params.method](x[train], params, gparams.seed)
     clusters, confidence = clustering.predict(x)
+    if clustering.fit_labels is not None:  # the fitted points keep the method's own assignment
+        clusters[train] = clustering.fit_labels
     seconds = time.perf_counter() - started
 
     with atomic_dir(out_dir) as tmp:
         write_assignments(tmp / ASSIGNMENTS_FILE, Assignments(
             ids=features.ids, splits=features.splits, labels=features.labels, clusters=clusters,
             confidence=confidence))
-        np.savez(tmp / MODEL_FILE, centroids=clustering.centroids, **transform.to_arrays())
+        np.savez(tmp / MODEL_FILE, **clustering.to_arrays(), **transform.to_arrays())
     sizes = np.bincount(clusters[train], minlength=params.k)
     log.info("%s k=%d on %d x %d features: %.1fs", params.method, params.k, train.sum(), x.shape[1], seconds)
     return {"method": params.method, "k": params.k, "fit_samples": int(train.sum()), "dim": int(x.shape[1]),
-            "empty_clusters": int((sizes == 0).sum()), **clustering.stats}
+            "empty_clusters": int((sizes == 0).sum()), "assign_rule": clustering.rule, "seconds": round(seconds, 3),
+            **clustering.stats}
 
 
 def load_cluster_model(out_dir) -> tuple[FeatureTransform, Clustering]:
     """The transform and centroids the cluster stage saved, to assign new features."""
     with np.load(Path(out_dir) / MODEL_FILE) as arrays:
         arrays = dict(arrays)
-    return FeatureTransform.from_arrays(arrays), Clustering(centroids=arrays["centroids"])
+    return FeatureTransform.from_arrays(arrays), Clustering.from_arrays(arrays)

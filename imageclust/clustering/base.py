@@ -1,4 +1,12 @@
-"""What every clustering method returns, and how its centroids assign new points."""
+"""What every clustering method returns, and how it assigns points it was not fitted on.
+
+Each method documents its rule for new points (the test split, new images later):
+- ``centroid``: the nearest centre, with DEC's Student-t soft assignment as confidence (k-means);
+- ``gmm``: the mixture's posterior (Gaussian mixture);
+- ``knn``: a vote of the nearest fitted points, the share of the winning cluster as confidence
+  (methods without centres: spectral, agglomerative).
+Everything a rule needs is kept as plain arrays, saved in ``model.npz`` without pickles.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +14,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+RULES = ("centroid", "gmm", "knn")
+
 
 @dataclass
 class Clustering:
-    centroids: np.ndarray  # (k, d) in the transformed feature space
+    centroids: np.ndarray  # (k, d) in the transformed space: the method's centres, else each cluster's mean
     stats: dict = field(default_factory=dict)
+    rule: str = "centroid"
+    arrays: dict = field(default_factory=dict)  # what the rule needs beyond the centroids
+    fit_labels: np.ndarray | None = None  # the method's own assignment of the points it was fitted on
 
     def predict(self, x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest centroid and its soft-assignment confidence for each row of ``x``."""
+        """Cluster and confidence in [0, 1] for each row of ``x``, by the method's rule."""
+        if self.rule == "gmm":
+            q = _gaussian_mixture(self.arrays).predict_proba(x)
+            return q.argmax(1), q.max(1).astype(np.float32)
+        if self.rule == "knn":
+            return _knn_vote(self.arrays["reference"], self.arrays["reference_labels"], x,
+                             int(self.arrays["num_neighbors"]), len(self.centroids))
         from .kmeans import student_t_assignment
 
         clusters, confidence = [], []
@@ -22,3 +41,40 @@ class Clustering:
             clusters.append(q.argmax(1))
             confidence.append(q.max(1))
         return np.concatenate(clusters), np.concatenate(confidence).astype(np.float32)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"centroids": self.centroids, "rule": np.array(self.rule),
+                **{f"rule_{k}": np.asarray(v) for k, v in self.arrays.items()}}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "Clustering":
+        rule = str(arrays["rule"]) if "rule" in arrays else "centroid"
+        extra = {k.removeprefix("rule_"): v for k, v in arrays.items() if k.startswith("rule_")}
+        return cls(centroids=arrays["centroids"], rule=rule, arrays=extra)
+
+
+def cluster_means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """The mean of each cluster's points; an empty cluster's centre is the overall mean."""
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, x)
+    counts = np.bincount(labels, minlength=k)[:, None]
+    return np.where(counts > 0, sums / np.maximum(counts, 1), x.mean(0)).astype(np.float32)
+
+
+def _knn_vote(reference, reference_labels, x, num_neighbors: int, k: int):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    n = min(num_neighbors, len(reference))
+    vote = KNeighborsClassifier(n_neighbors=n).fit(reference, reference_labels)
+    share = np.zeros((len(x), k), dtype=np.float32)
+    share[:, vote.classes_] = vote.predict_proba(x)
+    return share.argmax(1), share.max(1)
+
+
+def _gaussian_mixture(arrays):
+    from sklearn.mixture import GaussianMixture
+
+    gmm = GaussianMixture(n_components=len(arrays["weights"]), covariance_type=str(arrays["covariance_type"]))
+    gmm.weights_, gmm.means_ = arrays["weights"], arrays["means"]
+    gmm.covariances_, gmm.precisions_cholesky_ = arrays["covariances"], arrays["precisions_cholesky"]
+    return gmm

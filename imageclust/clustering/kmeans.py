@@ -1,9 +1,10 @@
-"""k-means (Lloyd with k-means++ seeding, scikit-learn), with DEC's soft assignment as confidence."""
+"""k-means (Lloyd, 1982) with k-means++ seeding (Arthur & Vassilvitskii, 2007) and restarts, through
+scikit-learn or faiss; spherical k-means (cosine, centres renormalised each step) through faiss.
+DEC's soft assignment gives the confidence."""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import KMeans
 
 from .base import Clustering
 
@@ -16,10 +17,38 @@ def student_t_assignment(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return q / q.sum(1, keepdims=True)
 
 
+def _sklearn(x: np.ndarray, k: int, p, seed: int) -> Clustering:
+    from sklearn.cluster import KMeans
+
+    model = KMeans(n_clusters=k, n_init=p.n_init, max_iter=p.max_iter, random_state=seed).fit(x)
+    return Clustering(centroids=model.cluster_centers_.astype(np.float32),
+                      stats={"inertia": float(model.inertia_), "iterations": int(model.n_iter_)})
+
+
+def _faiss(x: np.ndarray, k: int, p, seed: int) -> Clustering:
+    """faiss's k-means on every point (no subsampling), each restart seeded by k-means++ unless
+    ``init`` is random (faiss's own); the restart with the lowest objective is kept."""
+    import faiss
+    from sklearn.cluster import kmeans_plusplus
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    best = None
+    for restart in range(p.n_init):
+        model = faiss.Kmeans(x.shape[1], k, niter=p.max_iter, nredo=1, seed=seed + restart, spherical=p.spherical,
+                             max_points_per_centroid=max(256, -(-len(x) // k)), verbose=False)
+        init = None
+        if p.init == "kmeans++":
+            init = kmeans_plusplus(x, k, random_state=seed + restart)[0].astype(np.float32)
+            if p.spherical:
+                init /= np.maximum(np.linalg.norm(init, axis=1, keepdims=True), 1e-12)
+        model.train(x, init_centroids=init)
+        objective = float(model.obj[-1]) if len(model.obj) else float("inf")
+        better = best is None or (objective > best[1] if p.spherical else objective < best[1])  # cosine: larger
+        if better:
+            best = (model.centroids.copy(), objective)
+    return Clustering(centroids=best[0], stats={"objective": best[1], "iterations": p.max_iter})
+
+
 def fit_kmeans(x: np.ndarray, params, seed: int) -> Clustering:
-    model = KMeans(n_clusters=params.k, n_init=params.n_init, max_iter=params.max_iter, random_state=seed)
-    model.fit(x)
-    return Clustering(
-        centroids=model.cluster_centers_.astype(np.float32),
-        stats={"inertia": float(model.inertia_), "iterations": int(model.n_iter_)},
-    )
+    p = params.kmeans
+    return (_faiss if p.backend == "faiss" else _sklearn)(x, params.k, p, seed)
