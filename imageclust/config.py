@@ -8,7 +8,7 @@ the value and what is allowed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
@@ -219,9 +219,22 @@ class AgglomerativeParams(Section):
     num_neighbors: Int = Field(10, ge=1)  # the kNN connectivity graph that keeps memory linear
 
 
+class AutoKParams(Section):
+    min_k: Int = Field(2, ge=2)
+    max_k: Int = Field(20, ge=2)
+    max_samples: Int = Field(5000, ge=10)  # fits per candidate K run on a seeded subsample this large
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.max_k < self.min_k:
+            raise ValueError(f"max_k={self.max_k} is below min_k={self.min_k}")
+        return self
+
+
 class ClusterParams(Section):
     method: str = "kmeans"
-    k: Int = Field(10, ge=2)
+    k: Union[Int, Literal["auto"]] = 10  # auto: chosen without labels in [auto_k.min_k, auto_k.max_k]
+    auto_k: AutoKParams = AutoKParams()
     l2_normalize: bool = True
     pca_dim: Optional[Int] = Field(None, ge=1)
     whiten: bool = False
@@ -232,6 +245,17 @@ class ClusterParams(Section):
     agglomerative: AgglomerativeParams = AgglomerativeParams()
 
     _check_method = field_validator("method")(_registered(_cluster_methods, "cluster method"))
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k(cls, value):
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be an integer >= 2 or 'auto'")
+        if value < 2:
+            raise ValueError("Input should be greater than or equal to 2")
+        return value
 
     @model_validator(mode="after")
     def _spherical_needs_unit_vectors(self):

@@ -49,7 +49,7 @@ def score_split(labels, clusters, vectors, confidence, k: int, max_silhouette_sa
     scores = {"n": int(len(clusters)), "n_labeled": int(labeled.sum()), "mean_confidence": float(np.mean(confidence))}
     if labeled.any():
         y, c = labels[labeled], clusters[labeled]
-        scores.update(acc=clustering_accuracy(y, c), nmi=nmi(y, c), ari=ari(y, c), purity=purity(y, c))
+        scores.update(acc=clustering_accuracy(y, c), acc_many_to_one=purity(y, c), nmi=nmi(y, c), ari=ari(y, c))
     scores.update(label_free_scores(vectors, clusters, max_silhouette_samples, seed))
     scores.update(cluster_statistics(clusters, k))
     return scores
@@ -72,9 +72,10 @@ def evaluate_sources(features: FeatureTable, sources: dict[str, Assignments], ma
         confidence = source.confidence[rows].astype(np.float64)
         if clusters.min() < 0:
             raise DataError(f"source {name}: negative cluster id {clusters.min()}; ids must lie in [0, k)")
-        # Assignment files do not record k: take the largest id + 1, so empty clusters are counted
-        # except those with ids above every used one.
-        k = int(clusters.max()) + 1
+        # K as the method set it, so clusters left empty are counted; older files: the largest id + 1
+        k = source.num_clusters or int(clusters.max()) + 1
+        if clusters.max() >= k:
+            raise DataError(f"source {name}: cluster id {clusters.max()} is not below its k={k}")
         splits = sorted(set(features.splits))
         if ALL_SPLITS in splits:
             raise DataError(f"source {name}: a split is named {ALL_SPLITS!r}, which is reserved for all samples")

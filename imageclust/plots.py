@@ -207,6 +207,33 @@ def plot_embedding(vectors: np.ndarray, clusters: np.ndarray, labels: np.ndarray
     _save(fig, path)
 
 
+# --- the choice of K -------------------------------------------------------------------------------
+
+
+def plot_k_curve(csv_path: str | Path, path: str | Path) -> None:
+    """The label-free score of every candidate K (``cluster.k: auto``), the chosen one marked."""
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise DataError(f"{csv_path}: no candidate K")
+    ks = np.array([int(r["k"]) for r in rows])
+    scores = np.array([float(r["score"]) for r in rows])
+    chosen = np.array([r["chosen"] == "1" for r in rows])
+    fig = Figure(figsize=(6.0, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(ks, scores, marker="o")
+    ax.plot(ks[chosen], scores[chosen], marker="*", markersize=16, linestyle="none", color="tab:red",
+            label=f"chosen: K={ks[chosen][0]}" if chosen.any() else None)
+    ax.set_xlabel("K")
+    ax.set_ylabel(rows[0]["criterion"])
+    ax.set_title("choice of K without labels")
+    ax.set_xticks(ks)
+    ax.grid(alpha=0.3)
+    if chosen.any():
+        ax.legend()
+    _save(fig, path)
+
+
 # --- training curves -------------------------------------------------------------------------------
 
 
@@ -255,7 +282,8 @@ def plot_training_curves(curves: dict[str, Path], path: str | Path) -> None:
 
 
 def make_all_plots(features_dir: str | Path, sources: dict[str, Path], prepared_meta: str | Path,
-                   curves: dict[str, Path], out_dir: str | Path, params, seed: int) -> None:
+                   curves: dict[str, Path], out_dir: str | Path, params, seed: int,
+                   k_curve: str | Path | None = None) -> None:
     """Write every figure into a fresh ``out_dir``, swapped into place only when all succeed.
 
     ``sources`` maps a name to an assignments parquet; the embedding is coloured by the last one.
@@ -290,3 +318,5 @@ def make_all_plots(features_dir: str | Path, sources: dict[str, Path], prepared_
         plot_embedding(features.vectors[feature_rows[found]], last.clusters[found], last.labels[found], class_names,
                        tmp / "embedding.png", params.embedding, params.max_points, seed, source=last_name)
         plot_training_curves(curves, tmp / "training_curves.png")
+        if k_curve is not None and Path(k_curve).is_file():  # only when the cluster stage chose K
+            plot_k_curve(k_curve, tmp / "k_curve.png")

@@ -181,6 +181,7 @@ class Assignments:
     labels: np.ndarray  # UNLABELED where unknown
     clusters: np.ndarray  # int64 cluster index in [0, k)
     confidence: np.ndarray  # float32 in [0, 1]: how sure the method is of the cluster
+    num_clusters: int | None = None  # K as the method set it (clusters may be empty); stored in the file
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -196,13 +197,17 @@ def write_assignments(path: str | Path, a: Assignments) -> None:
             "confidence": pa.array(np.asarray(a.confidence, dtype=np.float32)),
         }
     )
+    if a.num_clusters is not None:
+        table = table.replace_schema_metadata({"num_clusters": str(int(a.num_clusters))})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
 
 def read_assignments(path: str | Path) -> Assignments:
     table = pq.read_table(path)
+    k = (table.schema.metadata or {}).get(b"num_clusters")
     return Assignments(
+        num_clusters=int(k) if k is not None else None,
         ids=np.asarray(table.column("id").to_pylist(), dtype=object),
         splits=np.asarray(table.column("split").to_pylist(), dtype=object),
         labels=_labels_from_arrow(table.column("label")),

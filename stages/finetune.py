@@ -19,9 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    gparams, data_params, cluster_params, params = load_params("data", "cluster", "finetune", path=args.params)
-    summary = run_finetune(args.features, args.clusters, args.out, args.live, gparams, data_params,
-                           cluster_params.k, params)
+    gparams, data_params, params = load_params("data", "finetune", path=args.params)
+    summary = run_finetune(args.features, args.clusters, args.out, args.live, gparams, data_params, None, params)
     write_json(args.metrics, summary)
 
 

@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cluster assignments parquet; repeatable; the last one colours the embedding")
     parser.add_argument("--curve", type=named_path, action="append", default=[], metavar="NAME=PATH",
                         help="DVCLive metric TSV; repeatable; missing files are skipped")
+    parser.add_argument("--k-curve", type=Path, help="the cluster stage's k_curve.csv; drawn when it exists")
     parser.add_argument("--out", type=Path, required=True, help="output folder, replaced as a whole")
     return parser
 
@@ -29,7 +30,7 @@ def main(args: argparse.Namespace) -> None:
     curves = unique_named_paths(args.curve, "--curve")
     feature_shards(args.features)
     require_files(args.meta, *sources.values())
-    make_all_plots(args.features, sources, args.meta, curves, args.out, params, gparams.seed)
+    make_all_plots(args.features, sources, args.meta, curves, args.out, params, gparams.seed, args.k_curve)
 
 
 if __name__ == "__main__":

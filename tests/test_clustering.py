@@ -356,3 +356,54 @@ def test_method_params_are_checked():
         ClusterParams(l2_normalize=False, kmeans={"spherical": True, "backend": "faiss"})
     with pytest.raises(ValueError):
         ClusterParams(gmm={"covariance": "dense"})
+
+
+# ---------------------------------------------------------------- K chosen without labels
+
+
+def four_blobs(n_per=40, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.eye(6)[:4] * 6.0
+    labels = np.repeat(np.arange(4), n_per)
+    return (centres[labels] + rng.normal(scale=0.4, size=(len(labels), 6))).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("method, criterion", [("kmeans", "silhouette"), ("gmm", "bic"), ("spectral", "eigengap"),
+                                               ("agglomerative", "silhouette")])
+def test_auto_k_finds_the_number_of_blobs(method, criterion):
+    from imageclust.clustering.choose_k import choose_k
+
+    x, _ = four_blobs()
+    p = ClusterParams(method=method, k="auto", auto_k={"min_k": 2, "max_k": 8}, spectral={"num_neighbors": 8},
+                      kmeans={"n_init": 3})
+    k, curve, name = choose_k(x, p, METHODS[method], 0)
+    assert (k, name) == (4, criterion)
+    assert sorted(curve) == list(range(2, 9))
+
+
+def test_auto_k_through_the_stage_records_the_curve_and_finetune_follows(tmp_path):
+    from imageclust.plots import plot_k_curve
+
+    x, labels = four_blobs(n_per=30)
+    n = len(labels)
+    write_features(tmp_path / "f", FeatureTable(ids=np.array([f"s{i}" for i in range(n)], dtype=object),
+                                                splits=np.array(["train"] * n, dtype=object), labels=labels,
+                                                vectors=x), {})
+    g, d, c = params(k="auto", auto_k={"min_k": 2, "max_k": 6})
+    stats = run_clustering(tmp_path / "f", tmp_path / "c", g, d, c)
+    assert stats["k"] == 4 and stats["k_auto"] and stats["k_criterion"] == "silhouette"
+    assert set(stats["k_curve"]) == {"2", "3", "4", "5", "6"}
+    assert read_assignments(tmp_path / "c" / ASSIGNMENTS_FILE).num_clusters == 4
+    rows = (tmp_path / "c" / "k_curve.csv").read_text().splitlines()
+    assert rows[0] == "k,score,criterion,chosen" and rows[3].startswith("4,") and rows[3].endswith(",1")
+    plot_k_curve(tmp_path / "c" / "k_curve.csv", tmp_path / "k.png")
+    assert (tmp_path / "k.png").stat().st_size > 1000
+
+
+def test_k_auto_or_an_integer():
+    assert ClusterParams(k="auto").k == "auto"
+    for bad in ("many", 1, True, 2.5):
+        with pytest.raises(ValueError):
+            ClusterParams(k=bad)
+    with pytest.raises(ValueError, match="below min_k"):
+        ClusterParams(auto_k={"min_k": 5, "max_k": 3})

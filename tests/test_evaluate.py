@@ -13,7 +13,7 @@ from imageclust.tables import UNLABELED, Assignments, FeatureTable, write_assign
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ROOT / "stages" / "evaluate.py"
-LABEL_KEYS = {"acc", "nmi", "ari", "purity"}
+LABEL_KEYS = {"acc", "acc_many_to_one", "nmi", "ari"}
 U = UNLABELED
 
 
@@ -57,7 +57,7 @@ def test_per_split_metrics(features):
     train, test, everything = (results["cluster"][s] for s in ("train", "test", "all"))
     assert (train["n"], train["n_labeled"], test["n"], test["n_labeled"]) == (6, 4, 4, 0)
     assert (everything["n"], everything["n_labeled"]) == (10, 4)
-    assert train["acc"] == train["nmi"] == train["ari"] == train["purity"] == pytest.approx(1.0)
+    assert train["acc"] == train["nmi"] == train["ari"] == train["acc_many_to_one"] == pytest.approx(1.0)
     assert not LABEL_KEYS & set(test)  # absent, not zero or NaN
     assert everything["acc"] == pytest.approx(1.0)
     assert everything["clusters_nonempty"] == 2 and everything["clusters_empty"] == 6
@@ -152,3 +152,20 @@ def test_stage_missing_input_leaves_output_untouched(workspace, features_arg, so
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {expected}")
     assert out.read_text() == "previous\n"
+
+
+def test_k_stored_with_the_assignments_counts_trailing_empty_clusters(features, tmp_path):
+    from imageclust.tables import read_assignments
+
+    clusters = np.array([0, 0, 1, 1, 0, 1, 0, 1, 0, 1])
+    a = assignments_for(features, clusters)
+    a.num_clusters = 5  # clusters 2, 3 and 4 left empty by the method
+    write_assignments(tmp_path / "a.parquet", a)
+    back = read_assignments(tmp_path / "a.parquet")
+    assert back.num_clusters == 5
+    scores = evaluate_sources(features, {"m": back}, 100, 0)["m"]["all"]
+    assert scores["clusters_empty"] == 3 and scores["cluster_size_min"] == 0
+    # over-clustering: two pure clusters per class keep many-to-one ACC at 1, one-to-one ACC at 1/2
+    split = assignments_for(features, np.array([0, 2, 1, 3, 0, 1, 2, 3, 0, 1]))
+    over = evaluate_sources(features, {"m": split}, 100, 0)["m"]["train"]
+    assert over["acc_many_to_one"] == 1.0 and over["acc"] == 0.5

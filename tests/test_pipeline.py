@@ -115,6 +115,13 @@ def test_pipeline_through_dvc(project):
         assert json.loads((project / "metrics/cluster.json").read_text())["method"] == method
         assert json.loads((project / "metrics/evaluate.json").read_text())["cluster"]["all"]["acc"] > 0.3
 
+    auto = sh(project, "dvc", "exp", "run", "-S", "cluster.k=auto", "-S", "cluster.kmeans.backend=sklearn")
+    assert stages_run(auto.stdout) == {"check_params", "cluster", "finetune", "evaluate", "plot"}
+    chosen = json.loads((project / "metrics/cluster.json").read_text())
+    assert chosen["k_auto"] and 2 <= chosen["k"] <= 20 and chosen["k_criterion"] == "silhouette"
+    assert json.loads((project / "metrics/finetune.json").read_text())["k"] == chosen["k"]
+    assert (project / "plots/k_curve.png").stat().st_size > 1000
+
 
 def test_bad_parameter_fails_first_and_keeps_outputs(project):
     sh(project, "dvc", "repro")

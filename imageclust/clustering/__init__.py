@@ -17,6 +17,7 @@ from ..errors import ParamsError
 from ..io import atomic_dir
 from ..tables import Assignments, read_features, write_assignments
 from .base import Clustering
+from .choose_k import choose_k
 from .gmm import fit_gmm
 from .graph import fit_agglomerative, fit_spectral
 from .kmeans import fit_kmeans
@@ -33,6 +34,7 @@ METHODS = {
 
 __all__ = ["METHODS", "Clustering", "FeatureTransform", "run_clustering", "load_cluster_model"]
 MODEL_FILE = "model.npz"
+K_CURVE_FILE = "k_curve.csv"
 ASSIGNMENTS_FILE = "assignments.parquet"
 
 
@@ -45,12 +47,21 @@ def run_clustering(features_dir, out_dir, gparams, data_params, params) -> dict:
             f"params: data.train_splits={data_params.train_splits} is invalid: the features hold splits "
             f"{sorted(set(features.splits))}"
         )
-    if params.k > train.sum():
+    if params.k != "auto" and params.k > train.sum():
         raise ParamsError(f"params: cluster.k={params.k} is invalid: larger than the {train.sum()} training samples")
     started = time.perf_counter()
     transform = FeatureTransform.fit(features.vectors[train], params.l2_normalize, params.pca_dim,
                                      params.whiten, gparams.seed)
     x = transform.apply(features.vectors)
+    chosen = {}
+    if params.k == "auto":
+        try:
+            k, curve, criterion = choose_k(x[train], params, METHODS[params.method], gparams.seed)
+        except ValueError as err:
+            raise ParamsError(f"params: {err}") from None
+        log.info("k=auto: %s chose K=%d from %s", criterion, k, {key: round(v, 4) for key, v in curve.items()})
+        params = params.model_copy(update={"k": k})
+        chosen = {"k_auto": True, "k_criterion": criterion, "k_curve": {str(key): v for key, v in curve.items()}}
     clustering = METHODS[params.method](x[train], params, gparams.seed)
     clusters, confidence = clustering.predict(x)
     if clustering.fit_labels is not None:  # the fitted points keep the method's own assignment
@@ -60,13 +71,21 @@ def run_clustering(features_dir, out_dir, gparams, data_params, params) -> dict:
     with atomic_dir(out_dir) as tmp:
         write_assignments(tmp / ASSIGNMENTS_FILE, Assignments(
             ids=features.ids, splits=features.splits, labels=features.labels, clusters=clusters,
-            confidence=confidence))
+            confidence=confidence, num_clusters=params.k))
         np.savez(tmp / MODEL_FILE, **clustering.to_arrays(), **transform.to_arrays())
+        if chosen:
+            write_k_curve(tmp / K_CURVE_FILE, chosen["k_curve"], chosen["k_criterion"], params.k)
     sizes = np.bincount(clusters[train], minlength=params.k)
     log.info("%s k=%d on %d x %d features: %.1fs", params.method, params.k, train.sum(), x.shape[1], seconds)
     return {"method": params.method, "k": params.k, "fit_samples": int(train.sum()), "dim": int(x.shape[1]),
             "empty_clusters": int((sizes == 0).sum()), "assign_rule": clustering.rule, "seconds": round(seconds, 3),
-            **clustering.stats}
+            **chosen, **clustering.stats}
+
+
+def write_k_curve(path: Path, curve: dict[str, float], criterion: str, chosen: int) -> None:
+    """The scores of every candidate K, as CSV for ``dvc plots`` and the plot stage."""
+    lines = ["k,score,criterion,chosen"] + [f"{k},{v},{criterion},{int(int(k) == chosen)}" for k, v in curve.items()]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def load_cluster_model(out_dir) -> tuple[FeatureTransform, Clustering]:

@@ -53,6 +53,8 @@ def run_finetune(features_dir, cluster_dir, out_dir, live_dir, gparams, data_par
     train = np.isin(features.splits, data_params.train_splits)
     if not train.any():
         raise DataError(f"{features_dir}: no samples in data.train_splits={data_params.train_splits}")
+    # K as the cluster stage set it (chosen there when cluster.k is auto)
+    num_clusters = num_clusters or initial.num_clusters or int(initial.clusters.max()) + 1
     device = resolve_device(gparams.device)
     logger = _LiveLogger(live_dir)
     started = time.perf_counter()
@@ -64,7 +66,7 @@ def run_finetune(features_dir, cluster_dir, out_dir, live_dir, gparams, data_par
     with atomic_dir(out_dir) as tmp:
         write_assignments(tmp / ASSIGNMENTS_FILE, Assignments(
             ids=features.ids, splits=features.splits, labels=features.labels, clusters=clusters,
-            confidence=probs.max(1)))
+            confidence=probs.max(1), num_clusters=num_clusters))
         save_torch(tmp / HEAD_FILE, {"method": params.method, "num_clusters": num_clusters,
                                      "state_dict": head.cpu().state_dict()})
     agreement = nmi(initial.clusters, clusters)
