@@ -219,6 +219,13 @@ class AgglomerativeParams(Section):
     num_neighbors: Int = Field(10, ge=1)  # the kNN connectivity graph that keeps memory linear
 
 
+class HDBSCANParams(Section):
+    min_cluster_size: Int = Field(15, ge=2)
+    min_samples: Optional[Int] = Field(None, ge=1)  # null: min_cluster_size
+    cluster_selection_epsilon: float = Field(0.0, ge=0)
+    num_neighbors: Int = Field(10, ge=1)  # the vote that assigns new points
+
+
 class AutoKParams(Section):
     min_k: Int = Field(2, ge=2)
     max_k: Int = Field(20, ge=2)
@@ -243,6 +250,7 @@ class ClusterParams(Section):
     gmm: GMMParams = GMMParams()
     spectral: SpectralParams = SpectralParams()
     agglomerative: AgglomerativeParams = AgglomerativeParams()
+    hdbscan: HDBSCANParams = HDBSCANParams()
 
     _check_method = field_validator("method")(_registered(_cluster_methods, "cluster method"))
 

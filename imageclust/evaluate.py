@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import DataError, ParamsError
-from .metrics import ari, cluster_statistics, clustering_accuracy, label_free_scores, nmi, purity
+from .metrics import NOISE, ari, cluster_statistics, clustering_accuracy, label_free_scores, nmi, purity
 from .tables import UNLABELED, Assignments, FeatureTable
 
 ALL_SPLITS = "all"
@@ -70,8 +70,9 @@ def evaluate_sources(features: FeatureTable, sources: dict[str, Assignments], ma
         rows = source_rows(features, source, name)
         clusters = source.clusters[rows]
         confidence = source.confidence[rows].astype(np.float64)
-        if clusters.min() < 0:
-            raise DataError(f"source {name}: negative cluster id {clusters.min()}; ids must lie in [0, k)")
+        if clusters.min() < NOISE:
+            raise DataError(f"source {name}: cluster id {clusters.min()}; ids must lie in [0, k), or be {NOISE} "
+                            "for noise")
         # K as the method set it, so clusters left empty are counted; older files: the largest id + 1
         k = source.num_clusters or int(clusters.max()) + 1
         if clusters.max() >= k:

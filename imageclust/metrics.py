@@ -1,5 +1,9 @@
 """Clustering quality metrics: label-based (ACC, NMI, ARI, purity), label-free and cluster sizes.
 
+Noise: a method that may leave points unclustered (HDBSCAN) gives them the cluster id ``NOISE``
+(-1). ACC and purity never match noise to a class, so noise points count as wrong; NMI and ARI see
+the noise as one more cluster; label-free scores and cluster sizes leave noise points out.
+
 Every function takes 1-D integer arrays (one entry per sample) and returns plain Python numbers,
 so results go straight into JSON. Class and cluster ids may be any integers, not necessarily
 contiguous or starting at 0, except in ``contingency`` (which indexes a table with them) and
@@ -17,6 +21,9 @@ from sklearn.metrics import (
     normalized_mutual_info_score,
     silhouette_score,
 )
+
+
+NOISE = -1
 
 
 def _as_ids(values, name: str) -> np.ndarray:
@@ -68,7 +75,11 @@ def hungarian_match(labels, clusters) -> dict[int, int]:
     with more clusters than classes the unmatched clusters are absent from the result; with fewer,
     some classes receive no cluster.
     """
-    table, classes, cluster_ids = _dense_contingency(labels, clusters)
+    labels, clusters = _check_pair(labels, clusters)
+    clustered = clusters != NOISE
+    if not clustered.any():
+        return {}
+    table, classes, cluster_ids = _dense_contingency(labels[clustered], clusters[clustered])
     class_rows, cluster_cols = linear_sum_assignment(table, maximize=True)
     return {int(cluster_ids[k]): int(classes[c]) for c, k in zip(class_rows, cluster_cols)}
 
@@ -80,15 +91,23 @@ def clustering_accuracy(labels, clusters) -> float:
     stay below 1 even when every cluster is pure (``purity`` is the many-to-one counterpart).
     Invariant to renaming clusters, since the best matching is searched over all of them.
     """
-    table, _, _ = _dense_contingency(labels, clusters)
+    labels, clusters = _check_pair(labels, clusters)
+    clustered = clusters != NOISE  # noise is never matched: it counts as wrong
+    if not clustered.any():
+        return 0.0
+    table, _, _ = _dense_contingency(labels[clustered], clusters[clustered])
     class_rows, cluster_cols = linear_sum_assignment(table, maximize=True)
-    return float(table[class_rows, cluster_cols].sum() / table.sum())
+    return float(table[class_rows, cluster_cols].sum() / len(labels))
 
 
 def purity(labels, clusters) -> float:
     """Fraction of samples that belong to the majority class of their cluster (many-to-one matching)."""
-    table, _, _ = _dense_contingency(labels, clusters)
-    return float(table.max(axis=0).sum() / table.sum())
+    labels, clusters = _check_pair(labels, clusters)
+    clustered = clusters != NOISE  # noise has no majority class: it counts as wrong
+    if not clustered.any():
+        return 0.0
+    table, _, _ = _dense_contingency(labels[clustered], clusters[clustered])
+    return float(table.max(axis=0).sum() / len(labels))
 
 
 def nmi(labels, clusters) -> float:
@@ -121,6 +140,8 @@ def label_free_scores(vectors, clusters, max_samples: int, seed: int) -> dict[st
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(vectors) != len(clusters):
         raise ValueError(f"vectors must have shape ({len(clusters)}, d), got {vectors.shape}")
+    clustered = clusters != NOISE
+    vectors, clusters = vectors[clustered], clusters[clustered]
     if not _label_free_defined(clusters):
         return {}
     # Features are compared by direction elsewhere in the pipeline, so score them the same way.
@@ -147,6 +168,10 @@ def cluster_statistics(clusters, k: int | None = None) -> dict[str, int | float]
     by their mean: 0 when perfectly balanced.
     """
     clusters = _as_ids(clusters, "clusters")
+    noise = int((clusters == NOISE).sum())
+    clusters = clusters[clusters != NOISE]
+    if not len(clusters):
+        return {"clusters_nonempty": 0, "noise": noise, "noise_fraction": 1.0}
     if k is None:
         sizes = np.unique(clusters, return_counts=True)[1]
     else:
@@ -161,4 +186,6 @@ def cluster_statistics(clusters, k: int | None = None) -> dict[str, int | float]
     }
     if k is not None:
         stats["clusters_empty"] = int(k - stats["clusters_nonempty"])
+    if noise:
+        stats.update(noise=noise, noise_fraction=noise / (noise + len(clusters)))
     return stats

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from .errors import DataError
 from .io import atomic_dir, atomic_path, read_json
-from .metrics import hungarian_match
+from .metrics import NOISE, hungarian_match
 from .tables import UNLABELED, read_assignments, read_features
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def ordered_confusion(labels: np.ndarray, clusters: np.ndarray, class_names: lis
     counts = np.zeros((len(class_names), len(column_clusters)), dtype=np.int64)
     if len(labels):
         np.add.at(counts, (labels, [column_of[int(c)] for c in clusters]), 1)
-    names = [class_names[mapping[c]] if c in mapping else f"c{c}" for c in column_clusters]
+    names = [class_names[mapping[c]] if c in mapping else ("noise" if c == NOISE else f"c{c}")
+             for c in column_clusters]
     return counts, column_clusters, names
 
 
@@ -99,7 +100,8 @@ def confusion_records(labels: np.ndarray, clusters: np.ndarray, class_names: lis
     mapping = hungarian_match(labels, clusters) if len(labels) else {}
     return [
         {"actual": class_names[label],
-         "predicted": class_names[mapping[cluster]] if cluster in mapping else f"cluster {cluster}"}
+         "predicted": class_names[mapping[cluster]] if cluster in mapping
+         else ("noise" if cluster == NOISE else f"cluster {cluster}")}
         for label, cluster in zip(labels.tolist(), clusters.tolist())
     ]
 
@@ -117,8 +119,9 @@ def write_confusion_csv(records: list[dict], path: str | Path) -> None:
 
 def plot_cluster_sizes(sources: dict[str, np.ndarray], path: str | Path, k: int) -> None:
     """Side-by-side bars of each source's cluster sizes, largest first, against the uniform size n/k."""
-    sizes = {name: np.sort(np.bincount(np.asarray(c, dtype=np.int64), minlength=k))[::-1]
-             for name, c in sources.items()}
+    sources = {name: np.asarray(c, dtype=np.int64) for name, c in sources.items()}
+    noise = {name: int((c == NOISE).sum()) for name, c in sources.items()}
+    sizes = {name: np.sort(np.bincount(c[c != NOISE], minlength=k))[::-1] for name, c in sources.items()}
     n_bars = max([k, *(len(s) for s in sizes.values())])
     width = 0.8 / max(len(sizes), 1)
     fig = Figure(figsize=(max(6.0, 0.35 * n_bars + 2.0), 4.0), layout="constrained")
@@ -130,7 +133,8 @@ def plot_cluster_sizes(sources: dict[str, np.ndarray], path: str | Path, k: int)
         ax.set_xticks(range(n_bars), [str(r + 1) for r in range(n_bars)])
     ax.set_xlabel("cluster rank (largest first)")
     ax.set_ylabel("samples")
-    ax.set_title(f"Cluster sizes (k={k}; dashed: uniform n/k)")
+    noted = ", ".join(f"{name}: {count} noise" for name, count in noise.items() if count)
+    ax.set_title(f"Cluster sizes (k={k}; dashed: uniform n/k)" + (f"; {noted}" if noted else ""))
     if sizes:
         ax.legend()
     _save(fig, path)
@@ -188,8 +192,12 @@ def plot_embedding(vectors: np.ndarray, clusters: np.ndarray, labels: np.ndarray
     fig = Figure(figsize=(13.0, 6.0), layout="constrained")
     by_cluster, by_class = fig.subplots(1, 2)
     fig.suptitle(f"{method.upper()} of {len(indices)} samples")
-    _scatter_by_category(by_cluster, coords, clusters, {int(c): f"c{int(c)}" for c in np.unique(clusters)},
-                         int(clusters.max()) + 1)
+    noise = clusters == NOISE
+    if noise.any():
+        by_cluster.scatter(coords[noise, 0], coords[noise, 1], s=6, color="lightgrey", label="noise")
+    if (~noise).any():
+        _scatter_by_category(by_cluster, coords[~noise], clusters[~noise],
+                             {int(c): f"c{int(c)}" for c in np.unique(clusters[~noise])}, int(clusters.max()) + 1)
     by_cluster.set_title(f"coloured by {source} cluster")
     labelled = labels != UNLABELED
     if labelled.any():
@@ -305,7 +313,7 @@ def make_all_plots(features_dir: str | Path, sources: dict[str, Path], prepared_
         log.warning("%s: %d of %d ids are not in %s; left out of the embedding",
                     last_name, int((~found).sum()), len(found), features_dir)
 
-    k = max(int(a.clusters.max()) + 1 if len(a) else 0 for a in assignments.values())
+    k = max(1, *((a.num_clusters or int(a.clusters.max()) + 1) if len(a) else 0 for a in assignments.values()))
     with atomic_dir(out_dir) as tmp:
         for name, a in assignments.items():
             if not (a.labels != UNLABELED).any():

@@ -407,3 +407,36 @@ def test_k_auto_or_an_integer():
             ClusterParams(k=bad)
     with pytest.raises(ValueError, match="below min_k"):
         ClusterParams(auto_k={"min_k": 5, "max_k": 3})
+
+
+def test_hdbscan_finds_the_blobs_leaves_outliers_as_noise_and_evaluate_counts_them(tmp_path):
+    from imageclust.evaluate import evaluate_sources
+    from imageclust.plots import plot_cluster_sizes, plot_confusion, plot_embedding
+
+    x, labels = four_blobs(n_per=40)
+    outliers = np.random.default_rng(3).uniform(-20, 20, size=(6, 6)).astype(np.float32)
+    x, labels = np.concatenate([x, outliers]), np.concatenate([labels, np.zeros(6, dtype=np.int64)])
+    n = len(labels)
+    ids = np.array([f"s{i}" for i in range(n)], dtype=object)
+    write_features(tmp_path / "f", FeatureTable(ids=ids, splits=np.array(["train"] * n, dtype=object),
+                                                labels=labels, vectors=x), {})
+    g, d, c = params(method="hdbscan", k=10, l2_normalize=False, hdbscan={"min_cluster_size": 10})
+    stats = run_clustering(tmp_path / "f", tmp_path / "c", g, d, c)
+    assert stats["k"] == 4 and stats["clusters_found"] == 4  # k=10 was not used: HDBSCAN finds its own
+    a = read_assignments(tmp_path / "c" / ASSIGNMENTS_FILE)
+    assert (a.clusters[-6:] == -1).all() and (a.clusters[:-6] >= 0).all() and a.num_clusters == 4
+
+    scores = evaluate_sources(read_features(tmp_path / "f"), {"hdbscan": a}, 1000, 0)["hdbscan"]["all"]
+    assert scores["noise"] == 6 and scores["acc"] == pytest.approx(160 / 166)
+    assert scores["clusters_empty"] == 0
+
+    transform, model = load_cluster_model(tmp_path / "c")
+    far = np.full((1, 6), 100.0, dtype=np.float32)
+    assert model.predict(transform.apply(np.concatenate([x[:1], far])))[0].tolist()[0] == a.clusters[0]
+
+    names = ["a", "b", "c", "d"]
+    plot_confusion(a.labels, a.clusters, names, tmp_path / "confusion.png", "t")
+    plot_cluster_sizes({"hdbscan": a.clusters}, tmp_path / "sizes.png", 4)
+    plot_embedding(x, a.clusters, a.labels, names, tmp_path / "embedding.png", "pca", 1000, 0)
+    for png in ("confusion.png", "sizes.png", "embedding.png"):
+        assert (tmp_path / png).stat().st_size > 1000

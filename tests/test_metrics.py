@@ -158,3 +158,20 @@ def test_cluster_statistics_with_and_without_k():
     assert cluster_statistics([1, 1, 0, 0], k=2)["cluster_size_cv"] == 0.0
     with pytest.raises(ValueError):
         cluster_statistics(clusters, k=2)
+
+
+def test_noise_is_never_matched_and_counts_as_wrong():
+    from imageclust.metrics import NOISE, cluster_statistics, hungarian_match, label_free_scores
+
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    clusters = np.array([5, 5, NOISE, 7, 7, NOISE])
+    assert hungarian_match(labels, clusters) == {5: 0, 7: 1}
+    assert clustering_accuracy(labels, clusters) == pytest.approx(4 / 6)  # the 2 noise points are wrong
+    assert purity(labels, clusters) == pytest.approx(4 / 6)
+    assert clustering_accuracy(labels, np.full(6, NOISE)) == 0.0
+    stats = cluster_statistics(clusters)
+    assert stats["noise"] == 2 and stats["noise_fraction"] == pytest.approx(2 / 6)
+    assert stats["clusters_nonempty"] == 2 and stats["cluster_size_min"] == 2
+    vectors = np.array([[1, 0], [1, 0.1], [9, 9], [0, 1], [0.1, 1], [-9, 3]], dtype=np.float32)
+    with_noise = label_free_scores(vectors, clusters, 100, 0)
+    assert with_noise == label_free_scores(vectors[clusters != NOISE], clusters[clusters != NOISE], 100, 0)

@@ -19,7 +19,7 @@ from ..tables import Assignments, read_features, write_assignments
 from .base import Clustering
 from .choose_k import choose_k
 from .gmm import fit_gmm
-from .graph import fit_agglomerative, fit_spectral
+from .graph import fit_agglomerative, fit_hdbscan, fit_spectral
 from .kmeans import fit_kmeans
 from .preprocess import FeatureTransform
 
@@ -30,7 +30,9 @@ METHODS = {
     "gmm": fit_gmm,
     "spectral": fit_spectral,
     "agglomerative": fit_agglomerative,
+    "hdbscan": fit_hdbscan,
 }
+FINDS_K = {"hdbscan"}  # methods that find the number of clusters themselves: cluster.k is not used
 
 __all__ = ["METHODS", "Clustering", "FeatureTransform", "run_clustering", "load_cluster_model"]
 MODEL_FILE = "model.npz"
@@ -47,14 +49,14 @@ def run_clustering(features_dir, out_dir, gparams, data_params, params) -> dict:
             f"params: data.train_splits={data_params.train_splits} is invalid: the features hold splits "
             f"{sorted(set(features.splits))}"
         )
-    if params.k != "auto" and params.k > train.sum():
+    if params.k != "auto" and params.k > train.sum() and params.method not in FINDS_K:
         raise ParamsError(f"params: cluster.k={params.k} is invalid: larger than the {train.sum()} training samples")
     started = time.perf_counter()
     transform = FeatureTransform.fit(features.vectors[train], params.l2_normalize, params.pca_dim,
                                      params.whiten, gparams.seed)
     x = transform.apply(features.vectors)
     chosen = {}
-    if params.k == "auto":
+    if params.k == "auto" and params.method not in FINDS_K:
         try:
             k, curve, criterion = choose_k(x[train], params, METHODS[params.method], gparams.seed)
         except ValueError as err:
@@ -66,18 +68,20 @@ def run_clustering(features_dir, out_dir, gparams, data_params, params) -> dict:
     clusters, confidence = clustering.predict(x)
     if clustering.fit_labels is not None:  # the fitted points keep the method's own assignment
         clusters[train] = clustering.fit_labels
+    k = len(clustering.centroids)  # cluster.k, unless the method found its own
     seconds = time.perf_counter() - started
 
     with atomic_dir(out_dir) as tmp:
         write_assignments(tmp / ASSIGNMENTS_FILE, Assignments(
             ids=features.ids, splits=features.splits, labels=features.labels, clusters=clusters,
-            confidence=confidence, num_clusters=params.k))
+            confidence=confidence, num_clusters=k))
         np.savez(tmp / MODEL_FILE, **clustering.to_arrays(), **transform.to_arrays())
         if chosen:
-            write_k_curve(tmp / K_CURVE_FILE, chosen["k_curve"], chosen["k_criterion"], params.k)
-    sizes = np.bincount(clusters[train], minlength=params.k)
-    log.info("%s k=%d on %d x %d features: %.1fs", params.method, params.k, train.sum(), x.shape[1], seconds)
-    return {"method": params.method, "k": params.k, "fit_samples": int(train.sum()), "dim": int(x.shape[1]),
+            write_k_curve(tmp / K_CURVE_FILE, chosen["k_curve"], chosen["k_criterion"], k)
+    fitted = clusters[train]
+    sizes = np.bincount(fitted[fitted >= 0], minlength=k)
+    log.info("%s k=%d on %d x %d features: %.1fs", params.method, k, train.sum(), x.shape[1], seconds)
+    return {"method": params.method, "k": k, "fit_samples": int(train.sum()), "dim": int(x.shape[1]),
             "empty_clusters": int((sizes == 0).sum()), "assign_rule": clustering.rule, "seconds": round(seconds, 3),
             **chosen, **clustering.stats}
 

@@ -4,7 +4,7 @@ Each method documents its rule for new points (the test split, new images later)
 - ``centroid``: the nearest centre, with DEC's Student-t soft assignment as confidence (k-means);
 - ``gmm``: the mixture's posterior (Gaussian mixture);
 - ``knn``: a vote of the nearest fitted points, the share of the winning cluster as confidence
-  (methods without centres: spectral, agglomerative).
+  (methods without centres: spectral, agglomerative, HDBSCAN, whose noise (-1) can win the vote).
 Everything a rule needs is kept as plain arrays, saved in ``model.npz`` without pickles.
 """
 
@@ -54,7 +54,9 @@ class Clustering:
 
 
 def cluster_means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """The mean of each cluster's points; an empty cluster's centre is the overall mean."""
+    """The mean of each cluster's points (noise, -1, left out); an empty cluster's centre is the overall mean."""
+    clustered = labels >= 0
+    x, labels = x[clustered], labels[clustered]
     sums = np.zeros((k, x.shape[1]), dtype=np.float64)
     np.add.at(sums, labels, x)
     counts = np.bincount(labels, minlength=k)[:, None]
@@ -62,13 +64,14 @@ def cluster_means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def _knn_vote(reference, reference_labels, x, num_neighbors: int, k: int):
+    """Majority of the nearest fitted points; noise (-1) is a candidate like any cluster."""
     from sklearn.neighbors import KNeighborsClassifier
 
     n = min(num_neighbors, len(reference))
-    vote = KNeighborsClassifier(n_neighbors=n).fit(reference, reference_labels)
-    share = np.zeros((len(x), k), dtype=np.float32)
+    vote = KNeighborsClassifier(n_neighbors=n).fit(reference, np.asarray(reference_labels) + 1)  # noise: column 0
+    share = np.zeros((len(x), k + 1), dtype=np.float32)
     share[:, vote.classes_] = vote.predict_proba(x)
-    return share.argmax(1), share.max(1)
+    return share.argmax(1) - 1, share.max(1)
 
 
 def _gaussian_mixture(arrays):

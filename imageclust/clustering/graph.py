@@ -58,3 +58,18 @@ def fit_agglomerative(x: np.ndarray, params, seed: int) -> Clustering:
     graph = knn_graph(x, p.num_neighbors)
     model = AgglomerativeClustering(n_clusters=params.k, linkage=p.linkage, connectivity=graph).fit(x)
     return _knn_result(x, model.labels_, params.k, p.num_neighbors, {"graph_edges": int(graph.nnz // 2)})
+
+
+def fit_hdbscan(x: np.ndarray, params, seed: int) -> Clustering:
+    """HDBSCAN (Campello, Moulavi & Sander 2013; scikit-learn's): clusters of varying density, their
+    number found by the method (``cluster.k`` is not used), and points in no dense region left as
+    noise (-1). New points take the vote of their nearest fitted points, noise included."""
+    from sklearn.cluster import HDBSCAN
+
+    p = params.hdbscan
+    labels = HDBSCAN(min_cluster_size=p.min_cluster_size, min_samples=p.min_samples,
+                     cluster_selection_epsilon=p.cluster_selection_epsilon, copy=True).fit(x).labels_
+    k = max(int(labels.max()) + 1, 1)
+    noise = int((labels == -1).sum())
+    return _knn_result(x, labels, k, p.num_neighbors, {"clusters_found": int(labels.max()) + 1, "noise": noise,
+                                                       "noise_fraction": noise / len(labels)})

@@ -55,6 +55,8 @@ def run_finetune(features_dir, cluster_dir, out_dir, live_dir, gparams, data_par
         raise DataError(f"{features_dir}: no samples in data.train_splits={data_params.train_splits}")
     # K as the cluster stage set it (chosen there when cluster.k is auto)
     num_clusters = num_clusters or initial.num_clusters or int(initial.clusters.max()) + 1
+    if num_clusters < 2:
+        raise DataError(f"{cluster_dir}: the cluster stage found {num_clusters} cluster; fine-tuning needs 2 or more")
     device = resolve_device(gparams.device)
     logger = _LiveLogger(live_dir)
     started = time.perf_counter()
