@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test test-fast bench bench-extract
+.PHONY: install repro test test-fast bench bench-extract bench-clustering
 
 install: $(VENV)/.installed
 
@@ -29,3 +29,6 @@ bench: install
 
 bench-extract: install
 	python benchmarks/extract.py --out benchmarks/results/extract.json
+
+bench-clustering: install
+	python benchmarks/clustering.py --out benchmarks/results/clustering.json
