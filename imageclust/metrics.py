@@ -67,6 +67,16 @@ def _dense_contingency(labels, clusters) -> tuple[np.ndarray, np.ndarray, np.nda
     return contingency(class_index, cluster_index, len(classes), len(cluster_ids)), classes, cluster_ids
 
 
+def _clustered_contingency(labels, clusters):
+    """``_dense_contingency`` of the points not in noise, and how many points there were in all;
+    None when every point is noise (nothing to match)."""
+    labels, clusters = _check_pair(labels, clusters)
+    clustered = clusters != NOISE
+    if not clustered.any():
+        return None
+    return (*_dense_contingency(labels[clustered], clusters[clustered]), len(labels))
+
+
 def hungarian_match(labels, clusters) -> dict[int, int]:
     """One-to-one map cluster -> class that maximises the number of samples whose cluster maps to their class.
 
@@ -75,11 +85,10 @@ def hungarian_match(labels, clusters) -> dict[int, int]:
     with more clusters than classes the unmatched clusters are absent from the result; with fewer,
     some classes receive no cluster.
     """
-    labels, clusters = _check_pair(labels, clusters)
-    clustered = clusters != NOISE
-    if not clustered.any():
+    found = _clustered_contingency(labels, clusters)
+    if found is None:
         return {}
-    table, classes, cluster_ids = _dense_contingency(labels[clustered], clusters[clustered])
+    table, classes, cluster_ids, _ = found
     class_rows, cluster_cols = linear_sum_assignment(table, maximize=True)
     return {int(cluster_ids[k]): int(classes[c]) for c, k in zip(class_rows, cluster_cols)}
 
@@ -91,23 +100,21 @@ def clustering_accuracy(labels, clusters) -> float:
     stay below 1 even when every cluster is pure (``purity`` is the many-to-one counterpart).
     Invariant to renaming clusters, since the best matching is searched over all of them.
     """
-    labels, clusters = _check_pair(labels, clusters)
-    clustered = clusters != NOISE  # noise is never matched: it counts as wrong
-    if not clustered.any():
+    found = _clustered_contingency(labels, clusters)  # noise is never matched: it counts as wrong
+    if found is None:
         return 0.0
-    table, _, _ = _dense_contingency(labels[clustered], clusters[clustered])
+    table, _, _, n = found
     class_rows, cluster_cols = linear_sum_assignment(table, maximize=True)
-    return float(table[class_rows, cluster_cols].sum() / len(labels))
+    return float(table[class_rows, cluster_cols].sum() / n)
 
 
 def purity(labels, clusters) -> float:
     """Fraction of samples that belong to the majority class of their cluster (many-to-one matching)."""
-    labels, clusters = _check_pair(labels, clusters)
-    clustered = clusters != NOISE  # noise has no majority class: it counts as wrong
-    if not clustered.any():
+    found = _clustered_contingency(labels, clusters)  # noise has no majority class: it counts as wrong
+    if found is None:
         return 0.0
-    table, _, _ = _dense_contingency(labels[clustered], clusters[clustered])
-    return float(table.max(axis=0).sum() / len(labels))
+    table, _, _, n = found
+    return float(table.max(axis=0).sum() / n)
 
 
 def nmi(labels, clusters) -> float:

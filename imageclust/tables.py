@@ -134,9 +134,10 @@ def feature_shards(features_dir: str | Path) -> list[Path]:
     for shard, expected in zip(shards, meta["shards"]):
         if not shard.is_file():
             raise DataError(f"{shard}: feature shard missing; rerun the extract stage")
-        if pq.read_metadata(shard).num_rows != expected["rows"]:
-            raise DataError(f"{shard}: holds {pq.read_metadata(shard).num_rows} rows, "
-                            f"{FEATURES_META} says {expected['rows']}; rerun the extract stage")
+        rows = pq.read_metadata(shard).num_rows
+        if rows != expected["rows"]:
+            raise DataError(f"{shard}: holds {rows} rows, {FEATURES_META} says {expected['rows']}; "
+                            "rerun the extract stage")
     return shards
 
 

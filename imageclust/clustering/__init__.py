@@ -87,7 +87,7 @@ def run_clustering(features_dir, out_dir, gparams, data_params, params) -> dict:
 
 
 def write_k_curve(path: Path, curve: dict[str, float], criterion: str, chosen: int) -> None:
-    """The scores of every candidate K, as CSV for ``dvc plots`` and the plot stage."""
+    """The scores of every candidate K, as CSV for the plot stage and anyone reading the folder."""
     lines = ["k,score,criterion,chosen"] + [f"{k},{v},{criterion},{int(int(k) == chosen)}" for k, v in curve.items()]
     path.write_text("\n".join(lines) + "\n")
 

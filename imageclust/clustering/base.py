@@ -14,9 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-RULES = ("centroid", "gmm", "knn")
-
-
 @dataclass
 class Clustering:
     centroids: np.ndarray  # (k, d) in the transformed space: the method's centres, else each cluster's mean

@@ -24,6 +24,7 @@ def criterion_of(method: str) -> tuple[str, str]:
 
 
 def _eigengaps(x: np.ndarray, num_neighbors: int, ks: list[int], seed: int) -> dict[int, float]:
+    import scipy.sparse as sp
     from scipy.sparse.csgraph import laplacian
     from scipy.sparse.linalg import eigsh
 
@@ -33,16 +34,10 @@ def _eigengaps(x: np.ndarray, num_neighbors: int, ks: list[int], seed: int) -> d
     lap = laplacian(graph.astype(np.float64), normed=True)
     count = min(max(ks) + 1, len(x) - 1)
     # the smallest eigenvalues of L are the largest of 2I - L (which is positive semi-definite)
-    shifted = 2.0 * _identity(len(x)) - lap
+    shifted = 2.0 * sp.identity(len(x), format="csr") - lap
     v0 = np.random.default_rng(seed).random(len(x))
     values = np.sort(2.0 - eigsh(shifted, k=count, which="LA", v0=v0, return_eigenvectors=False))
     return {k: float(values[k] - values[k - 1]) for k in ks if k < len(values)}
-
-
-def _identity(n: int):
-    import scipy.sparse as sp
-
-    return sp.identity(n, format="csr")
 
 
 def choose_k(x: np.ndarray, params, fit, seed: int) -> tuple[int, dict[int, float], str]:
