@@ -210,8 +210,8 @@ class GMMParams(Section):
 
 class SpectralParams(Section):
     num_neighbors: Int = Field(10, ge=1)
-    assign_labels: Literal["kmeans", "cluster_qr", "discretize"] = "cluster_qr"
-    eigen_solver: Literal["arpack", "lobpcg", "amg"] = "arpack"  # amg needs the package pyamg
+    assign_labels: Literal["kmeans", "cluster_qr", "discretize"] = "kmeans"
+    eigen_solver: Literal["arpack", "lobpcg"] = "arpack"
 
 
 class AgglomerativeParams(Section):
@@ -226,10 +226,26 @@ class HDBSCANParams(Section):
     num_neighbors: Int = Field(10, ge=1)  # the vote that assigns new points
 
 
+class PICParams(Section):
+    num_neighbors: Int = Field(5, ge=1)
+    sigma: float = Field(0.2, gt=0)  # Gaussian kernel bandwidth, for unit-length features
+    alpha: float = Field(0.001, gt=0, lt=1)  # weight of the walk against the restart
+    iterations: Int = Field(200, ge=1)
+    distribute_singletons: bool = True
+
+
+class UmapParams(Section):
+    num_neighbors: Int = Field(15, ge=2)
+    min_dist: float = Field(0.0, ge=0)  # 0 packs clusters tightly: what clustering wants
+    epochs: Optional[Int] = Field(None, ge=1)  # null: umap-learn's choice (500 below 10,000 points, else 200)
+
+
 class AutoKParams(Section):
     min_k: Int = Field(2, ge=2)
     max_k: Int = Field(20, ge=2)
     max_samples: Int = Field(5000, ge=10)  # fits per candidate K run on a seeded subsample this large
+    criterion: Literal["auto", "silhouette", "eigengap", "bic"] = "auto"  # auto: the method's own
+    num_neighbors: Int = Field(10, ge=1)  # the kNN graph of the eigengap
 
     @model_validator(mode="after")
     def _range(self):
@@ -243,14 +259,18 @@ class ClusterParams(Section):
     k: Union[Int, Literal["auto"]] = 10  # auto: chosen without labels in [auto_k.min_k, auto_k.max_k]
     auto_k: AutoKParams = AutoKParams()
     l2_normalize: bool = True
+    standardize: bool = False  # per feature: zero mean, unit variance
     pca_dim: Optional[Int] = Field(None, ge=1)
     whiten: bool = False
+    umap_dim: Optional[Int] = Field(None, ge=1)  # null: no UMAP
+    umap: UmapParams = UmapParams()
     # one block per method (cluster.<method>); dvc.yaml makes the stage depend on the chosen one only
     kmeans: KMeansParams = KMeansParams()
     gmm: GMMParams = GMMParams()
     spectral: SpectralParams = SpectralParams()
     agglomerative: AgglomerativeParams = AgglomerativeParams()
     hdbscan: HDBSCANParams = HDBSCANParams()
+    pic: PICParams = PICParams()
 
     _check_method = field_validator("method")(_registered(_cluster_methods, "cluster method"))
 
@@ -264,6 +284,12 @@ class ClusterParams(Section):
         if value < 2:
             raise ValueError("Input should be greater than or equal to 2")
         return value
+
+    @model_validator(mode="after")
+    def _bic_needs_a_mixture(self):
+        if self.auto_k.criterion == "bic" and self.method != "gmm":
+            raise ValueError(f"cluster.auto_k.criterion=bic needs cluster.method=gmm, not {self.method}")
+        return self
 
     @model_validator(mode="after")
     def _spherical_needs_unit_vectors(self):

@@ -45,6 +45,15 @@ def write_blobs(path, n_per=20, seed=0, test_every=4, unlabeled=()):
 # ---------------------------------------------------------------- FeatureTransform
 
 
+def fit_transform(x, l2, pca_dim, whiten, **more):
+    """The fitted transform; its own output on the fitting data must be what ``apply`` gives."""
+    params = ClusterParams(l2_normalize=l2, pca_dim=pca_dim, whiten=whiten, **more)
+    t, fitted = FeatureTransform.fit(x, params, 0)
+    if params.umap_dim is None:
+        np.testing.assert_allclose(fitted, t.apply(x), rtol=1e-5, atol=1e-6)
+    return t
+
+
 def random_features(n=40, d=6, seed=0):
     rng = np.random.default_rng(seed)
     # correlated, anisotropic, off-centre
@@ -53,7 +62,7 @@ def random_features(n=40, d=6, seed=0):
 
 def test_l2_only_transform():
     x = random_features()
-    t = FeatureTransform.fit(x, True, None, False, 0)
+    t = fit_transform(x, True, None, False)
     assert t.components is None
     y = t.apply(x)
     assert y.dtype == np.float32 and y.shape == x.shape
@@ -69,13 +78,13 @@ def test_l2_normalize_leaves_zero_rows_finite():
 
 def test_identity_transform():
     x = random_features()
-    t = FeatureTransform.fit(x, False, None, False, 0)
+    t = fit_transform(x, False, None, False)
     np.testing.assert_array_equal(t.apply(x), x)
 
 
 def test_pca_transform_projects_centred_data():
     x = random_features()
-    t = FeatureTransform.fit(x, False, 3, False, 0)
+    t = fit_transform(x, False, 3, False)
     y = t.apply(x)
     assert y.shape == (40, 3)
     np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-4)  # centred on the fitting data
@@ -90,7 +99,7 @@ def test_pca_transform_projects_centred_data():
 
 def test_whitening_gives_unit_variance_per_component():
     x = random_features()
-    t = FeatureTransform.fit(x, False, 4, True, 0)
+    t = fit_transform(x, False, 4, True)
     y = t.apply(x)
     assert y.shape == (40, 4)
     np.testing.assert_allclose(y.var(0, ddof=1), 1.0, rtol=1e-3)
@@ -100,7 +109,7 @@ def test_whitening_gives_unit_variance_per_component():
 
 def test_whiten_without_pca_dim_keeps_every_dimension():
     x = random_features(d=5)
-    y = FeatureTransform.fit(x, True, None, True, 0).apply(x)
+    y = fit_transform(x, True, None, True).apply(x)
     assert y.shape == (40, 5)
     # l2-normalised 5-d data loses one degree of freedom at most; the leading 4 have unit variance
     np.testing.assert_allclose(y.var(0, ddof=1)[:4], 1.0, rtol=1e-3)
@@ -108,7 +117,7 @@ def test_whiten_without_pca_dim_keeps_every_dimension():
 
 def test_pca_dim_capped_by_samples():
     x = random_features(n=4, d=6)
-    t = FeatureTransform.fit(x, False, 10, False, 0)
+    t = fit_transform(x, False, 10, False)
     assert t.components.shape == (4, 6)
 
 
@@ -116,13 +125,43 @@ def test_pca_dim_capped_by_samples():
                                                   (False, None, True)])
 def test_transform_arrays_round_trip(tmp_path, l2, pca_dim, whiten):
     x = random_features()
-    t = FeatureTransform.fit(x, l2, pca_dim, whiten, 0)
+    t = fit_transform(x, l2, pca_dim, whiten)
     np.savez(tmp_path / "t.npz", **t.to_arrays())
     with np.load(tmp_path / "t.npz") as f:
         back = FeatureTransform.from_arrays(dict(f))
     assert back.l2_normalize is l2
     new = random_features(n=7, seed=1)
     np.testing.assert_array_equal(back.apply(new), t.apply(new))
+
+
+def test_standardize_gives_zero_mean_unit_variance_and_keeps_constant_features_finite():
+    x = random_features()
+    x[:, 2] = 7.0
+    t = fit_transform(x, False, None, False, standardize=True)
+    y = t.apply(x)
+    np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.delete(y.std(0), 2), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(y[:, 2], 0.0)
+    back = FeatureTransform.from_arrays(t.to_arrays())
+    np.testing.assert_array_equal(back.apply(x[:5]), y[:5])
+
+
+def test_umap_keeps_the_fitted_embedding_and_places_new_points_by_their_neighbours():
+    x, labels = blobs(n_per=40)
+    params = ClusterParams(l2_normalize=False, standardize=True, pca_dim=4, umap_dim=2,
+                           umap={"num_neighbors": 10, "epochs": 100})
+    t, fitted = FeatureTransform.fit(x, params, 0)
+    assert fitted.shape == (120, 2) and fitted.dtype == np.float32
+    np.testing.assert_array_equal(fitted, t.umap.embedding)
+    # a new point sitting on a training point lands near that point's embedding; one near a blob lands in it
+    spread = np.linalg.norm(fitted - fitted.mean(0), axis=1).mean()
+    assert (np.linalg.norm(t.apply(x[:3]) - fitted[:3], axis=1) < 0.1 * spread).all()
+    centres = np.stack([fitted[labels == c].mean(0) for c in range(3)])
+    fresh = np.eye(5, dtype=np.float32)[:3] * 5 + 0.05
+    placed = t.apply(fresh)
+    assert np.linalg.norm(placed[:, None] - centres[None], axis=2).argmin(1).tolist() == [0, 1, 2]
+    back = FeatureTransform.from_arrays(t.to_arrays())
+    np.testing.assert_array_equal(back.apply(fresh), placed)
 
 
 # ---------------------------------------------------------------- assignments
@@ -282,8 +321,13 @@ ALL_METHODS = {
     "kmeans_spherical": {"kmeans": {"backend": "faiss", "n_init": 2, "spherical": True}},
     "gmm": {"method": "gmm", "gmm": {"covariance": "full"}},
     "spectral": {"method": "spectral", "spectral": {"num_neighbors": 5}},
+    "spectral_qr_lobpcg": {"method": "spectral",
+                           "spectral": {"num_neighbors": 5, "assign_labels": "cluster_qr", "eigen_solver": "lobpcg"}},
+    "spectral_discretize": {"method": "spectral", "spectral": {"num_neighbors": 5, "assign_labels": "discretize"}},
     "agglomerative": {"method": "agglomerative", "agglomerative": {"num_neighbors": 5}},
     "agglomerative_average": {"method": "agglomerative", "agglomerative": {"linkage": "average", "num_neighbors": 5}},
+    "pic": {"method": "pic", "pic": {"num_neighbors": 10}},  # DeepCluster's 5 split 30-point blobs in two
+    "kmeans_on_umap": {"umap_dim": 2, "umap": {"num_neighbors": 10, "epochs": 100}},
 }
 
 
@@ -299,7 +343,7 @@ def test_every_method_recovers_blobs_and_assigns_new_points(tmp_path, name):
     assert stats["assign_rule"] in ("centroid", "gmm", "knn") and stats["seconds"] >= 0
 
     transform, model = load_cluster_model(tmp_path / "cluster")  # what predict will use on new images
-    assert model.rule == stats["assign_rule"] and model.centroids.shape == (3, 5)
+    assert model.rule == stats["assign_rule"] and model.centroids.shape == (3, stats["dim"])
     clusters, _ = model.predict(transform.apply(x))
     test = splits == "test"
     np.testing.assert_array_equal(clusters[test], a.clusters[test])
@@ -335,6 +379,57 @@ def test_knn_graph_is_sparse_symmetric_without_self_loops():
     assert (np.asarray(graph.sum(1)).ravel() >= 4).all()  # each point keeps its own 4 neighbours
 
 
+def test_nearest_neighbors_leave_each_point_out_even_with_duplicates():
+    from imageclust.clustering.graph import nearest_neighbors
+
+    x = np.array([[0.0], [0.0], [1.0], [3.0]], dtype=np.float32)  # points 0 and 1 coincide
+    neighbors, sq = nearest_neighbors(x, 2)
+    assert all(i not in row for i, row in enumerate(neighbors.tolist()))
+    assert neighbors[0].tolist() == [1, 2] and neighbors[1].tolist() == [0, 2] and neighbors[3][0] == 2
+    np.testing.assert_allclose(sq[0], [0.0, 1.0])
+    np.testing.assert_allclose(sq[2], [1.0, 1.0])
+
+
+@pytest.mark.parametrize("solver", ["arpack", "lobpcg"])
+def test_iterative_laplacian_eigensolvers_match_the_dense_one(solver):
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import laplacian
+
+    from imageclust.clustering.graph import knn_graph, laplacian_eigenpairs
+
+    x, _ = blobs(n_per=400)  # above the size where the dense solver is used
+    graph = knn_graph(x, 6)
+    values, vectors, sqrt_degree = laplacian_eigenpairs(graph, 5, 0, solver)
+    lap = laplacian(graph.astype(np.float64), normed=True)
+    np.testing.assert_allclose(values, np.linalg.eigvalsh(lap.toarray())[:5], atol=1e-4)
+    np.testing.assert_allclose(values[:3], 0.0, atol=1e-4)  # three blobs: three components
+    residual = lap @ vectors - vectors * values
+    assert np.abs(residual).max() < 1e-3 and sp.issparse(lap)
+
+
+def test_pic_climbs_to_the_maximum_of_the_walk_by_hand():
+    from imageclust.clustering.pic import climb_to_maxima, gaussian_knn_graph, merge_singletons, power_iteration
+
+    # a path 0 - 1 - 2 - 3 - 4 - 5, all links 1 but a weak 2 - 3: two hills peaking at 1 and 4
+    import scipy.sparse as sp
+
+    edges = {(0, 1): 1.0, (1, 2): 1.0, (2, 3): 0.01, (3, 4): 1.0, (4, 5): 1.0}
+    rows, cols, vals = zip(*[(i, j, w) for (i, j), w in edges.items()] + [(j, i, w) for (i, j), w in edges.items()])
+    graph = sp.csr_matrix((vals, (rows, cols)), shape=(6, 6))
+    v = power_iteration(graph, alpha=0.5, iterations=50)
+    np.testing.assert_allclose(v.sum(), 1.0)
+    # the fixed point of v = a W v + (1 - a)/n: v is largest where the weighted degree is
+    assert v[1] > max(v[0], v[2]) and v[4] > max(v[3], v[5])
+    labels = climb_to_maxima(graph, v)
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1]
+    # a kernel of distances: exp(-d^2 / sigma^2), symmetrised by summing
+    w = gaussian_knn_graph(np.array([[1], [0]]), np.array([[0.04], [0.04]]), sigma=0.2)
+    np.testing.assert_allclose(w.toarray(), [[0, 2 * np.exp(-1)], [2 * np.exp(-1), 0]])
+    # a singleton joins its nearest neighbour that is not alone
+    merged, count = merge_singletons(np.array([0, 0, 1, 2, 2]), np.array([[1], [0], [3], [4], [3]]))
+    assert merged.tolist() == [0, 0, 1, 1, 1] and count == 1
+
+
 def test_gmm_reports_bic_and_round_trips(tmp_path):
     x, labels = blobs(n_per=30)
     model = METHODS["gmm"](x, ClusterParams(k=3, method="gmm"), 0)
@@ -368,13 +463,14 @@ def four_blobs(n_per=40, seed=0):
     return (centres[labels] + rng.normal(scale=0.4, size=(len(labels), 6))).astype(np.float32), labels
 
 
-@pytest.mark.parametrize("method, criterion", [("kmeans", "silhouette"), ("gmm", "bic"), ("spectral", "eigengap"),
-                                               ("agglomerative", "silhouette")])
-def test_auto_k_finds_the_number_of_blobs(method, criterion):
+@pytest.mark.parametrize("method, chosen, criterion", [
+    ("kmeans", "auto", "silhouette"), ("gmm", "auto", "bic"), ("spectral", "auto", "eigengap"),
+    ("agglomerative", "auto", "silhouette"), ("kmeans", "eigengap", "eigengap"), ("gmm", "silhouette", "silhouette")])
+def test_auto_k_finds_the_number_of_blobs(method, chosen, criterion):
     from imageclust.clustering.choose_k import choose_k
 
     x, _ = four_blobs()
-    p = ClusterParams(method=method, k="auto", auto_k={"min_k": 2, "max_k": 8}, spectral={"num_neighbors": 8},
+    p = ClusterParams(method=method, k="auto", auto_k={"min_k": 2, "max_k": 8, "criterion": chosen, "num_neighbors": 8},
                       kmeans={"n_init": 3})
     k, curve, name = choose_k(x, p, METHODS[method], 0)
     assert (k, name) == (4, criterion)
@@ -398,6 +494,12 @@ def test_auto_k_through_the_stage_records_the_curve_and_finetune_follows(tmp_pat
     assert rows[0] == "k,score,criterion,chosen" and rows[3].startswith("4,") and rows[3].endswith(",1")
     plot_k_curve(tmp_path / "c" / "k_curve.csv", tmp_path / "k.png")
     assert (tmp_path / "k.png").stat().st_size > 1000
+
+
+def test_bic_is_only_for_a_mixture():
+    with pytest.raises(ValueError, match="cluster.auto_k.criterion=bic needs cluster.method=gmm"):
+        ClusterParams(method="kmeans", k="auto", auto_k={"criterion": "bic"})
+    assert ClusterParams(method="gmm", auto_k={"criterion": "bic"}).auto_k.criterion == "bic"
 
 
 def test_k_auto_or_an_integer():

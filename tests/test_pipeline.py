@@ -107,13 +107,24 @@ def test_pipeline_through_dvc(project):
     assert stages_run(other_block.stdout) == {"check_params"}
 
     # every clustering method through `dvc exp run`, on the same features
+    # (each run keeps the overrides of the ones before it: the last leaves k-means on the plain features)
     for overrides, method in ((["cluster.method=gmm"], "gmm"), (["cluster.method=spectral"], "spectral"),
                               (["cluster.method=agglomerative"], "agglomerative"),
+                              (["cluster.method=hdbscan", "cluster.umap_dim=8"], "hdbscan"),
+                              (["cluster.method=pic", "cluster.umap_dim=null"], "pic"),
                               (["cluster.method=kmeans", "cluster.kmeans.backend=faiss"], "kmeans")):
         run = sh(project, "dvc", "exp", "run", *(arg for o in overrides for arg in ("-S", o)))
         assert stages_run(run.stdout) == {"check_params", "cluster", "finetune", "evaluate", "plot"}, overrides
-        assert json.loads((project / "metrics/cluster.json").read_text())["method"] == method
-        assert json.loads((project / "metrics/evaluate.json").read_text())["cluster"]["all"]["acc"] > 0.3
+        clustered = json.loads((project / "metrics/cluster.json").read_text())
+        evaluated = json.loads((project / "metrics/evaluate.json").read_text())["cluster"]["all"]
+        assert clustered["method"] == method, overrides
+        assert clustered["dim"] == (8 if "cluster.umap_dim=8" in overrides else 128), overrides  # UMAP's, or SimCLR's
+        assert evaluated["clusters_nonempty"] + evaluated["clusters_empty"] == clustered["k"], overrides
+        if method in ("hdbscan", "pic"):  # they find their own K; HDBSCAN may leave noise, counted as such
+            assert clustered["k"] == max(clustered["clusters_found"], 1)
+            assert evaluated.get("noise", 0) == round(evaluated.get("noise_fraction", 0.0) * evaluated["n"])
+        else:
+            assert evaluated["acc"] > 0.3, overrides
 
     auto = sh(project, "dvc", "exp", "run", "-S", "cluster.k=auto", "-S", "cluster.kmeans.backend=sklearn")
     assert stages_run(auto.stdout) == {"check_params", "cluster", "finetune", "evaluate", "plot"}

@@ -21,6 +21,7 @@ from .choose_k import choose_k
 from .gmm import fit_gmm
 from .graph import fit_agglomerative, fit_hdbscan, fit_spectral
 from .kmeans import fit_kmeans
+from .pic import fit_pic
 from .preprocess import FeatureTransform
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,9 @@ METHODS = {
     "spectral": fit_spectral,
     "agglomerative": fit_agglomerative,
     "hdbscan": fit_hdbscan,
+    "pic": fit_pic,
 }
-FINDS_K = {"hdbscan"}  # methods that find the number of clusters themselves: cluster.k is not used
+FINDS_K = {"hdbscan", "pic"}  # methods that find the number of clusters themselves: cluster.k is not used
 
 __all__ = ["METHODS", "Clustering", "FeatureTransform", "run_clustering", "load_cluster_model"]
 MODEL_FILE = "model.npz"
@@ -52,9 +54,11 @@ def run_clustering(features_dir, out_dir, gparams, data_params, params) -> dict:
     if params.k != "auto" and params.k > train.sum() and params.method not in FINDS_K:
         raise ParamsError(f"params: cluster.k={params.k} is invalid: larger than the {train.sum()} training samples")
     started = time.perf_counter()
-    transform = FeatureTransform.fit(features.vectors[train], params.l2_normalize, params.pca_dim,
-                                     params.whiten, gparams.seed)
-    x = transform.apply(features.vectors)
+    transform, fitted = FeatureTransform.fit(features.vectors[train], params, gparams.seed)
+    x = np.empty((len(train), fitted.shape[1]), dtype=np.float32)
+    x[train] = fitted  # the training rows as the transform fitted them (UMAP's own embedding)
+    if not train.all():
+        x[~train] = transform.apply(features.vectors[~train])
     chosen = {}
     if params.k == "auto" and params.method not in FINDS_K:
         try:

@@ -1,10 +1,13 @@
-"""Choosing K without labels (``cluster.k: auto``), by a criterion suited to each method.
+"""Choosing K without labels (``cluster.k: auto``). ``auto_k.criterion: auto`` takes the one suited
+to the method; any method can use ``silhouette`` or ``eigengap`` instead:
 
-- ``gmm``: the Bayesian information criterion of the mixture fitted with each K (lowest wins);
-- ``spectral``: the eigengap heuristic (von Luxburg 2007, section 8.1): K such that the first K
-  eigenvalues of the normalised Laplacian of the kNN graph are small and the (K+1)-th is not;
-- every other method: the silhouette of the method's own clustering with each K (highest wins),
-  in the space it clusters in.
+- ``bic`` (``gmm``'s): the Bayesian information criterion of the mixture fitted with each K (lowest wins);
+- ``eigengap`` (``spectral``'s): the eigengap heuristic (von Luxburg 2007, section 8.1): K such that
+  the first K eigenvalues of the normalised Laplacian of the kNN graph are small and the (K+1)-th is
+  not. It looks at the kNN graph of the features (``auto_k.num_neighbors``), not at any clustering;
+- ``silhouette`` (every other method's): the silhouette of the method's own clustering with each K
+  (highest wins), in the space it clusters in. It favours a dominant coarse split (K=2) when the
+  features have one.
 
 Each candidate is fitted on one seeded subsample of at most ``auto_k.max_samples`` training points,
 so the scan costs a fixed amount whatever the size of the data; the chosen K is then fitted on all.
@@ -15,28 +18,20 @@ from __future__ import annotations
 
 import numpy as np
 
-CRITERIA = {"gmm": ("bic", "min"), "spectral": ("eigengap", "max")}
-DEFAULT_CRITERION = ("silhouette", "max")
+BEST = {"bic": "min", "eigengap": "max", "silhouette": "max"}
+METHOD_CRITERION = {"gmm": "bic", "spectral": "eigengap"}  # the rest: silhouette
 
 
-def criterion_of(method: str) -> tuple[str, str]:
-    return CRITERIA.get(method, DEFAULT_CRITERION)
+def criterion_of(params) -> str:
+    if params.auto_k.criterion != "auto":
+        return params.auto_k.criterion
+    return METHOD_CRITERION.get(params.method, "silhouette")
 
 
 def _eigengaps(x: np.ndarray, num_neighbors: int, ks: list[int], seed: int) -> dict[int, float]:
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import laplacian
-    from scipy.sparse.linalg import eigsh
+    from .graph import knn_graph, laplacian_eigenpairs
 
-    from .graph import knn_graph
-
-    graph = knn_graph(x, num_neighbors)
-    lap = laplacian(graph.astype(np.float64), normed=True)
-    count = min(max(ks) + 1, len(x) - 1)
-    # the smallest eigenvalues of L are the largest of 2I - L (which is positive semi-definite)
-    shifted = 2.0 * sp.identity(len(x), format="csr") - lap
-    v0 = np.random.default_rng(seed).random(len(x))
-    values = np.sort(2.0 - eigsh(shifted, k=count, which="LA", v0=v0, return_eigenvectors=False))
+    values = laplacian_eigenpairs(knn_graph(x, num_neighbors), max(ks) + 1, seed)[0]
     return {k: float(values[k] - values[k - 1]) for k in ks if k < len(values)}
 
 
@@ -51,9 +46,10 @@ def choose_k(x: np.ndarray, params, fit, seed: int) -> tuple[int, dict[int, floa
     if not ks:
         raise ValueError(f"cluster.k=auto: {len(sample)} training samples leave no K in "
                          f"[{auto.min_k}, {auto.max_k}] to choose from")
-    name, best = criterion_of(params.method)
+    name = criterion_of(params)
+    best = BEST[name]
     if name == "eigengap":
-        curve = _eigengaps(sample, params.spectral.num_neighbors, ks, seed)
+        curve = _eigengaps(sample, auto.num_neighbors, ks, seed)
     else:
         curve = {}
         for k in ks:
