@@ -27,15 +27,17 @@ def _sklearn(x: np.ndarray, k: int, p, seed: int) -> Clustering:
 
 def _faiss(x: np.ndarray, k: int, p, seed: int) -> Clustering:
     """faiss's k-means on every point (no subsampling), each restart seeded by k-means++ unless
-    ``init`` is random (faiss's own); the restart with the lowest objective is kept."""
+    ``init`` is random (faiss's own); the restart with the lowest objective is kept. With faiss-gpu
+    and a GPU, faiss runs it on every GPU it sees."""
     import faiss
     from sklearn.cluster import kmeans_plusplus
 
     x = np.ascontiguousarray(x, dtype=np.float32)
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0  # faiss-gpu on a CUDA machine: all of them
     best = None
     for restart in range(p.n_init):
         model = faiss.Kmeans(x.shape[1], k, niter=p.max_iter, nredo=1, seed=seed + restart, spherical=p.spherical,
-                             max_points_per_centroid=max(256, -(-len(x) // k)), verbose=False)
+                             max_points_per_centroid=max(256, -(-len(x) // k)), verbose=False, gpu=gpus > 0)
         init = None
         if p.init == "kmeans++":
             init = kmeans_plusplus(x, k, random_state=seed + restart)[0].astype(np.float32)
