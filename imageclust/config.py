@@ -35,9 +35,9 @@ def _datasets():
 
 
 def _pretrain_methods():
-    from .pretrain import METHODS
+    from .pretrain import METHODS, NO_PRETRAINING
 
-    return METHODS
+    return [*METHODS, NO_PRETRAINING]
 
 
 def _backbones():
@@ -94,8 +94,23 @@ class DataParams(Section):
     _check_name = field_validator("name")(_registered(_datasets, "dataset"))
 
 
+class NoParams(Section):
+    """A backbone or method without knobs of its own (its block in params.yaml is ``{}``)."""
+
+
+class SimCLRParams(Section):
+    temperature: float = Field(0.5, gt=0)
+
+
+class MoCoParams(Section):
+    temperature: float = Field(0.2, gt=0)
+    temperature_final: Optional[float] = Field(None, gt=0)  # null: constant; else cosine-annealed to this
+    queue_size: Int = Field(8192, ge=1)
+    momentum: float = Field(0.999, ge=0, le=1)  # of the key encoder's exponential moving average
+
+
 class PretrainParams(Section):
-    method: str = "simclr"
+    method: str = "simclr"  # or none: nothing to train (a frozen backbone makes the features)
     backbone: str = "small_cnn"
     augment: str = "digits"
     epochs: Int = Field(100, ge=0)
@@ -103,17 +118,26 @@ class PretrainParams(Section):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: Int = Field(5, ge=0)
-    temperature: float = Field(0.5, gt=0)
-    projection_dim: Int = Field(64, ge=2)
+    stem: Literal["cifar", "imagenet"] = "cifar"  # ResNets' first layers
+    sobel: bool = False  # a fixed grayscale + Sobel filter before the backbone (DeepCluster)
+    freeze_bn: bool = False  # batch norm statistics and weights stay fixed
+    projection_dims: list[Int] = Field(default_factory=lambda: [128, 64], min_length=1)  # hidden widths, output
     checkpoint_every: Int = Field(10, ge=1)
+    # one block per method (pretrain.<method>); dvc.yaml makes the stage depend on the chosen one only
+    simclr: SimCLRParams = SimCLRParams()
+    moco: MoCoParams = MoCoParams()
+    none: NoParams = NoParams()
 
     _check_method = field_validator("method")(_registered(_pretrain_methods, "pretrain method"))
     _check_backbone = field_validator("backbone")(_registered(_backbones, "backbone"))
     _check_augment = field_validator("augment")(_registered(_augmentations, "augmentation preset"))
 
-
-class NoParams(Section):
-    """A backbone without knobs of its own (its block in params.yaml is ``{}``)."""
+    @field_validator("projection_dims")
+    @classmethod
+    def _widths(cls, value):
+        if any(w < 1 for w in value):
+            raise ValueError("every width must be >= 1")
+        return value
 
 
 class TorchvisionExtract(Section):
@@ -408,3 +432,10 @@ def load_params(*sections: str, path: str | Path = "params.yaml"):
     """Read ``params.yaml`` and return ``(globals, section objects...)`` for the named sections."""
     raw = read_params_file(path)
     return (load_globals(raw), *(load_section(s, raw) for s in sections))
+
+
+def check_across_sections(pretrain: "PretrainParams", extract: "ExtractParams") -> None:
+    """Checks that need two sections at once."""
+    if pretrain.method == "none" and extract.backbone == "encoder":
+        raise ParamsError("params: pretrain.method='none' is invalid: extract.backbone=encoder extracts with the "
+                          "network the pretrain stage trains; pick a pretrain method or a pretrained extract.backbone")

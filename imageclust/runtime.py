@@ -96,3 +96,27 @@ def to_float_images(batch: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 (n, h, w, c) pixels -> float (n, c, h, w) in [0, 1] on ``device``."""
     x = torch.from_numpy(np.array(batch, copy=True)).to(device, non_blocking=True)  # memmaps are read-only
     return x.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """Every process's ``t`` stacked in rank order; gradients flow back to the process that owns each
+    row (summed over the processes' losses), so a loss on the gathered rows trains every process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(t))
+
+
+@torch.no_grad()
+def gather(t: torch.Tensor) -> torch.Tensor:
+    """Every process's ``t`` stacked in rank order, without gradients."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

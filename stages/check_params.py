@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from imageclust.cli import run_stage
-from imageclust.config import SECTIONS, load_params
+from imageclust.config import SECTIONS, check_across_sections, load_params
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    load_params(*SECTIONS, path=args.params)
+    _, *sections = load_params(*SECTIONS, path=args.params)
+    named = dict(zip(SECTIONS, sections))
+    check_across_sections(named["pretrain"], named["extract"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("params.yaml is valid\n")
 

@@ -3,7 +3,7 @@
 import argparse
 
 from imageclust.cli import run_stage
-from imageclust.config import load_params
+from imageclust.config import check_across_sections, load_params
 from imageclust.io import write_json
 from imageclust.pretrain.loop import pretrain, skip_pretraining
 
@@ -23,6 +23,7 @@ def main(args: argparse.Namespace) -> None:
     if extract.backbone != "encoder":  # a frozen pretrained backbone makes the features: nothing to train
         summary = skip_pretraining(args.encoder, args.live, f"extract.backbone={extract.backbone!r} needs no encoder")
     else:
+        check_across_sections(params, extract)
         summary = pretrain(args.data, args.encoder, args.checkpoints, args.live, gparams, data_params, params)
     if summary is not None:  # only the main process of a distributed run reports
         write_json(args.metrics, summary)

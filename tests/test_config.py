@@ -109,7 +109,7 @@ def test_wrong_type(tmp_path):
         ("cluster", "k", 1, "2"),
         ("data", "test_fraction", 1.5, "1"),
         ("data", "test_fraction", -0.1, "0"),
-        ("pretrain", "temperature", 0, "0"),
+        ("pretrain", "warmup_epochs", -1, "0"),
         ("finetune", "confidence_threshold", 1.0, "1"),
         ("finetune", "hidden_dim", -1, "0"),
     ],
@@ -118,6 +118,22 @@ def test_out_of_range(tmp_path, section, key, value, bound):
     message = params_error(write_params(tmp_path, {section: {key: value}}), section)
     assert f"{section}.{key}={value!r}" in message
     assert bound in message.split("invalid:", 1)[1]
+
+
+def test_a_method_block_key_is_named_in_full(tmp_path):
+    message = params_error(write_params(tmp_path, {"pretrain": {"moco": {"temperature": 0}}}), "pretrain")
+    assert "pretrain.moco.temperature=0" in message
+    message = params_error(write_params(tmp_path, {"pretrain": {"projection_dims": [128, 0]}}), "pretrain")
+    assert "pretrain.projection_dims" in message and ">= 1" in message
+
+
+def test_no_pretraining_needs_a_pretrained_backbone(tmp_path):
+    from imageclust.config import ExtractParams, PretrainParams, check_across_sections
+
+    with pytest.raises(ParamsError, match="pretrain.method='none' is invalid: extract.backbone=encoder"):
+        check_across_sections(PretrainParams(method="none"), ExtractParams())
+    check_across_sections(PretrainParams(method="none"), ExtractParams(backbone="pixels"))
+    check_across_sections(PretrainParams(method="moco"), ExtractParams())
 
 
 def test_empty_train_splits_rejected(tmp_path):

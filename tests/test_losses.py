@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from imageclust.losses import confident_self_label_loss, entropy_of_mean, nt_xent, scan_loss
+from imageclust.losses import confident_self_label_loss, entropy_of_mean, info_nce, nt_xent, scan_loss
 
 # ---------------------------------------------------------------- NT-Xent
 
@@ -56,6 +56,36 @@ def test_nt_xent_general_case_by_hand():
         -math.log(1 / (e1 + 1 + es)),
     ]
     assert nt_xent(z1, z2, 1.0).item() == pytest.approx(sum(per_view) / 4, rel=1e-5)
+
+
+def test_nt_xent_split_across_processes_averages_to_the_whole_batch():
+    # each "process" holds 2 of the 6 samples and sees every process's projections as negatives:
+    # the mean of their losses is the loss of the whole batch, and so are the gradients
+    g = torch.Generator().manual_seed(0)
+    z1 = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    whole = nt_xent(z1, z2, 0.5)
+    parts = [nt_xent(z1[i : i + 2], z2[i : i + 2], 0.5, z1, z2, offset=i) for i in (0, 2, 4)]
+    split = sum(parts) / 3
+    assert split.item() == pytest.approx(whole.item(), rel=1e-12)
+    grad_whole = torch.autograd.grad(whole, [z1, z2])
+    grad_split = torch.autograd.grad(split, [z1, z2])
+    for a, b in zip(grad_whole, grad_split):
+        torch.testing.assert_close(a, b)
+
+
+def test_info_nce_by_hand():
+    # q = e1, its key at 60 degrees (cosine 1/2), a queue of e1 (cosine 1) and e2 (cosine 0); t = 0.5:
+    # logits (1, 2, 0): loss = -log(e^1 / (e^1 + e^2 + e^0))
+    q = torch.tensor([[2.0, 0.0]])  # norms do not matter
+    k = torch.tensor([[0.5, math.sqrt(3) / 2]])
+    queue = torch.eye(2)
+    expected = -math.log(math.e / (math.e + math.e**2 + 1))
+    assert info_nce(q, k, queue, 0.5).item() == pytest.approx(expected, rel=1e-6)
+    # two queries, one each: the mean
+    q2 = torch.tensor([[0.0, 1.0]])  # key e2 (cosine 1), queue cosines 0 and 1: -log(e^2 / (e^2 + 1 + e^2))
+    both = info_nce(torch.cat([q, q2]), torch.cat([k, q2]), queue, 0.5).item()
+    assert both == pytest.approx((expected - math.log(math.e**2 / (2 * math.e**2 + 1))) / 2, rel=1e-6)
 
 
 def test_nt_xent_ignores_vector_norms():

@@ -1,14 +1,15 @@
-"""Backbones, heads and the SimCLR method: shapes and one training step on fake data."""
+"""Backbones, heads and the pretraining methods: shapes and one training step on fake data."""
 
 import math
-import types
 
 import pytest
 import torch
 from torch import nn
 
+from imageclust.config import PretrainParams
 from imageclust.models import BACKBONES, build_backbone, cluster_head, projection_head
 from imageclust.pretrain import METHODS
+from imageclust.pretrain.moco import MoCo
 from imageclust.pretrain.simclr import SimCLR
 
 SIZES = [(c, s) for c in (1, 3) for s in (8, 32)]
@@ -18,30 +19,70 @@ def images(n, c, s, seed=0):
     return torch.rand(n, c, s, s, generator=torch.Generator().manual_seed(seed))
 
 
+HEAVY = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16", "alexnet"}
+
+
 def cases():
     for name in sorted(BACKBONES):
         for c, s in SIZES:
-            if name == "resnet18" and s != 32:
-                continue  # keep the suite fast: resnet18 only at CIFAR size
+            if name in HEAVY and (s, c) != (32, 3):
+                continue  # keep the suite fast: the big networks once, at CIFAR size
             yield name, c, s
 
 
 @pytest.mark.parametrize("name, channels, size", list(cases()))
 def test_backbone_output_shape(name, channels, size):
     torch.manual_seed(0)
-    model = build_backbone(name, channels)
+    model = build_backbone(name, channels, size)
     assert isinstance(model.output_dim, int) and model.output_dim > 0
     out = model(images(2, channels, size))
     assert out.shape == (2, model.output_dim)
     assert torch.isfinite(out).all()
-    if name != "resnet18":  # (one forward of resnet18 is enough on CPU)
+    if name not in HEAVY:  # (one forward of the big ones is enough on CPU)
         model.eval()
         with torch.no_grad():
             assert model(images(2, channels, size)).shape == (2, model.output_dim)
 
 
+@pytest.mark.parametrize("name, size, dim", [("resnet18", 64, 512), ("resnet50", 64, 2048), ("vgg16", 16, 512),
+                                             ("alexnet", 64, 256)])
+def test_imagenet_stem_and_small_inputs(name, size, dim):
+    model = build_backbone(name, 3, size, stem="imagenet")
+    assert model(images(2, 3, size)).shape == (2, dim) and model.output_dim == dim
+    if name.startswith("resnet"):
+        assert model.net.conv1.kernel_size == (7, 7) and isinstance(model.net.maxpool, nn.MaxPool2d)
+
+
+def test_sobel_front_sees_only_gradients():
+    model = build_backbone("small_cnn", 3, 16, sobel=True)
+    first_conv = next(m for m in model.net.modules() if isinstance(m, nn.Conv2d))
+    assert first_conv.in_channels == 2
+    seen = {}
+    first_conv.register_forward_pre_hook(lambda mod, inp: seen.update(x=inp[0].detach().clone()))
+    model(torch.full((2, 3, 16, 16), 0.7))  # a flat image has no gradient away from the border
+    assert seen["x"][:, :, 1:-1, 1:-1].abs().max() < 1e-6
+    ramp = torch.linspace(0, 1, 16).repeat(2, 3, 16, 1)  # brightness rising to the right
+    model(ramp)
+    assert seen["x"][:, 0, 1:-1, 1:-1].abs().min() > 0 and seen["x"][:, 1, 1:-1, 1:-1].abs().max() < 1e-6
+    assert not any(p.requires_grad for p in model.front.buffers())
+
+
+def test_frozen_batch_norm_keeps_statistics_and_weights():
+    model = build_backbone("small_cnn", 1, 8, freeze_bn=True).train()
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    model(images(4, 1, 8))
+    assert not bn.training and torch.equal(bn.running_mean, before)
+    assert not bn.weight.requires_grad and any(p.requires_grad for p in model.parameters())
+
+
+def test_mlp_on_flattened_pixels():
+    model = build_backbone("mlp", 1, 8)
+    assert isinstance(model.net[1], nn.Linear) and model.net[1].in_features == 64 and model.output_dim == 512
+
+
 def test_backbone_registry_and_dims():
-    assert set(BACKBONES) >= {"small_cnn", "resnet18"}
+    assert set(BACKBONES) >= {"small_cnn", "mlp", "resnet18", "resnet152", "resnet32", "vgg16", "alexnet"}
     assert build_backbone("small_cnn", 1).output_dim == 128
     assert build_backbone("resnet18", 3).output_dim == 512
 
@@ -69,12 +110,15 @@ def test_backbone_outputs_depend_on_input():
     assert not torch.allclose(a, b)
 
 
-def test_projection_head_shape_and_structure():
-    head = projection_head(16, 32, 8)
+@pytest.mark.parametrize("dims, shapes", [([32, 8], [(16, 32), (32, 8)]), ([8], [(16, 8)]),
+                                          ([64, 32, 8], [(16, 64), (64, 32), (32, 8)])])
+def test_projection_head_shape_and_structure(dims, shapes):
+    head = projection_head(16, dims)
     out = head(torch.randn(4, 16))
-    assert out.shape == (4, 8)
+    assert out.shape == (4, dims[-1])
     linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(16, 32), (32, 8)]
+    assert [(m.in_features, m.out_features) for m in linears] == shapes
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in head.modules()) == len(dims) - 1
 
 
 @pytest.mark.parametrize("hidden", [0, 12])
@@ -89,14 +133,14 @@ def test_cluster_head_shape(hidden):
 
 
 def test_pretrain_registry():
-    assert METHODS["simclr"] is SimCLR
+    assert METHODS["simclr"] is SimCLR and METHODS["moco"] is MoCo
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_simclr_one_optimizer_step(channels):
     torch.manual_seed(0)
     backbone = build_backbone("small_cnn", channels)
-    model = SimCLR(backbone, types.SimpleNamespace(temperature=0.5, projection_dim=8))
+    model = SimCLR(backbone, PretrainParams(projection_dims=[16, 8]))
     assert model.backbone is backbone
     assert model.projector(torch.randn(3, backbone.output_dim)).shape == (3, 8)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -121,10 +165,76 @@ def test_simclr_one_optimizer_step(channels):
 
 def test_simclr_identical_views_score_lower_than_unrelated_views():
     torch.manual_seed(0)
-    model = SimCLR(build_backbone("small_cnn", 1), types.SimpleNamespace(temperature=0.5, projection_dim=8))
+    model = SimCLR(build_backbone("small_cnn", 1), PretrainParams(projection_dims=[16, 8]))
     model.eval()
     x = images(6, 1, 8, seed=3)
     with torch.no_grad():
         same = model(x, x.clone()).item()
         other = model(x, images(6, 1, 8, seed=4)).item()
     assert same < other
+
+
+# ---------------------------------------------------------------- MoCo
+
+
+def moco(queue_size=16, momentum=0.9, **more):
+    torch.manual_seed(0)
+    return MoCo(build_backbone("small_cnn", 1),
+                PretrainParams(method="moco", projection_dims=[16, 8],
+                               moco={"queue_size": queue_size, "momentum": momentum, **more}))
+
+
+def test_moco_one_optimizer_step_moves_the_query_encoder_and_drags_the_key_encoder():
+    model = moco()
+    assert model.queue.shape == (16, 8) and torch.allclose(model.queue.norm(dim=1), torch.ones(16))
+    assert all(not p.requires_grad for p in model.key_backbone.parameters())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=0.1)
+    query_before = [p.detach().clone() for p in model.backbone.parameters()]
+    key_before = [p.detach().clone() for p in model.key_backbone.parameters()]
+    loss = model(images(4, 1, 8, seed=1), images(4, 1, 8, seed=2))
+    # InfoNCE over 1 + 16 candidates with logits in [-1/t, 1/t]: bounded by log(1 + 16 e^{2/t})
+    assert 0.0 < loss.item() < math.log(1 + 16 * math.exp(2 / 0.2))
+    optimizer.zero_grad()
+    loss.backward()
+    assert all(p.grad is None for p in model.key_backbone.parameters())
+    optimizer.step()
+    assert any(not torch.equal(b, p) for b, p in zip(query_before, model.backbone.parameters()))
+    # the key encoder started as a copy, so the first momentum update leaves it equal to the query's
+    # weights before the step; the next forward moves it 10% of the way to the stepped query
+    for b, p in zip(key_before, model.key_backbone.parameters()):
+        torch.testing.assert_close(p, b)
+    key_before = [p.detach().clone() for p in model.key_backbone.parameters()]
+    model.momentum_update()
+    for kb, q, k in zip(key_before, model.backbone.parameters(), model.key_backbone.parameters()):
+        torch.testing.assert_close(k, 0.9 * kb + 0.1 * q)
+
+
+def test_moco_queue_takes_the_newest_keys_and_wraps_around():
+    model = moco(queue_size=5)
+    keys = torch.eye(8)[:3]
+    model.enqueue(keys)
+    assert model.queue_pointer.item() == 3 and torch.equal(model.queue[:3], keys)
+    old = model.queue[3:].clone()
+    model.enqueue(torch.eye(8)[3:7])  # four more: two fill the end, two overwrite the oldest
+    assert model.queue_pointer.item() == 2
+    assert torch.equal(model.queue[3:], torch.eye(8)[3:5]) and torch.equal(model.queue[:2], torch.eye(8)[5:7])
+    assert torch.equal(model.queue[2], keys[2]) and not torch.equal(model.queue[3:], old)
+    model.enqueue(torch.eye(8)[:7])  # more keys than slots: the newest five stay
+    assert sorted(model.queue.argmax(1).tolist()) == [2, 3, 4, 5, 6]
+    # the forward pass enqueues its batch's keys
+    before = model.queue_pointer.item()
+    model(images(3, 1, 8, seed=1), images(3, 1, 8, seed=2))
+    assert model.queue_pointer.item() == (before + 3) % 5
+
+
+def test_moco_temperature_anneals_along_a_half_cosine():
+    from imageclust.pretrain.moco import annealed
+
+    assert annealed(0.2, None, 0.7) == 0.2
+    assert annealed(0.2, 0.05, 0.0) == pytest.approx(0.2)
+    assert annealed(0.2, 0.05, 0.5) == pytest.approx(0.125)
+    assert annealed(0.2, 0.05, 1.0) == pytest.approx(0.05)
+    model = moco(temperature=0.3, temperature_final=0.1)
+    model.set_progress(0.5)
+    assert model.temperature == pytest.approx(0.2)

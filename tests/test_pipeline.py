@@ -97,13 +97,13 @@ def test_pipeline_through_dvc(project):
     assert experiment_rows[0]["finetune.all.acc"] == str(diff["metrics/evaluate.json"]["finetune.all.acc"]["new"])
 
     # a frozen backbone: pretrain has nothing to train, download nothing to redo
-    pixels = sh(project, "dvc", "exp", "run", "-S", "extract.backbone=pixels")
+    pixels = sh(project, "dvc", "exp", "run", "-S", "extract.backbone=pixels", "-S", "pretrain.method=none")
     assert stages_run(pixels.stdout) == {"check_params", "pretrain", "extract", "cluster", "finetune", "evaluate",
                                          "plot"}
     assert json.loads((project / "metrics/pretrain.json").read_text())["skipped"] is True
     assert json.loads((project / "metrics/extract.json").read_text())["dim"] == 64
     # another backbone's block is not a dependency of this experiment's extract stage
-    other_block = sh(project, "dvc", "exp", "run", "-S", "extract.dinov2.pooling=cls")
+    other_block = sh(project, "dvc", "exp", "run", "-S", "extract.dinov2.pooling=cls", "-S", "pretrain.moco.momentum=0.99")
     assert stages_run(other_block.stdout) == {"check_params"}
 
     # every clustering method through `dvc exp run`, on the same features
@@ -118,7 +118,7 @@ def test_pipeline_through_dvc(project):
         clustered = json.loads((project / "metrics/cluster.json").read_text())
         evaluated = json.loads((project / "metrics/evaluate.json").read_text())["cluster"]["all"]
         assert clustered["method"] == method, overrides
-        assert clustered["dim"] == (8 if "cluster.umap_dim=8" in overrides else 128), overrides  # UMAP's, or SimCLR's
+        assert clustered["dim"] == (8 if "cluster.umap_dim=8" in overrides else 64), overrides  # UMAP's, or the pixels'
         assert evaluated["clusters_nonempty"] + evaluated["clusters_empty"] == clustered["k"], overrides
         if method in ("hdbscan", "pic"):  # they find their own K; HDBSCAN may leave noise, counted as such
             assert clustered["k"] == max(clustered["clusters_found"], 1)

@@ -48,7 +48,8 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, dict]:
                         "with extract.backbone=encoder")
     if state.get("backbone") not in BACKBONES:
         raise DataError(f"{path}: unknown backbone {state.get('backbone')!r}")
-    model = build_backbone(state["backbone"], state["in_channels"])
+    model = build_backbone(state["backbone"], state["in_channels"], state.get("image_size", 32),
+                           **state.get("options", {}))
     model.load_state_dict(state.pop("state_dict"))
     return model.eval(), state
 

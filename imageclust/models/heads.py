@@ -5,14 +5,16 @@ from __future__ import annotations
 from torch import nn
 
 
-def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Module:
-    """SimCLR's two-layer MLP projection g(h) (Chen et al. 2020, section 2.1)."""
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim, bias=False),
-        nn.BatchNorm1d(hidden_dim),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden_dim, out_dim),
-    )
+def projection_head(in_dim: int, dims: list[int]) -> nn.Module:
+    """The MLP projection g(h) of SimCLR (Chen et al. 2020, section 2.1) and MoCo v2: a linear layer,
+    batch norm and ReLU per hidden width in ``dims[:-1]``, then a linear layer to ``dims[-1]``
+    (SimCLR v2's deeper heads are e.g. 2048-512-128)."""
+    layers: list[nn.Module] = []
+    for width in dims[:-1]:
+        layers += [nn.Linear(in_dim, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True)]
+        in_dim = width
+    layers.append(nn.Linear(in_dim, dims[-1]))
+    return nn.Sequential(*layers)
 
 
 def cluster_head(in_dim: int, hidden_dim: int, num_clusters: int) -> nn.Module:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from ..augment import build_augmenter
 from ..data import load_prepared
@@ -28,6 +29,7 @@ from . import METHODS
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "last.pt"
+LOGGED = ("loss", "lr", "temperature", "images_per_second")  # the DVCLive curves, one point per epoch
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -51,7 +53,7 @@ def _open_live(live_dir: Path, history: list[dict]):
 
     live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
     for row in history:  # a resumed run re-logs what the killed one had logged
-        for key in ("loss", "lr"):
+        for key in LOGGED:
             live.log_metric(key, row[key])
         live.next_step()
     return live
@@ -71,7 +73,12 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
     device = resolve_device(gparams.device, ddp.local_rank)
     seed_everything(gparams.seed)
 
-    method = METHODS[params.method](build_backbone(params.backbone, channels), params).to(device)
+    backbone_options = {"stem": params.stem, "sobel": params.sobel, "freeze_bn": params.freeze_bn}
+    image_size = int(data.images.shape[1])
+    method = METHODS[params.method](build_backbone(params.backbone, channels, image_size, **backbone_options), params)
+    if ddp.enabled and device.type == "cuda":  # batch statistics over every process's part of the batch
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    method = method.to(device)
     model = DistributedDataParallel(method) if ddp.enabled else method
     batch_size = min(params.batch_size, len(indices))
     if batch_size % ddp.world_size:
@@ -79,7 +86,8 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
     steps_per_epoch = len(epoch_batches(len(indices), batch_size, 0, 0))
     total_steps = steps_per_epoch * params.epochs
     lr = params.lr * batch_size / 256  # linear scaling rule (Goyal et al. 2017)
-    optimizer = torch.optim.AdamW(method.parameters(), lr=lr, weight_decay=params.weight_decay)
+    trainable = [p for p in method.parameters() if p.requires_grad]  # not MoCo's key encoder
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=params.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, params.warmup_epochs * steps_per_epoch, total_steps)
     )
@@ -101,6 +109,7 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             start_epoch, history = state["epoch"], list(state["history"])
+            torch.set_rng_state(state["rng"])
             log.info("resuming from %s at epoch %d", checkpoint_path, start_epoch)
         else:
             log.info("ignoring %s: it belongs to another configuration", checkpoint_path)
@@ -111,7 +120,13 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
         model.train()
         generator = torch.Generator(device=device).manual_seed(gparams.seed * 100_003 + epoch * 101 + ddp.rank)
         losses = []
-        for batch in epoch_batches(len(indices), batch_size, gparams.seed, epoch):
+        epoch_started = time.perf_counter()
+        batches = epoch_batches(len(indices), batch_size, gparams.seed, epoch)
+        bar = tqdm(total=len(batches) * batch_size, unit="img", unit_scale=True, leave=False, dynamic_ncols=True,
+                   desc=f"pretrain epoch {epoch + 1}/{params.epochs}", disable=not ddp.is_main)
+        for step, batch in enumerate(batches):
+            if hasattr(method, "set_progress"):  # schedules of the method's own (MoCo's temperature)
+                method.set_progress((epoch * steps_per_epoch + step) / max(1, total_steps))
             local = np.sort(indices[np.array_split(batch, ddp.world_size)[ddp.rank]])
             x = to_float_images(data.images[local], device)
             with autocast(device):
@@ -121,18 +136,23 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
+            bar.update(len(batch))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        bar.close()
         row = {"epoch": epoch + 1, "loss": ddp.all_reduce_mean(float(np.mean(losses))),
-               "lr": scheduler.get_last_lr()[0]}
+               "lr": scheduler.get_last_lr()[0], "temperature": float(method.temperature),
+               "images_per_second": len(batches) * batch_size / (time.perf_counter() - epoch_started)}
         history.append(row)
         if ddp.is_main:
             log.info("epoch %d/%d loss %.4f", epoch + 1, params.epochs, row["loss"])
-            live.log_metric("loss", row["loss"])
-            live.log_metric("lr", row["lr"])
+            for key in LOGGED:
+                live.log_metric(key, row[key])
             live.next_step()
             if (epoch + 1) % params.checkpoint_every == 0 or epoch + 1 == params.epochs:
                 save_torch(checkpoint_path, {
                     "run_id": run_id, "epoch": epoch + 1, "history": history, "model": method.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),  # the MoCo queue and pointer are buffers of "model"
                 })
     seconds = time.perf_counter() - started
     if params.epochs > start_epoch:
@@ -141,7 +161,8 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
     if ddp.is_main:
         live.end()
         save_torch(encoder_path, {
-            "backbone": params.backbone, "in_channels": channels,
+            "backbone": params.backbone, "in_channels": channels, "image_size": image_size,
+            "options": backbone_options,
             "output_dim": method.backbone.output_dim, "state_dict": method.backbone.state_dict(),
         })
     ddp.barrier()
