@@ -109,6 +109,11 @@ class MoCoParams(Section):
     momentum: float = Field(0.999, ge=0, le=1)  # of the key encoder's exponential moving average
 
 
+class EarlyStoppingParams(Section):
+    patience: Optional[Int] = Field(None, ge=1)  # null: train every epoch
+    min_delta: float = Field(0.0, ge=0)
+
+
 class PretrainParams(Section):
     method: str = "simclr"  # or none: nothing to train (a frozen backbone makes the features)
     backbone: str = "small_cnn"
@@ -118,6 +123,10 @@ class PretrainParams(Section):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: Int = Field(5, ge=0)
+    optimizer: Literal["adamw", "adam", "sgd", "lars"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd and lars
+    accumulate_steps: Int = Field(1, ge=1)  # batches whose gradients add up before each update
+    early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     stem: Literal["cifar", "imagenet"] = "cifar"  # ResNets' first layers
     sobel: bool = False  # a fixed grayscale + Sobel filter before the backbone (DeepCluster)
     freeze_bn: bool = False  # batch norm statistics and weights stay fixed

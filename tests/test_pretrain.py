@@ -86,6 +86,48 @@ def test_killed_run_resumes_to_the_same_encoder(prepared_dir, tmp_path, monkeypa
     assert (tmp_path / "killed" / "live" / "plots" / "metrics" / "loss.tsv").read_text().count("\n") == 4
 
 
+def test_stop_early_after_patience_epochs_without_improvement():
+    from imageclust.config import EarlyStoppingParams
+
+    p = EarlyStoppingParams(patience=2, min_delta=0.1)
+    assert not loop.stop_early([3.0, 2.0], p)  # not enough epochs to judge
+    assert not loop.stop_early([3.0, 2.0, 1.5], p)  # improving
+    assert not loop.stop_early([3.0, 2.0, 2.5, 1.85], p)  # 1.85 beats 2.0 by more than 0.1
+    assert loop.stop_early([3.0, 2.0, 2.5, 1.95], p)  # two epochs, neither 0.1 below 2.0
+    assert not loop.stop_early([3.0, 2.0, 2.5, 1.95], EarlyStoppingParams())  # no patience: never
+
+
+def test_early_stopping_ends_training_and_a_rerun_keeps_it_stopped(prepared_dir, tmp_path):
+    stop = {"early_stopping": {"patience": 1, "min_delta": 100.0}}  # no epoch can improve by 100
+    summary, _ = run(prepared_dir, tmp_path, epochs=5, **stop)
+    assert summary["stopped_early"] and summary["epochs"] == 2
+    again, _ = run(prepared_dir, tmp_path, epochs=5, **stop)
+    assert again["resumed_from_epoch"] == 2 and again["epochs"] == 2
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "lars"])
+def test_every_optimizer_and_accumulated_gradients_train(prepared_dir, tmp_path, optimizer):
+    summary, encoder = run(prepared_dir, tmp_path, epochs=1, optimizer=optimizer, accumulate_steps=2)
+    assert torch.isfinite(torch.tensor(summary["final_loss"]))
+    state = load_torch(tmp_path / "ckpt" / loop.CHECKPOINT_FILE)
+    batches = len(loop.epoch_batches(summary["train_samples"], TINY["batch_size"], 0, 0))
+    assert state["scheduler"]["last_epoch"] == -(-batches // 2)  # one update per two batches
+
+
+def test_lars_scales_each_step_by_the_trust_ratio():
+    from imageclust.pretrain.optim import LARS
+
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # |w| = 5
+    w.grad = torch.tensor([0.0, 10.0])  # |g| = 10
+    LARS([{"params": [w], "weight_decay": 0.0}], lr=1.0, momentum=0.9, eta=0.1).step()
+    # trust = 0.1 * 5 / 10 = 0.05: w - 1.0 * 0.05 * g
+    torch.testing.assert_close(w.detach(), torch.tensor([3.0, 3.5]))
+    b = torch.nn.Parameter(torch.tensor([1.0]))
+    b.grad = torch.tensor([2.0])
+    LARS([{"params": [b], "weight_decay": 0.0, "adapt": False}], lr=0.5).step()  # plain SGD step
+    torch.testing.assert_close(b.detach(), torch.tensor([0.0]))
+
+
 def test_checkpoint_of_another_configuration_is_not_resumed(prepared_dir, tmp_path):
     run(prepared_dir, tmp_path, epochs=1)
     summary, _ = run(prepared_dir, tmp_path, epochs=1, simclr={"temperature": 0.2})

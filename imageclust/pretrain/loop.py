@@ -8,6 +8,7 @@ batches and augmentations as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -26,6 +27,7 @@ from ..io import atomic_dir, digest_files, fingerprint, load_torch, save_torch, 
 from ..models import build_backbone
 from ..runtime import autocast, init_distributed, resolve_device, seed_everything, to_float_images
 from . import METHODS
+from .optim import build_optimizer
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "last.pt"
@@ -38,6 +40,15 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def stop_early(losses: list[float], p) -> bool:
+    """True once the last ``p.patience`` epochs have not lowered the best loss before them by more
+    than ``p.min_delta``; never without a patience."""
+    if p.patience is None or len(losses) <= p.patience:
+        return False
+    best_before = min(losses[: -p.patience])
+    return min(losses[-p.patience :]) > best_before - p.min_delta
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -85,12 +96,14 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
         raise DataError(f"pretrain.batch_size={batch_size} must be divisible by the {ddp.world_size} processes")
     steps_per_epoch = len(epoch_batches(len(indices), batch_size, 0, 0))
     total_steps = steps_per_epoch * params.epochs
-    lr = params.lr * batch_size / 256  # linear scaling rule (Goyal et al. 2017)
+    updates_per_epoch = math.ceil(steps_per_epoch / params.accumulate_steps)
+    # linear scaling rule (Goyal et al. 2017), on the batch of one update
+    lr = params.lr * batch_size * params.accumulate_steps / 256
     trainable = [p for p in method.parameters() if p.requires_grad]  # not MoCo's key encoder
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=params.weight_decay)
+    optimizer = build_optimizer(params.optimizer, trainable, lr, params.weight_decay, params.momentum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, params.warmup_epochs * steps_per_epoch, total_steps)
-    )
+        optimizer, lambda s: warmup_cosine(s, params.warmup_epochs * updates_per_epoch,
+                                           updates_per_epoch * params.epochs))
     augment = build_augmenter(params.augment)
 
     # A checkpoint resumes only the very run it came from: same parameters, data and training code.
@@ -116,7 +129,10 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
 
     live = _open_live(Path(live_dir), history) if ddp.is_main else None
     started = time.perf_counter()
+    stopped = stop_early([row["loss"] for row in history], params.early_stopping)  # a resumed run that had stopped
     for epoch in range(start_epoch, params.epochs):
+        if stopped:
+            break
         model.train()
         generator = torch.Generator(device=device).manual_seed(gparams.seed * 100_003 + epoch * 101 + ddp.rank)
         losses = []
@@ -129,12 +145,16 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
                 method.set_progress((epoch * steps_per_epoch + step) / max(1, total_steps))
             local = np.sort(indices[np.array_split(batch, ddp.world_size)[ddp.rank]])
             x = to_float_images(data.images[local], device)
-            with autocast(device):
-                loss = model(augment(x, generator), augment(x, generator))  # forward() is the loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            update = (step + 1) % params.accumulate_steps == 0 or step + 1 == len(batches)
+            # DDP averages gradients across processes only on the batch that updates
+            with model.no_sync() if ddp.enabled and not update else contextlib.nullcontext():
+                with autocast(device):
+                    loss = model(augment(x, generator), augment(x, generator))  # forward() is the loss
+                (loss / params.accumulate_steps).backward()
+            if update:
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             bar.update(len(batch))
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
@@ -143,21 +163,26 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
                "lr": scheduler.get_last_lr()[0], "temperature": float(method.temperature),
                "images_per_second": len(batches) * batch_size / (time.perf_counter() - epoch_started)}
         history.append(row)
+        stopped = stop_early([r["loss"] for r in history], params.early_stopping)
         if ddp.is_main:
             log.info("epoch %d/%d loss %.4f", epoch + 1, params.epochs, row["loss"])
             for key in LOGGED:
                 live.log_metric(key, row[key])
             live.next_step()
-            if (epoch + 1) % params.checkpoint_every == 0 or epoch + 1 == params.epochs:
+            if stopped:
+                log.info("early stopping: no loss improvement of %g for %d epochs", params.early_stopping.min_delta,
+                         params.early_stopping.patience)
+            if (epoch + 1) % params.checkpoint_every == 0 or epoch + 1 == params.epochs or stopped:
                 save_torch(checkpoint_path, {
                     "run_id": run_id, "epoch": epoch + 1, "history": history, "model": method.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state(),  # the MoCo queue and pointer are buffers of "model"
                 })
     seconds = time.perf_counter() - started
-    if params.epochs > start_epoch:
-        log.info("trained %d epochs in %.1fs (%.0f samples/s)", params.epochs - start_epoch, seconds,
-                 (params.epochs - start_epoch) * steps_per_epoch * batch_size / seconds)
+    trained = len(history) - start_epoch
+    if trained > 0:
+        log.info("trained %d epochs in %.1fs (%.0f samples/s)", trained, seconds,
+                 trained * steps_per_epoch * batch_size / seconds)
     if ddp.is_main:
         live.end()
         save_torch(encoder_path, {
@@ -171,7 +196,8 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
         return None
     return {
         "method": params.method,
-        "epochs": params.epochs,
+        "epochs": len(history),
+        "stopped_early": bool(stopped),
         "final_loss": history[-1]["loss"] if history else None,
         "resumed_from_epoch": start_epoch,
         "train_samples": int(len(indices)),
