@@ -19,7 +19,7 @@ repro: install
 	dvc repro
 
 test: install
-	python -m pytest -ra
+	python -m pytest -ra --durations=10
 
 test-fast: install
 	python -m pytest -ra -m "not slow"

@@ -155,48 +155,16 @@ def _torchrun(prepared_dir, out: Path, processes: int, **pretrain) -> list[float
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simclr", "moco"])
-def test_two_cpu_processes_follow_the_loss_curve_of_one(prepared_dir, tmp_path, method):
-    """The same global batch on one process and split over two gloo processes. The negatives are
-    gathered from both; what differs is batch norm (per process on the CPU, where PyTorch has no
-    synchronised batch norm) and the augmentations, drawn per process. Over 2 epochs of this tiny
-    set the curves agree within 5% for SimCLR, within 10% for MoCo, whose loss is noisier early on."""
+@pytest.mark.parametrize("method, tolerance", [("simclr", 0.05), ("moco", 0.1)])
+def test_two_cpu_processes_follow_the_loss_curve_of_one(prepared_dir, tmp_path, method, tolerance):
+    """The same global batch in one process and split over two gloo processes. SimCLR's negatives and
+    MoCo's queue come from both: without that, each SimCLR view would see 30 negatives instead of
+    62 and the loss would drop by about log(63/31) = 0.7. What still differs is batch norm (per
+    process on the CPU, where PyTorch has no synchronised batch norm) and the augmentations, drawn
+    per process: over 2 epochs of this tiny set the curves agree within 5% (SimCLR) and 10% (MoCo,
+    whose loss is noisier early on). The gathered loss itself is checked exactly in test_losses."""
     more = {"method": method, "epochs": 2, "moco": {"queue_size": 64}}
     one = _torchrun(prepared_dir, tmp_path / "one", 1, **more)
     two = _torchrun(prepared_dir, tmp_path / "two", 2, **more)
     assert len(one) == len(two) == 2
-    assert two == pytest.approx(one, rel=0.05 if method == "simclr" else 0.1)
-
-
-def _gathered_nt_xent_worker(rank: int, world: int, init_file: str, z1, z2, out: str) -> None:
-    import torch.distributed as dist
-
-    from imageclust.losses import nt_xent
-    from imageclust.runtime import gather_with_grad
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    n = len(z1) // world
-    mine1 = z1[rank * n : (rank + 1) * n].clone().requires_grad_()
-    mine2 = z2[rank * n : (rank + 1) * n].clone().requires_grad_()
-    loss = nt_xent(mine1, mine2, 0.5, gather_with_grad(mine1), gather_with_grad(mine2), offset=rank * n)
-    loss.backward()
-    torch.save({"loss": loss.item(), "grad1": mine1.grad, "grad2": mine2.grad}, f"{out}/{rank}.pt")
-    dist.destroy_process_group()
-
-
-def test_nt_xent_gathers_the_negatives_of_every_process(tmp_path):
-    """Two gloo processes holding half the batch each: their mean loss is the whole batch's loss, and
-    their gradients, averaged as DDP does, are the whole batch's gradients."""
-    g = torch.Generator().manual_seed(0)
-    z1, z2 = torch.randn(8, 6, generator=g, dtype=torch.float64), torch.randn(8, 6, generator=g, dtype=torch.float64)
-    torch.multiprocessing.spawn(_gathered_nt_xent_worker, args=(2, str(tmp_path / "init"), z1, z2, str(tmp_path)),
-                                nprocs=2, join=True)
-    parts = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
-    from imageclust.losses import nt_xent
-
-    w1, w2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
-    whole = nt_xent(w1, w2, 0.5)
-    whole.backward()
-    assert (parts[0]["loss"] + parts[1]["loss"]) / 2 == pytest.approx(whole.item(), rel=1e-10)
-    torch.testing.assert_close(torch.cat([parts[0]["grad1"], parts[1]["grad1"]]) / 2, w1.grad)
-    torch.testing.assert_close(torch.cat([parts[0]["grad2"], parts[1]["grad2"]]) / 2, w2.grad)
+    assert two == pytest.approx(one, rel=tolerance)
