@@ -130,6 +130,7 @@ class PretrainParams(Section):
     stem: Literal["cifar", "imagenet"] = "cifar"  # ResNets' first layers
     sobel: bool = False  # a fixed grayscale + Sobel filter before the backbone (DeepCluster)
     freeze_bn: bool = False  # batch norm statistics and weights stay fixed
+    widths: Optional[list[Int]] = Field(None, min_length=1)  # small_cnn stages / mlp layers; null: their own
     projection_dims: list[Int] = Field(default_factory=lambda: [128, 64], min_length=1)  # hidden widths, output
     checkpoint_every: Int = Field(10, ge=1)
     # one block per method (pretrain.<method>); dvc.yaml makes the stage depend on the chosen one only
@@ -141,12 +142,21 @@ class PretrainParams(Section):
     _check_backbone = field_validator("backbone")(_registered(_backbones, "backbone"))
     _check_augment = field_validator("augment")(_registered(_augmentations, "augmentation preset"))
 
-    @field_validator("projection_dims")
+    @field_validator("projection_dims", "widths")
     @classmethod
     def _widths(cls, value):
-        if any(w < 1 for w in value):
+        if value is not None and any(w < 1 for w in value):
             raise ValueError("every width must be >= 1")
         return value
+
+    @model_validator(mode="after")
+    def _widths_apply(self):
+        from .models.backbones import WIDTHS_TAKEN
+
+        if self.widths is not None and self.backbone not in WIDTHS_TAKEN:
+            raise ValueError(f"widths={self.widths} is invalid: backbone {self.backbone!r} has fixed widths; "
+                             f"widths apply to {', '.join(sorted(WIDTHS_TAKEN))} (or set widths: null)")
+        return self
 
 
 class TorchvisionExtract(Section):

@@ -6,7 +6,9 @@ features. Options every backbone takes:
   and SCAN's CIFAR experiments) or ``imagenet`` (7x7 stride-2 and max-pool); ResNets only;
 - ``sobel``: a fixed grayscale-then-Sobel filter in front (DeepCluster's input: two gradient channels);
 - ``freeze_bn``: batch norm keeps its running statistics and affine weights fixed in training (as
-  the SimCLR STL-10 system fine-tunes).
+  the SimCLR STL-10 system fine-tunes);
+- ``widths``: the channels of the small CNN's stages or the MLP's hidden widths (None: their own);
+  the other backbones have fixed widths and refuse it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
-def small_cnn(in_channels: int, image_size: int, stem: str, widths: tuple[int, ...] = (32, 64, 128)):
+def small_cnn(in_channels: int, image_size: int, stem: str, widths=(32, 64, 128)):
     """Three stages of two 3x3 convolutions, max-pooling between them, global average pooling.
     Sized for small images (8x8 digits to 32x32 CIFAR): cheap enough to pretrain on a laptop CPU."""
     layers: list[nn.Module] = []
@@ -53,7 +55,7 @@ def small_cnn(in_channels: int, image_size: int, stem: str, widths: tuple[int, .
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), c
 
 
-def mlp(in_channels: int, image_size: int, stem: str, widths: tuple[int, ...] = (512, 512)):
+def mlp(in_channels: int, image_size: int, stem: str, widths=(512, 512)):
     """A fully connected network on the flattened pixels."""
     layers: list[nn.Module] = [nn.Flatten()]
     d = in_channels * image_size * image_size
@@ -134,6 +136,7 @@ def alexnet(in_channels: int, image_size: int, stem: str):
     return nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 256
 
 
+WIDTHS_TAKEN = {"small_cnn", "mlp"}  # backbones whose widths are an option
 BACKBONES = {
     "small_cnn": small_cnn,
     "mlp": mlp,
@@ -152,11 +155,14 @@ class Backbone(nn.Module):
     """Input normalisation (or the Sobel filter), then the named network; ``output_dim`` features."""
 
     def __init__(self, name: str, in_channels: int, image_size: int, stem: str = "cifar", sobel: bool = False,
-                 freeze_bn: bool = False):
+                 freeze_bn: bool = False, widths: list[int] | None = None):
         super().__init__()
-        self.options = {"stem": stem, "sobel": sobel, "freeze_bn": freeze_bn}
+        self.options = {"stem": stem, "sobel": sobel, "freeze_bn": freeze_bn, "widths": widths}
         self.front = Sobel(in_channels) if sobel else Normalize()
-        self.net, self.output_dim = BACKBONES[name](2 if sobel else in_channels, image_size, stem)
+        if widths is not None and name not in WIDTHS_TAKEN:
+            raise ValueError(f"backbone {name!r} has fixed widths; widths apply to {', '.join(sorted(WIDTHS_TAKEN))}")
+        extra = {} if widths is None else {"widths": tuple(widths)}
+        self.net, self.output_dim = BACKBONES[name](2 if sobel else in_channels, image_size, stem, **extra)
         if freeze_bn:
             for m in self.net.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):

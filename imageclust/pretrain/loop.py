@@ -84,7 +84,8 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
     device = resolve_device(gparams.device, ddp.local_rank)
     seed_everything(gparams.seed)
 
-    backbone_options = {"stem": params.stem, "sobel": params.sobel, "freeze_bn": params.freeze_bn}
+    backbone_options = {"stem": params.stem, "sobel": params.sobel, "freeze_bn": params.freeze_bn,
+                        "widths": params.widths}
     image_size = int(data.images.shape[1])
     method = METHODS[params.method](build_backbone(params.backbone, channels, image_size, **backbone_options), params)
     if ddp.enabled and device.type == "cuda":  # batch statistics over every process's part of the batch

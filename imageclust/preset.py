@@ -1,0 +1,76 @@
+"""Named params presets: ``presets/<name>.yaml`` holds the keys a recipe changes, nested as in
+params.yaml. ``python -m imageclust.preset NAME [--dry-run] [dvc exp run options]`` runs them as one
+``dvc exp run``; options after the name go to it, and its ``-S`` overrides come after the preset's, so
+they win (``-S data.name=fashion_mnist``, ``-n my-run``, ``--queue``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from .errors import ParamsError
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists are values."""
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def load_preset(name: str) -> dict[str, object]:
+    """The preset's overrides as dotted keys."""
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ParamsError(f"unknown preset {name!r}; available: {', '.join(available()) or 'none'}")
+    tree = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(tree, dict):
+        raise ParamsError(f"{path}: a preset is a mapping of params sections")
+    return flatten(tree)
+
+
+def set_args(overrides: dict[str, object]) -> list[str]:
+    """``-S key=value`` arguments for ``dvc exp run``, values written as YAML (lists, null)."""
+    args = []
+    for key, value in overrides.items():
+        text = yaml.safe_dump(value, default_flow_style=True).strip()
+        text = text.removesuffix("...").strip()  # safe_dump ends scalars with a document end marker
+        args += ["-S", f"{key}={text}"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m imageclust.preset", description=__doc__.splitlines()[0])
+    parser.add_argument("name", help=f"one of: {', '.join(available())}")
+    parser.add_argument("--dry-run", action="store_true", help="print the dvc command instead of running it")
+    args, dvc_args = parser.parse_known_args(argv)
+    try:
+        overrides = load_preset(args.name)
+    except ParamsError as err:
+        sys.exit(f"error: {err}")
+    cmd = ["dvc", "exp", "run", *set_args(overrides), *dvc_args]
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return
+    sys.exit(subprocess.call(cmd))
+
+
+if __name__ == "__main__":
+    main()
