@@ -2,14 +2,18 @@
 
 Per-sample PIL transforms cost more than the model itself on small images, so every preset is a
 batched tensor op: one random affine warp per sample (crop, scale, aspect, rotation, flip) through
-``affine_grid``/``grid_sample``, then per-sample colour jitter, grayscale and noise. Input and output
-are float tensors in [0, 1] of shape (batch, channels, height, width).
+``affine_grid``/``grid_sample``, then per-sample colour jitter, grayscale, Gaussian blur, noise and
+random erasing. Input and output are float tensors in [0, 1] of shape (batch, channels, height, width).
+
+A preset is a starting point: ``pretrain.augment`` names it and may override its strengths
+(``configure``). A fixed Sobel filter is not an augmentation here but part of the network
+(``pretrain.sobel``), so that extraction sees it too.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -27,17 +31,22 @@ class AugmentConfig:
     jitter_prob: float = 0.8
     grayscale_prob: float = 0.0
     noise_std: float = 0.0
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # in pixels, drawn per image
+    erase_prob: float = 0.0  # random erasing (Zhong et al. 2020): one rectangle set to black
+    erase_scale: tuple[float, float] = (0.02, 0.25)  # area fraction of that rectangle
     padding_mode: str = "zeros"  # what the warp shows outside the image
 
 
 PRESETS: dict[str, AugmentConfig] = {
-    # Small gray digits: no flips (they change a digit's meaning), mild crops and rotations, the
-    # background stays black outside the image.
-    "digits": AugmentConfig(
+    # Small grayscale images (digits, scans, Fashion-MNIST): no flips (they change a digit's meaning;
+    # set hflip for clothes), mild crops and rotations, the background stays black outside the image.
+    "gray": AugmentConfig(
         crop_scale=(0.5, 1.0), rotation_degrees=15.0, brightness=0.4, contrast=0.4, noise_std=0.05
     ),
-    # SimCLR's CIFAR recipe (Chen et al. 2020, appendix B.9), without hue jitter.
-    "cifar": AugmentConfig(
+    # Photos: SimCLR's recipe (Chen et al. 2020, appendix A), without hue jitter; its blur is off at
+    # CIFAR's 32 px, as the paper's CIFAR experiments do (appendix B.9): set blur_prob for larger photos.
+    "color": AugmentConfig(
         crop_scale=(0.2, 1.0), hflip=True, brightness=0.4, contrast=0.4, saturation=0.4,
         grayscale_prob=0.2, padding_mode="reflection",
     ),
@@ -102,6 +111,41 @@ def color_jitter(x: torch.Tensor, cfg: AugmentConfig, generator=None) -> torch.T
     return out.clamp(0, 1)
 
 
+def gaussian_blur(x: torch.Tensor, prob: float, sigma: tuple[float, float], generator=None) -> torch.Tensor:
+    """Blurs each image with probability ``prob`` by a Gaussian of its own sigma, drawn uniformly
+    from ``sigma``: one separable convolution over the whole batch (a kernel per image)."""
+    n, c, h, w = x.shape
+    blurred = torch.rand(n, device=x.device, generator=generator) < prob
+    sigmas = _uniform(n, *sigma, x.device, generator).clamp(min=1e-3)
+    radius = max(1, min(math.ceil(2 * sigma[1]), (min(h, w) - 1) // 2))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernels = torch.exp(-(offsets[None] ** 2) / (2 * sigmas[:, None].to(x.dtype) ** 2))
+    kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (n * c, taps)
+    flat = x.reshape(1, n * c, h, w)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), kernels[:, None, None, :], groups=n * c)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), kernels[:, None, :, None], groups=n * c)
+    return torch.where(blurred.view(n, 1, 1, 1), flat.reshape(n, c, h, w), x)
+
+
+def random_erasing(x: torch.Tensor, prob: float, scale: tuple[float, float], generator=None,
+                   ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+    """Random erasing (Zhong et al., AAAI 2020): with probability ``prob`` a rectangle of ``scale``
+    of the image's area and aspect ratio in ``ratio`` is set to 0, independently per image."""
+    n, _, h, w = x.shape
+    erased = torch.rand(n, device=x.device, generator=generator) < prob
+    area = _uniform(n, *scale, x.device, generator) * h * w
+    aspect = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), x.device, generator).exp()
+    eh = (area * aspect).sqrt().round().clamp(1, h)
+    ew = (area / aspect).sqrt().round().clamp(1, w)
+    top = (torch.rand(n, device=x.device, generator=generator) * (h - eh + 1)).floor()
+    left = (torch.rand(n, device=x.device, generator=generator) * (w - ew + 1)).floor()
+    rows = torch.arange(h, device=x.device)[None, :, None]
+    cols = torch.arange(w, device=x.device)[None, None, :]
+    inside = ((rows >= top[:, None, None]) & (rows < (top + eh)[:, None, None])
+              & (cols >= left[:, None, None]) & (cols < (left + ew)[:, None, None]))
+    return x.masked_fill((inside & erased[:, None, None]).unsqueeze(1), 0.0)
+
+
 class Augmenter:
     """Callable turning a batch into one random view of it."""
 
@@ -116,11 +160,33 @@ class Augmenter:
         if cfg.grayscale_prob and out.shape[1] == 3:
             to_gray = (torch.rand(n, device=x.device, generator=generator) < cfg.grayscale_prob).view(n, 1, 1, 1)
             out = torch.where(to_gray, _gray(out).expand_as(out), out)
+        # each step draws random numbers only when it is on, so adding a step leaves the others' draws
+        if cfg.blur_prob:
+            out = gaussian_blur(out, cfg.blur_prob, cfg.blur_sigma, generator)
         if cfg.noise_std:
             noise = torch.randn(out.shape, device=out.device, generator=generator, dtype=out.dtype)
             out = (out + cfg.noise_std * noise).clamp(0, 1)
+        if cfg.erase_prob:
+            out = random_erasing(out, cfg.erase_prob, cfg.erase_scale, generator)
         return out
 
 
-def build_augmenter(name: str) -> Augmenter:
-    return Augmenter(PRESETS[name])
+def configure(preset: str, **strengths) -> AugmentConfig:
+    """The named preset with the given strengths replaced (None keeps the preset's). ``jitter`` sets
+    brightness, contrast and saturation together, as SimCLR's colour distortion strength does;
+    ``crop_min_scale`` the smallest area a crop keeps."""
+    cfg = PRESETS[preset]
+    changes = {key: value for key, value in strengths.items() if value is not None}
+    if "jitter" in changes:
+        strength = changes.pop("jitter")
+        changes.update(brightness=strength, contrast=strength, saturation=strength)
+    if "crop_min_scale" in changes:
+        changes["crop_scale"] = (changes.pop("crop_min_scale"), 1.0)
+    for key in ("blur_sigma", "erase_scale"):
+        if key in changes:
+            changes[key] = tuple(changes[key])
+    return replace(cfg, **changes)
+
+
+def build_augmenter(preset: str, **strengths) -> Augmenter:
+    return Augmenter(configure(preset, **strengths))

@@ -114,10 +114,47 @@ class EarlyStoppingParams(Section):
     min_delta: float = Field(0.0, ge=0)
 
 
+def _interval(low: float, high: float | None = None):
+    """Field validator of [min, max] pairs inside [low, high]."""
+
+    def check(value):
+        if value is None:
+            return value
+        if len(value) != 2 or value[0] > value[1] or value[0] < low or (high is not None and value[1] > high):
+            bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+            raise ValueError(f"must be [min, max] with min <= max, both {bound}")
+        return value
+
+    return check
+
+
+class AugmentParams(Section):
+    """A preset (imageclust/augment.py) and the strengths that replace its own; null keeps the preset's."""
+    preset: str = "gray"
+    crop_min_scale: Optional[float] = Field(None, gt=0, le=1)
+    rotation_degrees: Optional[float] = Field(None, ge=0, le=180)
+    hflip: Optional[bool] = None
+    jitter: Optional[float] = Field(None, ge=0, le=1)
+    jitter_prob: Optional[float] = Field(None, ge=0, le=1)
+    grayscale_prob: Optional[float] = Field(None, ge=0, le=1)
+    blur_prob: Optional[float] = Field(None, ge=0, le=1)
+    blur_sigma: Optional[list[float]] = None
+    noise_std: Optional[float] = Field(None, ge=0)
+    erase_prob: Optional[float] = Field(None, ge=0, le=1)
+    erase_scale: Optional[list[float]] = None
+
+    _check_preset = field_validator("preset")(_registered(_augmentations, "augmentation preset"))
+    _check_sigma = field_validator("blur_sigma")(_interval(0.0))
+    _check_erase = field_validator("erase_scale")(_interval(0.0, 1.0))
+
+    def strengths(self) -> dict:
+        return self.model_dump(exclude={"preset"})
+
+
 class PretrainParams(Section):
     method: str = "simclr"  # or none: nothing to train (a frozen backbone makes the features)
     backbone: str = "small_cnn"
-    augment: str = "digits"
+    augment: AugmentParams = AugmentParams()
     epochs: Int = Field(100, ge=0)
     batch_size: Int = Field(256, ge=2)
     lr: float = Field(1e-3, gt=0)
@@ -126,6 +163,7 @@ class PretrainParams(Section):
     optimizer: Literal["adamw", "adam", "sgd", "lars"] = "adamw"
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd and lars
     accumulate_steps: Int = Field(1, ge=1)  # batches whose gradients add up before each update
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 (or fp16) on CUDA, fp32 on the CPU
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     stem: Literal["cifar", "imagenet"] = "cifar"  # ResNets' first layers
     sobel: bool = False  # a fixed grayscale + Sobel filter before the backbone (DeepCluster)
@@ -140,7 +178,6 @@ class PretrainParams(Section):
 
     _check_method = field_validator("method")(_registered(_pretrain_methods, "pretrain method"))
     _check_backbone = field_validator("backbone")(_registered(_backbones, "backbone"))
-    _check_augment = field_validator("augment")(_registered(_augmentations, "augmentation preset"))
 
     @field_validator("projection_dims", "widths")
     @classmethod

@@ -40,11 +40,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast(device: torch.device):
-    """bfloat16 autocast on CUDA (no loss scaling needed); full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def amp_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device`` (None: full precision). ``auto`` is bfloat16
+    on CUDA devices that have it, else float16 (which needs loss scaling), and full precision on the
+    CPU, where autocast usually costs more than it saves."""
+    if precision == "fp32":
+        return None
+    if device.type != "cuda":
+        if precision == "fp16":
+            raise ParamsError(f"params: pretrain.precision='fp16' is invalid on {device.type}: float16 needs a CUDA "
+                              "device; use bf16 or fp32")
+        return torch.bfloat16 if precision == "bf16" else None
+    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None | str = "auto"):
+    """Mixed precision in ``dtype`` (or the one ``amp_dtype`` picks for a precision name)."""
+    if isinstance(dtype, str):
+        dtype = amp_dtype(device, dtype)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 @dataclass

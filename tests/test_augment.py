@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from imageclust.augment import PRESETS, AugmentConfig, Augmenter, build_augmenter
+from imageclust.augment import PRESETS, AugmentConfig, Augmenter, build_augmenter, configure, gaussian_blur, random_erasing
 
 IDENTITY = dict(crop_scale=(1.0, 1.0), aspect_ratio=(1.0, 1.0), jitter_prob=0.0)
 
@@ -36,13 +36,13 @@ def test_preset_works_without_generator_and_in_float64(name):
 
 
 def test_registry_contents():
-    assert {"digits", "cifar", "none"} <= set(PRESETS)
+    assert {"gray", "color", "none"} <= set(PRESETS)
     assert all(isinstance(cfg, AugmentConfig) for cfg in PRESETS.values())
-    assert PRESETS["digits"].hflip is False  # flipping changes a digit's meaning
-    assert PRESETS["cifar"].hflip is True
+    assert PRESETS["gray"].hflip is False  # flipping changes a digit's meaning
+    assert PRESETS["color"].hflip is True
 
 
-@pytest.mark.parametrize("name", ["digits", "cifar"])
+@pytest.mark.parametrize("name", ["gray", "color"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_same_seed_same_output_different_seed_different(name, channels):
     aug, x = build_augmenter(name), batch(c=channels)
@@ -55,13 +55,13 @@ def test_same_seed_same_output_different_seed_different(name, channels):
 
 
 def test_successive_views_from_one_generator_differ():
-    aug, x, g = build_augmenter("digits"), batch(c=1), gen(0)
+    aug, x, g = build_augmenter("gray"), batch(c=1), gen(0)
     assert not torch.allclose(aug(x, g), aug(x, g), atol=1e-3)
 
 
 def test_augmentation_changes_the_image():
     x = batch(c=3)
-    for name in ("digits", "cifar"):
+    for name in ("gray", "color"):
         assert (build_augmenter(name)(x, gen(0)) - x).abs().mean() > 0.01
 
 
@@ -136,3 +136,67 @@ def test_noise_is_added_and_clamped():
     diff = out - x
     assert 0.05 < diff.std() < 0.15
     assert diff.abs().max() > 0  # noise was added
+
+
+def test_configure_replaces_only_the_strengths_given():
+    cfg = configure("gray", rotation_degrees=30.0, jitter=0.2, crop_min_scale=0.3, blur_prob=None)
+    assert cfg.rotation_degrees == 30.0 and cfg.crop_scale == (0.3, 1.0)
+    assert cfg.brightness == cfg.contrast == cfg.saturation == 0.2
+    assert cfg.noise_std == PRESETS["gray"].noise_std and cfg.blur_prob == PRESETS["gray"].blur_prob
+    assert configure("color", blur_sigma=[0.5, 1.0]).blur_sigma == (0.5, 1.0)
+    assert configure("gray") == PRESETS["gray"]
+
+
+def test_steps_that_are_off_draw_nothing():
+    """Turning on blur or erasing after the other steps leaves their random draws as they were."""
+    x = batch(c=1)
+    plain = Augmenter(PRESETS["gray"])(x, gen(3))
+    with_zero_prob_steps = Augmenter(configure("gray", blur_prob=0.0, erase_prob=0.0))(x, gen(3))
+    assert torch.equal(plain, with_zero_prob_steps)
+
+
+def test_gaussian_blur_by_hand():
+    """A single bright pixel spreads into the normalised 1-D Gaussian's outer product; sigma 0 keeps it."""
+    x = torch.zeros(2, 1, 9, 9)
+    x[:, :, 4, 4] = 1.0
+    sigma = 1.0
+    out = gaussian_blur(x, prob=1.0, sigma=(sigma, sigma), generator=gen(0))
+    taps = torch.exp(-torch.arange(-2.0, 3.0) ** 2 / (2 * sigma**2))
+    taps = taps / taps.sum()
+    expected = torch.zeros(9, 9)
+    expected[2:7, 2:7] = torch.outer(taps, taps)
+    torch.testing.assert_close(out[0, 0], expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.sum(dim=(2, 3)), torch.ones(2, 1), atol=1e-5, rtol=0)  # mass is kept
+    torch.testing.assert_close(gaussian_blur(x, prob=0.0, sigma=(1.0, 2.0), generator=gen(0)), x)
+
+
+def test_blur_applies_to_about_prob_of_the_batch_each_with_its_own_sigma():
+    x = batch(n=200, c=3, h=12, w=12)
+    out = gaussian_blur(x, prob=0.5, sigma=(0.5, 2.0), generator=gen(1))
+    changed = (out - x).abs().amax(dim=(1, 2, 3)) > 1e-6
+    assert 70 <= changed.sum() <= 130
+    smoothness = (out[changed].diff(dim=-1).abs().mean(dim=(1, 2, 3)))
+    assert smoothness.std() > 0  # different sigmas blur differently
+    assert (out[changed].diff(dim=-1).abs().mean() < x.diff(dim=-1).abs().mean() * 0.8)
+
+
+def test_random_erasing_sets_one_rectangle_to_black():
+    x = torch.ones(300, 1, 16, 16)
+    out = random_erasing(x, prob=0.5, scale=(0.05, 0.2), generator=gen(2))
+    erased = (out == 0).sum(dim=(1, 2, 3))
+    hit = erased > 0
+    assert 110 <= hit.sum() <= 190
+    fraction = erased[hit].float() / 256
+    assert fraction.min() >= 0.02 and fraction.max() <= 0.3  # the drawn area, up to rounding
+    for image in out[hit][:20, 0]:  # the zeros form one axis-aligned rectangle
+        rows, cols = (image == 0).nonzero(as_tuple=True)
+        box = image[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+        assert (box == 0).all()
+    assert torch.equal(random_erasing(x, prob=0.0, scale=(0.1, 0.2), generator=gen(0)), x)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_step_on_at_once(channels):
+    cfg = configure("color", blur_prob=1.0, erase_prob=1.0, noise_std=0.1, rotation_degrees=30.0)
+    out = Augmenter(cfg)(batch(n=8, c=channels, h=16, w=16), gen(0))
+    assert out.shape == (8, channels, 16, 16) and out.min() >= 0 and out.max() <= 1

@@ -147,7 +147,6 @@ def test_empty_train_splits_rejected(tmp_path):
         ("cluster", "method", "kmeans"),
         ("pretrain", "method", "simclr"),
         ("pretrain", "backbone", "small_cnn"),
-        ("pretrain", "augment", "digits"),
         ("extract", "backbone", "encoder"),
         ("finetune", "method", "scan"),
         ("data", "name", "digits"),
@@ -161,8 +160,9 @@ def test_unknown_registry_name_lists_allowed(tmp_path, section, key, expected):
 
 
 def test_registry_lists_every_name(tmp_path):
-    message = params_error(write_params(tmp_path, {"pretrain": {"augment": "nope"}}), "pretrain")
-    for preset in ("cifar", "digits", "none"):
+    message = params_error(write_params(tmp_path, {"pretrain": {"augment": {"preset": "nope"}}}), "pretrain")
+    assert "pretrain.augment.preset='nope'" in message
+    for preset in ("color", "gray", "none"):
         assert preset in message
     message = params_error(write_params(tmp_path, {"pretrain": {"backbone": "nope"}}), "pretrain")
     assert "resnet18" in message and "small_cnn" in message
@@ -171,8 +171,26 @@ def test_registry_lists_every_name(tmp_path):
 
 
 def test_registered_names_accepted():
-    assert PretrainParams(backbone="resnet18", augment="cifar").backbone == "resnet18"
+    assert PretrainParams(backbone="resnet18", augment={"preset": "color"}).augment.preset == "color"
     assert FinetuneParams(method="scan", hidden_dim=0).hidden_dim == 0
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("blur_sigma", [2.0, 1.0], "pretrain.augment.blur_sigma=[2.0, 1.0]"),
+    ("erase_scale", [0.1, 1.5], "pretrain.augment.erase_scale=[0.1, 1.5]"),
+    ("jitter", 1.5, "pretrain.augment.jitter=1.5"),
+    ("crop_min_scale", 0, "pretrain.augment.crop_min_scale=0"),
+    ("strength", 1.0, "pretrain.augment.strength"),
+])
+def test_augment_strengths_checked(tmp_path, key, value, expected):
+    message = params_error(write_params(tmp_path, {"pretrain": {"augment": {key: value}}}), "pretrain")
+    assert expected in message
+
+
+def test_widths_only_where_a_backbone_takes_them(tmp_path):
+    message = params_error(write_params(tmp_path, {"pretrain": {"backbone": "resnet18", "widths": [8]}}), "pretrain")
+    assert "widths=[8]" in message and "small_cnn" in message
+    assert PretrainParams(widths=[8, 16]).widths == [8, 16]
 
 
 def test_unknown_top_level_key(tmp_path):

@@ -81,6 +81,17 @@ def test_mlp_on_flattened_pixels():
     assert isinstance(model.net[1], nn.Linear) and model.net[1].in_features == 64 and model.output_dim == 512
 
 
+def test_widths_set_the_small_cnn_stages_and_the_mlp_layers():
+    narrow = build_backbone("small_cnn", 1, 28, widths=[8, 16, 24, 32])
+    convs = [m for m in narrow.net.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 8, 16, 16, 24, 24, 32, 32] and narrow.output_dim == 32
+    assert narrow(images(2, 1, 28)).shape == (2, 32)
+    assert narrow.options["widths"] == [8, 16, 24, 32]  # saved with the encoder, so extraction rebuilds it
+    assert build_backbone("mlp", 1, 8, widths=[64]).output_dim == 64
+    with pytest.raises(ValueError, match="fixed widths"):
+        build_backbone("resnet18", 3, widths=[8])
+
+
 def test_backbone_registry_and_dims():
     assert set(BACKBONES) >= {"small_cnn", "mlp", "resnet18", "resnet152", "resnet32", "vgg16", "alexnet"}
     assert build_backbone("small_cnn", 1).output_dim == 128

@@ -86,6 +86,67 @@ def test_killed_run_resumes_to_the_same_encoder(prepared_dir, tmp_path, monkeypa
     assert (tmp_path / "killed" / "live" / "plots" / "metrics" / "loss.tsv").read_text().count("\n") == 4
 
 
+def _stage_command(prepared_dir, out: Path, **pretrain) -> list[str]:
+    """The pretrain stage as DVC runs it, with ``pretrain`` overrides in its own params file."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["device"] = "cpu"
+    params["pretrain"].update(TINY, **pretrain)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "params.yaml").write_text(yaml.safe_dump(params))
+    return [sys.executable, "-m", "stages.pretrain", "--params", str(out / "params.yaml"), "--data",
+            str(prepared_dir), "--encoder", str(out / "encoder.pt"), "--checkpoints", str(out / "ckpt"),
+            "--live", str(out / "live"), "--metrics", str(out / "pretrain.json")]
+
+
+def test_process_killed_with_sigkill_resumes_to_the_same_encoder(prepared_dir, tmp_path):
+    """A real kill -9 of the stage's process once its first checkpoint is on disk (mid-epoch, or even
+    mid-write of the next checkpoint); the rerun resumes from the last checkpoint and ends with the
+    very encoder an uninterrupted run trains. MoCo, so that the queue and key encoder must survive."""
+    import time
+
+    more = {"method": "moco", "moco": {"queue_size": 48}, "epochs": 40}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    whole = subprocess.run(_stage_command(prepared_dir, tmp_path / "whole", **more), cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed_dir = tmp_path / "killed"
+    command = _stage_command(prepared_dir, killed_dir, **more)
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = killed_dir / "ckpt" / loop.CHECKPOINT_FILE
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.kill()
+    process.wait()
+    assert process.returncode == -9, "the run ended before it could be killed"
+    assert not (killed_dir / "encoder.pt").exists()
+    assert not [p for p in (killed_dir / "ckpt").iterdir() if p.name != loop.CHECKPOINT_FILE]  # no partial files
+    killed_at = load_torch(checkpoint)["epoch"]
+    assert 1 <= killed_at < 40
+
+    resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((killed_dir / "pretrain.json").read_text())["resumed_from_epoch"] >= killed_at
+    expected, got = load_torch(tmp_path / "whole" / "encoder.pt"), load_torch(killed_dir / "encoder.pt")
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(value, got["state_dict"][key]), key
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_precision_on_the_cpu(prepared_dir, tmp_path, precision):
+    summary, _ = run(prepared_dir, tmp_path, epochs=1, precision=precision)
+    assert torch.isfinite(torch.tensor(summary["final_loss"]))
+    assert "scaler" in load_torch(tmp_path / "ckpt" / loop.CHECKPOINT_FILE)
+
+
+def test_float16_needs_cuda(prepared_dir, tmp_path):
+    from imageclust.errors import ParamsError
+
+    with pytest.raises(ParamsError, match="pretrain.precision='fp16'"):
+        run(prepared_dir, tmp_path, epochs=1, precision="fp16")
+
+
 def test_stop_early_after_patience_epochs_without_improvement():
     from imageclust.config import EarlyStoppingParams
 
@@ -136,16 +197,10 @@ def test_checkpoint_of_another_configuration_is_not_resumed(prepared_dir, tmp_pa
 
 def _torchrun(prepared_dir, out: Path, processes: int, **pretrain) -> list[float]:
     """The pretrain stage under torchrun; its loss curve."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["device"] = "cpu"
-    params["pretrain"].update(TINY, **pretrain)
-    out.mkdir(parents=True)
-    (out / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    stage = _stage_command(prepared_dir, out, **pretrain)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-           "-m", "stages.pretrain", "--params", str(out / "params.yaml"), "--data", str(prepared_dir),
-           "--encoder", str(out / "encoder.pt"), "--checkpoints", str(out / "ckpt"),
-           "--live", str(out / "live"), "--metrics", str(out / "pretrain.json")]
+           *stage[1:]]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "pretrain.json").read_text())

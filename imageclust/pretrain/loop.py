@@ -25,7 +25,7 @@ from ..data.prepared import META_FILE, SAMPLES_FILE
 from ..errors import DataError
 from ..io import atomic_dir, digest_files, fingerprint, load_torch, save_torch, write_json
 from ..models import build_backbone
-from ..runtime import autocast, init_distributed, resolve_device, seed_everything, to_float_images
+from ..runtime import amp_dtype, autocast, init_distributed, resolve_device, seed_everything, to_float_images
 from . import METHODS
 from .optim import build_optimizer
 
@@ -90,8 +90,12 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
     method = METHODS[params.method](build_backbone(params.backbone, channels, image_size, **backbone_options), params)
     if ddp.enabled and device.type == "cuda":  # batch statistics over every process's part of the batch
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    method = method.to(device)
+    precision = amp_dtype(device, params.precision)
+    # channels-last lets cuDNN use tensor cores for convolutions; on the CPU it only reorders memory
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    method = method.to(device, memory_format=memory_format)
     model = DistributedDataParallel(method) if ddp.enabled else method
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)  # float16 underflows without it
     batch_size = min(params.batch_size, len(indices))
     if batch_size % ddp.world_size:
         raise DataError(f"pretrain.batch_size={batch_size} must be divisible by the {ddp.world_size} processes")
@@ -105,7 +109,7 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, params.warmup_epochs * updates_per_epoch,
                                            updates_per_epoch * params.epochs))
-    augment = build_augmenter(params.augment)
+    augment = build_augmenter(params.augment.preset, **params.augment.strengths())
 
     # A checkpoint resumes only the very run it came from: same parameters, data and training code.
     package = Path(__file__).resolve().parents[1]
@@ -122,6 +126,7 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
             method.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
             start_epoch, history = state["epoch"], list(state["history"])
             torch.set_rng_state(state["rng"])
             log.info("resuming from %s at epoch %d", checkpoint_path, start_epoch)
@@ -145,15 +150,16 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
             if hasattr(method, "set_progress"):  # schedules of the method's own (MoCo's temperature)
                 method.set_progress((epoch * steps_per_epoch + step) / max(1, total_steps))
             local = np.sort(indices[np.array_split(batch, ddp.world_size)[ddp.rank]])
-            x = to_float_images(data.images[local], device)
+            x = to_float_images(data.images[local], device).contiguous(memory_format=memory_format)
             update = (step + 1) % params.accumulate_steps == 0 or step + 1 == len(batches)
             # DDP averages gradients across processes only on the batch that updates
             with model.no_sync() if ddp.enabled and not update else contextlib.nullcontext():
-                with autocast(device):
+                with autocast(device, precision):
                     loss = model(augment(x, generator), augment(x, generator))  # forward() is the loss
-                (loss / params.accumulate_steps).backward()
+                scaler.scale(loss / params.accumulate_steps).backward()
             if update:
-                optimizer.step()
+                scaler.step(optimizer)  # skips the step when float16 gradients overflowed
+                scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
@@ -177,7 +183,7 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
                 save_torch(checkpoint_path, {
                     "run_id": run_id, "epoch": epoch + 1, "history": history, "model": method.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state(),  # the MoCo queue and pointer are buffers of "model"
+                    "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),  # the MoCo queue and pointer are buffers of "model"
                 })
     seconds = time.perf_counter() - started
     trained = len(history) - start_epoch
