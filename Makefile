@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test test-fast bench bench-extract bench-clustering
+.PHONY: install repro test test-fast bench bench-extract bench-clustering bench-pretrain
 
 install: $(VENV)/.installed
 
@@ -32,3 +32,7 @@ bench-extract: install
 
 bench-clustering: install
 	python benchmarks/clustering.py --out benchmarks/results/clustering.json
+
+bench-pretrain: install
+	python benchmarks/pretrain_throughput.py --out benchmarks/results/pretrain_throughput.json
+	python benchmarks/pretrain.py --out benchmarks/results/pretrain.json

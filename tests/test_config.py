@@ -271,3 +271,28 @@ def test_float_keys_accept_integers_and_exponent_strings(tmp_path):
     # `dvc exp run -S finetune.lr=1e-3` reaches params.yaml as the YAML string "1e-3"
     _, params = load_params("finetune", path=write_params(tmp_path, {"finetune": {"lr": "1e-3", "entropy_weight": 2}}))
     assert params.lr == 0.001 and params.entropy_weight == 2.0
+
+
+@pytest.mark.parametrize("section", ["pretrain", "extract", "cluster", "finetune"])
+def test_each_stage_depends_on_every_key_of_its_section(section):
+    """A key missing from the stage's params in dvc.yaml would change nothing on `dvc exp run -S`:
+    every shared key is listed, and the method blocks come in through the template only."""
+    from imageclust import config
+    from imageclust.clustering import METHODS as CLUSTER_METHODS
+    from imageclust.features import EXTRACTORS
+    from imageclust.finetune import METHODS as FINETUNE_METHODS
+    from imageclust.pretrain import METHODS as PRETRAIN_METHODS, NO_PRETRAINING
+
+    model, selector, blocks = {
+        "pretrain": (config.PretrainParams, "method", {*PRETRAIN_METHODS, NO_PRETRAINING}),
+        "extract": (config.ExtractParams, "backbone", set(EXTRACTORS)),
+        "cluster": (config.ClusterParams, "method", set(CLUSTER_METHODS)),
+        "finetune": (config.FinetuneParams, None, set()),
+    }[section]
+    declared = set(yaml.safe_load((REPO_PARAMS.parent / "dvc.yaml").read_text())["stages"][section]["params"])
+    if selector:
+        assert f"{section}.${{{section}.{selector}}}" in declared
+    if section in declared:  # the whole section (finetune has one method so far)
+        return
+    missing = [key for key in model.model_fields if key not in blocks and f"{section}.{key}" not in declared]
+    assert not missing, f"dvc.yaml stage {section} lacks params {missing}"

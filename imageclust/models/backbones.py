@@ -43,7 +43,8 @@ def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 def small_cnn(in_channels: int, image_size: int, stem: str, widths=(32, 64, 128)):
-    """Three stages of two 3x3 convolutions, max-pooling between them, global average pooling.
+    """A stage of two 3x3 convolutions per width (three by default), max-pooling between them, global
+    average pooling.
     Sized for small images (8x8 digits to 32x32 CIFAR): cheap enough to pretrain on a laptop CPU."""
     layers: list[nn.Module] = []
     c = in_channels
