@@ -74,17 +74,15 @@ def timed_stage(project: Path, stage: str) -> dict:
     return {"seconds": round(seconds, 1), "peak_mib": round(int(peak[-1].split("=")[1]) / 1024) if peak else None}
 
 
-def knn_accuracy(features, k: int = 20) -> float:
-    """Test images classified by the majority label of their k nearest training images (cosine)."""
+def knn_accuracy(features, unit: np.ndarray, k: int = 20) -> float:
+    """Test images classified by the majority label of their k nearest training images (cosine on
+    ``unit``, the L2-normalised vectors)."""
     import faiss
 
-    def unit(x):
-        return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12), dtype=np.float32)
-
     train, test = features.splits == "train", features.splits == "test"
-    index = faiss.IndexFlatIP(features.vectors.shape[1])
-    index.add(unit(features.vectors[train]))
-    _, nearest = index.search(unit(features.vectors[test]), k)
+    index = faiss.IndexFlatIP(unit.shape[1])
+    index.add(np.ascontiguousarray(unit[train]))
+    _, nearest = index.search(np.ascontiguousarray(unit[test]), k)
     votes = features.labels[train][nearest]
     predicted = np.array([np.bincount(row).argmax() for row in votes])
     return float((predicted == features.labels[test]).mean())
@@ -93,13 +91,14 @@ def knn_accuracy(features, k: int = 20) -> float:
 def scores(project: Path) -> dict:
     from sklearn.cluster import KMeans
 
+    from imageclust.clustering.preprocess import l2_normalize
     from imageclust.metrics import ari, clustering_accuracy, nmi
     from imageclust.tables import read_assignments, read_features
 
     assignments = read_assignments(project / "artifacts/cluster/assignments.parquet")
     labels, clusters = assignments.labels, assignments.clusters
     features = read_features(project / "artifacts/features")
-    unit = features.vectors / np.linalg.norm(features.vectors, axis=1, keepdims=True).clip(1e-12)
+    unit = l2_normalize(features.vectors).astype(np.float32)  # once, for k-means and the kNN classifier
     plain = KMeans(len(np.unique(labels)), n_init=10, random_state=0).fit_predict(unit)
 
     def rounded(truth, found):
@@ -107,7 +106,7 @@ def scores(project: Path) -> dict:
                 "ari": round(ari(truth, found), 4), "samples": int(len(truth))}
 
     return {"kmeans": rounded(labels, clusters), "kmeans_l2_only": rounded(features.labels, plain),
-            "knn20_test_accuracy": round(knn_accuracy(features), 4), "feature_dim": int(features.vectors.shape[1])}
+            "knn20_test_accuracy": round(knn_accuracy(features, unit), 4), "feature_dim": int(features.vectors.shape[1])}
 
 
 def run(name: str, workdir: Path) -> dict:

@@ -492,6 +492,8 @@ def load_params(*sections: str, path: str | Path = "params.yaml"):
 
 def check_across_sections(pretrain: "PretrainParams", extract: "ExtractParams") -> None:
     """Checks that need two sections at once."""
-    if pretrain.method == "none" and extract.backbone == "encoder":
+    from .pretrain import NO_PRETRAINING
+
+    if pretrain.method == NO_PRETRAINING and extract.backbone == "encoder":
         raise ParamsError("params: pretrain.method='none' is invalid: extract.backbone=encoder extracts with the "
                           "network the pretrain stage trains; pick a pretrain method or a pretrained extract.backbone")

@@ -280,7 +280,6 @@ def test_each_stage_depends_on_every_key_of_its_section(section):
     from imageclust import config
     from imageclust.clustering import METHODS as CLUSTER_METHODS
     from imageclust.features import EXTRACTORS
-    from imageclust.finetune import METHODS as FINETUNE_METHODS
     from imageclust.pretrain import METHODS as PRETRAIN_METHODS, NO_PRETRAINING
 
     model, selector, blocks = {

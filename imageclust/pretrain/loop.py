@@ -180,10 +180,10 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
                 log.info("early stopping: no loss improvement of %g for %d epochs", params.early_stopping.min_delta,
                          params.early_stopping.patience)
             if (epoch + 1) % params.checkpoint_every == 0 or epoch + 1 == params.epochs or stopped:
-                save_torch(checkpoint_path, {
+                save_torch(checkpoint_path, {  # the MoCo queue and pointer are buffers of "model"
                     "run_id": run_id, "epoch": epoch + 1, "history": history, "model": method.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),  # the MoCo queue and pointer are buffers of "model"
+                    "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
                 })
     seconds = time.perf_counter() - started
     trained = len(history) - start_epoch
