@@ -378,10 +378,8 @@ class ClusterParams(Section):
         return self
 
 
-class FinetuneParams(Section):
-    method: str = "scan"
+class ScanFinetune(Section):
     epochs: Int = Field(60, ge=1)
-    batch_size: Int = Field(256, ge=2)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     num_neighbors: Int = Field(10, ge=1)
@@ -391,8 +389,86 @@ class FinetuneParams(Section):
     feature_noise: float = Field(0.1, ge=0)
     self_label_epochs: Int = Field(20, ge=0)
     confidence_threshold: float = Field(0.99, gt=0, lt=1)
+    train_backbone: bool = False  # train the encoder on augmented images too, as the paper does
+    backbone_lr: float = Field(1e-4, gt=0)  # the encoder's learning rate when train_backbone
+    augment: str = "gray"  # train_backbone: the augmentation preset of the anchors and neighbours
+
+    _check_augment = field_validator("augment")(_registered(_augmentations, "augmentation preset"))
+
+
+class TemiFinetune(Section):
+    epochs: Int = Field(100, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    num_heads: Int = Field(1, ge=1)  # heads started from the centroids stay equal: more pay off from random starts
+    hidden_dim: Int = Field(0, ge=0)  # 0: linear heads (which init_from_centroids needs)
+    num_neighbors: Int = Field(25, ge=1)
+    beta: float = Field(0.6, gt=0, le=1)
+    student_temperature: float = Field(0.1, gt=0)
+    teacher_temperature: float = Field(0.04, gt=0)
+    teacher_momentum: float = Field(0.996, ge=0, le=1)
+    probs_momentum: float = Field(0.9, ge=0, lt=1)  # of the teacher's running cluster marginal
+    init_from_centroids: bool = True
+
+    @model_validator(mode="after")
+    def _centroids_need_linear_heads(self):
+        if self.init_from_centroids and self.hidden_dim != 0:
+            raise ValueError("init_from_centroids=true needs hidden_dim=0 (linear heads whose weights are the "
+                             "centroids)")
+        return self
+
+
+class DeepClusterFinetune(Section):
+    epochs: Int = Field(20, ge=1)
+    reassign_every: Int = Field(1, ge=1)  # epochs between two clusterings
+    lr: float = Field(1e-3, gt=0)  # SGD; the paper's 0.05 trains from scratch, this fine-tunes a trained encoder
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-5, ge=0)
+    pca_dim: Optional[Int] = Field(None, ge=1)  # null: no PCA (the paper: 256, whitened, of 4096-d features)
+    whiten: bool = True
+    kmeans_backend: Literal["sklearn", "faiss"] = "sklearn"
+    kmeans_n_init: Int = Field(5, ge=1)
+    augment: str = "gray"
+    contrastive: Literal["none", "head", "views"] = "none"  # the DeepCluster system's two contrastive variants
+    contrastive_weight: float = Field(1.0, ge=0)
+    temperature: float = Field(0.5, gt=0)
+    projection_dims: list[Int] = Field(default_factory=lambda: [128, 64], min_length=1)
+
+    _check_augment = field_validator("augment")(_registered(_augmentations, "augmentation preset"))
+
+
+class SpectralFinetune(Section):
+    epochs: Int = Field(20, ge=1)
+    recluster_every: Int = Field(5, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    num_neighbors: Int = Field(10, ge=1)  # the kNN affinity graph of the spectral clustering
+    temperature: float = Field(0.1, gt=0)  # of the loss towards the cluster centres
+    augment: str = "gray"
+    score: Literal["silhouette", "davies_bouldin", "calinski_harabasz"] = "silhouette"
+    patience: Optional[Int] = Field(3, ge=1)  # epochs without a better score; null: never stop early
+    score_samples: Int = Field(5000, ge=10)
+
+    _check_augment = field_validator("augment")(_registered(_augmentations, "augmentation preset"))
+
+
+class FinetuneParams(Section):
+    method: str = "scan"  # or none: the cluster stage's assignments are final
+    batch_size: Int = Field(256, ge=2)
+    checkpoint_every: Int = Field(5, ge=1)
+    # one block per method (finetune.<method>); dvc.yaml makes the stage depend on the chosen one only
+    scan: ScanFinetune = ScanFinetune()
+    temi: TemiFinetune = TemiFinetune()
+    deepcluster: DeepClusterFinetune = DeepClusterFinetune()
+    spectral: SpectralFinetune = SpectralFinetune()
+    none: NoParams = NoParams()
 
     _check_method = field_validator("method")(_registered(_finetune_methods, "finetune method"))
+
+    @property
+    def block(self):
+        """The chosen method's own block."""
+        return getattr(self, self.method)
 
 
 class EvaluateParams(Section):
@@ -490,10 +566,11 @@ def load_params(*sections: str, path: str | Path = "params.yaml"):
     return (load_globals(raw), *(load_section(s, raw) for s in sections))
 
 
-def check_across_sections(pretrain: "PretrainParams", extract: "ExtractParams") -> None:
+def check_across_sections(extract: "ExtractParams", finetune: "FinetuneParams") -> None:
     """Checks that need two sections at once."""
-    from .pretrain import NO_PRETRAINING
+    from .finetune import trains_encoder
 
-    if pretrain.method == NO_PRETRAINING and extract.backbone == "encoder":
-        raise ParamsError("params: pretrain.method='none' is invalid: extract.backbone=encoder extracts with the "
-                          "network the pretrain stage trains; pick a pretrain method or a pretrained extract.backbone")
+    if trains_encoder(finetune) and extract.backbone != "encoder":
+        raise ParamsError(f"params: finetune.method={finetune.method!r} is invalid with extract.backbone="
+                          f"{extract.backbone}: it trains the encoder of the pretrain stage; set extract.backbone="
+                          "encoder (pretrain.method=none starts it from random weights)")

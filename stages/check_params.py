@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     _, *sections = load_params(*SECTIONS, path=args.params)
     named = dict(zip(SECTIONS, sections))
-    check_across_sections(named["pretrain"], named["extract"])
+    check_across_sections(named["extract"], named["finetune"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("params.yaml is valid\n")
 

@@ -3,7 +3,7 @@
 import argparse
 
 from imageclust.cli import run_stage
-from imageclust.config import load_params
+from imageclust.config import check_across_sections, load_params
 from imageclust.finetune import run_finetune
 from imageclust.io import write_json
 
@@ -12,15 +12,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--features", required=True, help="features folder from the extract stage")
     parser.add_argument("--clusters", required=True, help="output folder of the cluster stage")
-    parser.add_argument("--out", required=True, help="folder for the fine-tuned assignments and head")
+    parser.add_argument("--data", required=True, help="prepared data (methods that train the encoder read the images)")
+    parser.add_argument("--encoder", required=True, help="the pretrain stage's encoder (where methods train it)")
+    parser.add_argument("--out", required=True, help="folder for the fine-tuned assignments and model")
+    parser.add_argument("--checkpoints", required=True, help="checkpoint folder, kept across runs to resume")
     parser.add_argument("--live", required=True, help="DVCLive folder for the training curves")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
-    gparams, data_params, params = load_params("data", "finetune", path=args.params)
-    summary = run_finetune(args.features, args.clusters, args.out, args.live, gparams, data_params, None, params)
+    gparams, data_params, extract, params = load_params("data", "extract", "finetune", path=args.params)
+    check_across_sections(extract, params)
+    summary = run_finetune(args.features, args.clusters, args.out, args.live, gparams, data_params, params,
+                           prepared_dir=args.data, encoder_path=args.encoder, checkpoint_dir=args.checkpoints)
     write_json(args.metrics, summary)
 
 

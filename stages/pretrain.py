@@ -3,9 +3,10 @@
 import argparse
 
 from imageclust.cli import run_stage
-from imageclust.config import check_across_sections, load_params
+from imageclust.config import load_params
 from imageclust.io import write_json
-from imageclust.pretrain.loop import pretrain, skip_pretraining
+from imageclust.pretrain import NO_PRETRAINING
+from imageclust.pretrain.loop import pretrain, random_encoder, skip_pretraining
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +23,9 @@ def main(args: argparse.Namespace) -> None:
     gparams, data_params, params, extract = load_params("data", "pretrain", "extract", path=args.params)
     if extract.backbone != "encoder":  # a frozen pretrained backbone makes the features: nothing to train
         summary = skip_pretraining(args.encoder, args.live, f"extract.backbone={extract.backbone!r} needs no encoder")
+    elif params.method == NO_PRETRAINING:
+        summary = random_encoder(args.data, args.encoder, args.live, gparams, params)
     else:
-        check_across_sections(params, extract)
         summary = pretrain(args.data, args.encoder, args.checkpoints, args.live, gparams, data_params, params)
     if summary is not None:  # only the main process of a distributed run reports
         write_json(args.metrics, summary)

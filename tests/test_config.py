@@ -66,7 +66,7 @@ def test_defaults_for_empty_file_and_missing_sections(tmp_path):
     assert data.name == "digits" and data.test_fraction == 0.2 and data.train_splits == ["train"]
     assert cluster.method == "kmeans" and cluster.k == 10 and cluster.pca_dim is None
     assert cluster.l2_normalize is True and cluster.whiten is False
-    assert finetune.method == "scan" and finetune.num_heads == 5 and finetune.confidence_threshold == 0.99
+    assert finetune.method == "scan" and finetune.scan.num_heads == 5 and finetune.scan.confidence_threshold == 0.99
 
 
 def test_null_section_means_defaults(tmp_path):
@@ -110,8 +110,8 @@ def test_wrong_type(tmp_path):
         ("data", "test_fraction", 1.5, "1"),
         ("data", "test_fraction", -0.1, "0"),
         ("pretrain", "warmup_epochs", -1, "0"),
-        ("finetune", "confidence_threshold", 1.0, "1"),
-        ("finetune", "hidden_dim", -1, "0"),
+        ("finetune", "batch_size", 1, "2"),
+        ("finetune", "checkpoint_every", 0, "1"),
     ],
 )
 def test_out_of_range(tmp_path, section, key, value, bound):
@@ -127,13 +127,22 @@ def test_a_method_block_key_is_named_in_full(tmp_path):
     assert "pretrain.projection_dims" in message and ">= 1" in message
 
 
-def test_no_pretraining_needs_a_pretrained_backbone(tmp_path):
-    from imageclust.config import ExtractParams, PretrainParams, check_across_sections
+def test_a_method_that_trains_the_encoder_needs_it(tmp_path):
+    from imageclust.config import ExtractParams, FinetuneParams, check_across_sections
 
-    with pytest.raises(ParamsError, match="pretrain.method='none' is invalid: extract.backbone=encoder"):
-        check_across_sections(PretrainParams(method="none"), ExtractParams())
-    check_across_sections(PretrainParams(method="none"), ExtractParams(backbone="pixels"))
-    check_across_sections(PretrainParams(method="moco"), ExtractParams())
+    for finetune in (FinetuneParams(method="deepcluster"), FinetuneParams(method="spectral"),
+                     FinetuneParams(scan={"train_backbone": True})):
+        with pytest.raises(ParamsError, match=f"finetune.method='{finetune.method}' is invalid with "
+                                              "extract.backbone=pixels"):
+            check_across_sections(ExtractParams(backbone="pixels"), finetune)
+        check_across_sections(ExtractParams(), finetune)
+    for method in ("scan", "temi", "none"):  # on frozen features, any backbone
+        check_across_sections(ExtractParams(backbone="pixels"), FinetuneParams(method=method))
+
+
+def test_temi_centroid_init_needs_linear_heads(tmp_path):
+    message = params_error(write_params(tmp_path, {"finetune": {"temi": {"hidden_dim": 64}}}), "finetune")
+    assert "finetune.temi is invalid" in message and "hidden_dim=0" in message
 
 
 def test_empty_train_splits_rejected(tmp_path):
@@ -172,7 +181,7 @@ def test_registry_lists_every_name(tmp_path):
 
 def test_registered_names_accepted():
     assert PretrainParams(backbone="resnet18", augment={"preset": "color"}).augment.preset == "color"
-    assert FinetuneParams(method="scan", hidden_dim=0).hidden_dim == 0
+    assert FinetuneParams(method="scan", scan={"hidden_dim": 0}).scan.hidden_dim == 0
 
 
 @pytest.mark.parametrize("key, value, expected", [
@@ -268,9 +277,10 @@ def test_counts_must_be_real_integers(tmp_path, value):
 
 
 def test_float_keys_accept_integers_and_exponent_strings(tmp_path):
-    # `dvc exp run -S finetune.lr=1e-3` reaches params.yaml as the YAML string "1e-3"
-    _, params = load_params("finetune", path=write_params(tmp_path, {"finetune": {"lr": "1e-3", "entropy_weight": 2}}))
-    assert params.lr == 0.001 and params.entropy_weight == 2.0
+    # `dvc exp run -S finetune.scan.lr=1e-3` reaches params.yaml as the YAML string "1e-3"
+    _, params = load_params("finetune", path=write_params(
+        tmp_path, {"finetune": {"scan": {"lr": "1e-3", "entropy_weight": 2}}}))
+    assert params.scan.lr == 0.001 and params.scan.entropy_weight == 2.0
 
 
 @pytest.mark.parametrize("section", ["pretrain", "extract", "cluster", "finetune"])
@@ -280,18 +290,17 @@ def test_each_stage_depends_on_every_key_of_its_section(section):
     from imageclust import config
     from imageclust.clustering import METHODS as CLUSTER_METHODS
     from imageclust.features import EXTRACTORS
+    from imageclust.finetune import METHODS as FINETUNE_METHODS
     from imageclust.pretrain import METHODS as PRETRAIN_METHODS, NO_PRETRAINING
 
     model, selector, blocks = {
         "pretrain": (config.PretrainParams, "method", {*PRETRAIN_METHODS, NO_PRETRAINING}),
         "extract": (config.ExtractParams, "backbone", set(EXTRACTORS)),
         "cluster": (config.ClusterParams, "method", set(CLUSTER_METHODS)),
-        "finetune": (config.FinetuneParams, None, set()),
+        "finetune": (config.FinetuneParams, "method", set(FINETUNE_METHODS)),
     }[section]
     declared = set(yaml.safe_load((REPO_PARAMS.parent / "dvc.yaml").read_text())["stages"][section]["params"])
     if selector:
         assert f"{section}.${{{section}.{selector}}}" in declared
-    if section in declared:  # the whole section (finetune has one method so far)
-        return
     missing = [key for key in model.model_fields if key not in blocks and f"{section}.{key}" not in declared]
     assert not missing, f"dvc.yaml stage {section} lacks params {missing}"

@@ -1,5 +1,7 @@
 """SCAN fine-tuning on features: neighbour mining, perturbations, training and the finetune stage."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -7,14 +9,19 @@ import torch
 from imageclust.clustering import run_clustering
 from imageclust.config import ClusterParams, DataParams, FinetuneParams, GlobalParams
 from imageclust.errors import DataError
-from imageclust.finetune import ASSIGNMENTS_FILE, HEAD_FILE, METHODS, run_finetune
+from imageclust.finetune import ASSIGNMENTS_FILE, METHODS, MODEL_FILE, run_finetune
+from imageclust.finetune.base import FinetuneRun
 from imageclust.finetune.scan import MultiHead, finetune_scan, mine_neighbors, perturb, predict
 from imageclust.io import load_torch
 from imageclust.metrics import clustering_accuracy
 from imageclust.models import cluster_head
 from imageclust.tables import UNLABELED, FeatureTable, read_assignments, write_features
 
-TINY = dict(epochs=3, self_label_epochs=1, num_heads=2, batch_size=32, hidden_dim=16)
+TINY = dict(epochs=3, self_label_epochs=1, num_heads=2, hidden_dim=16)
+
+
+def scan_params(**overrides) -> FinetuneParams:
+    return FinetuneParams(method="scan", batch_size=32, scan={**TINY, **overrides})
 
 
 @pytest.fixture(autouse=True)
@@ -36,14 +43,29 @@ def blobs(n=90, d=16, seed=0):
 
 
 class Recorder:
+    """Stands in for DVCLive: the rows each epoch logged."""
+
     def __init__(self):
-        self.calls = []
+        self.history = []
 
-    def __call__(self, name, value, step_done=False):
-        self.calls.append((name, float(value), step_done))
+    def log(self, row):
+        self.history.append(dict(row))
 
-    def names(self):
-        return [name for name, _, _ in self.calls]
+
+def frozen_run(x, labels, train, k, params, seed=0, **kwargs) -> FinetuneRun:
+    """A run on frozen features whose initial clusters are k-means' (what the cluster stage gives)."""
+    from sklearn.cluster import KMeans
+
+    initial = KMeans(k, n_init=2, random_state=0).fit_predict(x)
+    return FinetuneRun(vectors=x, labels=labels, train=train, initial_clusters=initial,
+                       initial_confidence=np.ones(len(x), dtype=np.float32), num_clusters=k, params=params,
+                       seed=seed, device=torch.device("cpu"), curves=kwargs.pop("curves", Recorder()), **kwargs)
+
+
+def scan(x, labels, train, k, params, seed=0):
+    run = frozen_run(x, labels, train, k, params, seed)
+    result = finetune_scan(run)
+    return result, run.curves.history
 
 
 # ---------------------------------------------------------------- neighbours and perturbations
@@ -109,11 +131,10 @@ def test_finetune_scan_on_blobs():
     x, labels = blobs()
     train = np.ones(90, dtype=bool)
     train[::5] = False  # some rows are only predicted
-    log = Recorder()
-    probs, head, stats = finetune_scan(x, labels, train, 3, FinetuneParams(**TINY), 0, torch.device("cpu"), log)
-    assert probs.shape == (90, 3) and probs.dtype == np.float32
-    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
-    assert isinstance(head, torch.nn.Module)
+    result, history = scan(x, labels, train, 3, scan_params())
+    stats = result.stats
+    assert result.clusters.shape == (90,) and result.clusters.dtype == np.int64
+    assert ((result.confidence >= 1 / 3 - 1e-6) & (result.confidence <= 1 + 1e-6)).all()
     assert stats["train_samples"] == 72 and stats["num_neighbors"] == 10
     assert stats["best_head"] in (0, 1) and len(stats["head_losses"]) == 2
     assert stats["best_head"] == int(np.argmin(stats["head_losses"]))
@@ -121,34 +142,32 @@ def test_finetune_scan_on_blobs():
     assert stats["neighbor_label_agreement"] == 1.0
     for key in ("scan_confident_fraction", "final_confident_fraction"):
         assert 0.0 <= stats[key] <= 1.0
-    # one value per metric per epoch; each epoch closes a step
-    assert log.names() == ["scan/loss", "scan/consistency", "scan/entropy"] * 3 + [
-        "selflabel/loss", "selflabel/confident_fraction"]
-    assert [done for _, _, done in log.calls].count(True) == 3 + 1
-    entropies = [v for name, v, _ in log.calls if name == "scan/entropy"]
-    assert all(0.0 <= e <= np.log(3) + 1e-6 for e in entropies)
-    # the head returned is the one whose predictions were returned
-    with torch.no_grad():
-        again = predict(head, torch.nn.functional.normalize(torch.from_numpy(x), dim=1)).numpy()
-    np.testing.assert_allclose(again, probs, rtol=1e-5, atol=1e-6)
+    # one row per epoch: SCAN's, then self-labelling's
+    assert [sorted(row) for row in history] == [["scan/consistency", "scan/entropy", "scan/loss"]] * 3 + [
+        ["selflabel/confident_fraction", "selflabel/loss"]]
+    assert all(0.0 <= row["scan/entropy"] <= np.log(3) + 1e-6 for row in history[:3])
+    # the head saved is the one whose predictions were returned
+    head = cluster_head(16, 16, 3)
+    head.load_state_dict(result.model["head"])
+    again = predict(head, torch.nn.functional.normalize(torch.from_numpy(x), dim=1)).numpy()
+    np.testing.assert_array_equal(again.argmax(1), result.clusters)
+    np.testing.assert_allclose(again.max(1), result.confidence, rtol=1e-5, atol=1e-6)
 
 
 def test_finetune_scan_learns_the_blobs():
     x, labels = blobs()
-    params = FinetuneParams(**{**TINY, "epochs": 40, "lr": 0.01, "self_label_epochs": 2})
-    probs, _, stats = finetune_scan(x, labels, np.ones(90, dtype=bool), 3, params, 0, torch.device("cpu"),
-                                    Recorder())
-    assert clustering_accuracy(labels, probs.argmax(1)) == 1.0
-    assert stats["final_confident_fraction"] > 0.5
+    result, _ = scan(x, labels, np.ones(90, dtype=bool), 3, scan_params(epochs=40, lr=0.01, self_label_epochs=2))
+    assert clustering_accuracy(labels, result.clusters) == 1.0
+    assert result.stats["final_confident_fraction"] > 0.5
 
 
 def test_finetune_scan_is_deterministic_and_seeded():
     x, labels = blobs()
     train = np.ones(90, dtype=bool)
-    params = FinetuneParams(**{**TINY, "epochs": 1, "self_label_epochs": 0})
-    a = finetune_scan(x, labels, train, 3, params, 0, torch.device("cpu"), Recorder())[0]
-    b = finetune_scan(x, labels, train, 3, params, 0, torch.device("cpu"), Recorder())[0]
-    c = finetune_scan(x, labels, train, 3, params, 1, torch.device("cpu"), Recorder())[0]
+    params = scan_params(epochs=1, self_label_epochs=0)
+    a = scan(x, labels, train, 3, params, 0)[0].confidence
+    b = scan(x, labels, train, 3, params, 0)[0].confidence
+    c = scan(x, labels, train, 3, params, 1)[0].confidence
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
 
@@ -157,11 +176,10 @@ def test_finetune_scan_without_labels_skips_label_diagnostic():
     x, labels = blobs(n=30)
     labels = labels.copy()
     labels[0] = UNLABELED
-    params = FinetuneParams(**{**TINY, "epochs": 1, "self_label_epochs": 0, "num_neighbors": 3})
-    probs, _, stats = finetune_scan(x, labels, np.ones(30, dtype=bool), 3, params, 0, torch.device("cpu"),
-                                    Recorder())
-    assert "neighbor_label_agreement" not in stats
-    assert probs.shape == (30, 3)
+    result, _ = scan(x, labels, np.ones(30, dtype=bool), 3, scan_params(epochs=1, self_label_epochs=0,
+                                                                         num_neighbors=3))
+    assert "neighbor_label_agreement" not in result.stats
+    assert result.clusters.shape == (30,)
 
 
 # ---------------------------------------------------------------- the finetune stage
@@ -182,26 +200,26 @@ def cluster_stage(tmp_path):
     return labels, splits
 
 
-def finetune(tmp_path, data=None, **overrides):
+def finetune(tmp_path, data=None, params=None, **overrides):
     return run_finetune(tmp_path / "features", tmp_path / "cluster", tmp_path / "finetune", tmp_path / "live",
-                        GlobalParams(seed=0, device="cpu"), data or DataParams(train_splits=["train"]), 3,
-                        FinetuneParams(**{**TINY, **overrides}))
+                        GlobalParams(seed=0, device="cpu"), data or DataParams(train_splits=["train"]),
+                        params or scan_params(**overrides), checkpoint_dir=tmp_path / "checkpoints")
 
 
 def test_run_finetune_writes_assignments_head_and_curves(tmp_path):
     labels, splits = cluster_stage(tmp_path)
     stats = finetune(tmp_path, epochs=2, self_label_epochs=1)
-    assert sorted(p.name for p in (tmp_path / "finetune").iterdir()) == [ASSIGNMENTS_FILE, HEAD_FILE]
+    assert sorted(p.name for p in (tmp_path / "finetune").iterdir()) == [ASSIGNMENTS_FILE, MODEL_FILE]
     a = read_assignments(tmp_path / "finetune" / ASSIGNMENTS_FILE)
     assert a.ids.tolist() == [f"s{i:03d}" for i in range(90)]
     assert a.splits.tolist() == splits.tolist() and a.labels.tolist() == labels.tolist()
     assert a.clusters.min() >= 0 and a.clusters.max() < 3
     assert ((a.confidence >= 1 / 3 - 1e-6) & (a.confidence <= 1 + 1e-6)).all()
 
-    head = load_torch(tmp_path / "finetune" / HEAD_FILE)
-    assert head["method"] == "scan" and head["num_clusters"] == 3
+    model = load_torch(tmp_path / "finetune" / MODEL_FILE)
+    assert model["method"] == "scan" and model["num_clusters"] == 3
     rebuilt = cluster_head(16, 16, 3)
-    rebuilt.load_state_dict(head["state_dict"])  # the saved weights are those of one cluster head
+    rebuilt.load_state_dict(model["head"])  # the saved weights are those of one cluster head
 
     assert stats["method"] == "scan" and stats["k"] == 3
     assert 0.0 <= stats["nmi_with_cluster_stage"] <= 1.0
@@ -245,3 +263,54 @@ def test_run_finetune_missing_cluster_output(tmp_path):
     write_blob_features(tmp_path / "features")
     with pytest.raises((DataError, FileNotFoundError, OSError)):
         finetune(tmp_path)
+
+
+def test_method_none_keeps_the_cluster_stage(tmp_path):
+    cluster_stage(tmp_path)
+    stats = finetune(tmp_path, params=FinetuneParams(method="none"))
+    ours = read_assignments(tmp_path / "finetune" / ASSIGNMENTS_FILE)
+    theirs = read_assignments(tmp_path / "cluster" / ASSIGNMENTS_FILE)
+    np.testing.assert_array_equal(ours.clusters, theirs.clusters)
+    np.testing.assert_array_equal(ours.confidence, theirs.confidence)
+    assert stats["method"] == "none" and stats["nmi_with_cluster_stage"] == pytest.approx(1.0)
+
+
+def test_scan_resumes_after_a_kill_as_if_never_stopped(tmp_path, monkeypatch):
+    cluster_stage(tmp_path)
+    params = FinetuneParams(method="scan", batch_size=32, checkpoint_every=1, scan={**TINY, "self_label_epochs": 2})
+    finetune(tmp_path, params=params)
+    uninterrupted = read_assignments(tmp_path / "finetune" / ASSIGNMENTS_FILE)
+    curves = (tmp_path / "live" / "plots" / "metrics" / "selflabel" / "loss.tsv").read_text()
+    for folder in ("finetune", "live", "checkpoints"):
+        shutil.rmtree(tmp_path / folder)
+
+    original = FinetuneRun.end_epoch
+
+    def killed(self, epoch, total, row, state, last=False):
+        original(self, epoch, total, row, state, last)
+        if epoch == 3:  # the first self-labelling epoch, after the head was chosen
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(FinetuneRun, "end_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tmp_path, params=params)
+    assert not (tmp_path / "finetune").exists()  # nothing half-written
+    monkeypatch.setattr(FinetuneRun, "end_epoch", original)
+    torch.manual_seed(99)
+    finetune(tmp_path, params=params)
+    resumed = read_assignments(tmp_path / "finetune" / ASSIGNMENTS_FILE)
+    np.testing.assert_array_equal(resumed.clusters, uninterrupted.clusters)
+    np.testing.assert_array_equal(resumed.confidence, uninterrupted.confidence)
+    # the curves hold every epoch once, as an uninterrupted run's (timestamps aside)
+    def values(text):
+        return [line.split("\t")[-1] for line in text.splitlines()]
+    resumed_curves = (tmp_path / "live" / "plots" / "metrics" / "selflabel" / "loss.tsv").read_text()
+    assert values(resumed_curves) == values(curves)
+
+
+def test_a_damaged_checkpoint_is_ignored(tmp_path):
+    cluster_stage(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    stats = finetune(tmp_path, epochs=1, self_label_epochs=0)
+    assert stats["method"] == "scan" and (tmp_path / "finetune" / ASSIGNMENTS_FILE).exists()

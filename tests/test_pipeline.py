@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "pretrain": {"epochs": 1, "batch_size": 128, "warmup_epochs": 0},
-    "finetune": {"epochs": 2, "self_label_epochs": 1, "num_heads": 2},
+    "finetune": {"scan": {"epochs": 2, "self_label_epochs": 1, "num_heads": 2}},
     "plot": {"embedding": "pca"},
 }
 

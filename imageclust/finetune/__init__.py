@@ -1,7 +1,8 @@
 """Fine-tuning methods by name, and the finetune stage that runs one after the cluster stage.
 
-A method is ``finetune(vectors, labels, train_mask, num_clusters, params, seed, device, log_metric)
--> (probabilities, head, stats)``. Labels are passed only for diagnostics that say so.
+A method is ``finetune(run: FinetuneRun) -> FinetuneResult`` (``base.py``). It reads its own block
+of params (``finetune.<method>``); labels reach it for diagnostics that say so only. Methods in
+``trains_encoder`` train the pretrain stage's encoder on the prepared images as well.
 """
 
 from __future__ import annotations
@@ -12,40 +13,45 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import load_prepared
 from ..errors import DataError
-from ..io import atomic_dir, save_torch
+from ..io import atomic_dir, digest_files, fingerprint, save_torch
 from ..metrics import nmi
 from ..runtime import resolve_device
 from ..tables import Assignments, read_assignments, read_features, write_assignments
+from .base import Curves, FinetuneResult, FinetuneRun
+from .deepcluster import finetune_deepcluster
 from .scan import finetune_scan
+from .spectral import finetune_spectral
+from .temi import finetune_temi
 
 log = logging.getLogger(__name__)
 
+
+def keep_cluster_stage(run: FinetuneRun) -> FinetuneResult:
+    """``finetune.method: none``: the cluster stage's assignments and confidences are final."""
+    return FinetuneResult(clusters=run.initial_clusters.copy(), confidence=run.initial_confidence.copy())
+
+
 METHODS = {
     "scan": finetune_scan,
+    "temi": finetune_temi,
+    "deepcluster": finetune_deepcluster,
+    "spectral": finetune_spectral,
+    "none": keep_cluster_stage,
 }
 ASSIGNMENTS_FILE = "assignments.parquet"
-HEAD_FILE = "head.pt"
+MODEL_FILE = "model.pt"
+ENCODER_FILE = "encoder.pt"
 
 
-class _LiveLogger:
-    """Logs metrics to DVCLive one epoch per step; ``step_done`` closes the step."""
-
-    def __init__(self, live_dir):
-        from dvclive import Live
-
-        self.live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
-
-    def __call__(self, name: str, value: float, step_done: bool = False) -> None:
-        self.live.log_metric(name, float(value))
-        if step_done:
-            self.live.next_step()
-
-    def close(self) -> None:
-        self.live.end()
+def trains_encoder(params) -> bool:
+    """Whether the chosen method trains the encoder on images (and so needs the images and encoder)."""
+    return params.method in ("deepcluster", "spectral") or (params.method == "scan" and params.scan.train_backbone)
 
 
-def run_finetune(features_dir, cluster_dir, out_dir, live_dir, gparams, data_params, num_clusters, params) -> dict:
+def run_finetune(features_dir, cluster_dir, out_dir, live_dir, gparams, data_params, params,
+                 prepared_dir=None, encoder_path=None, checkpoint_dir=None) -> dict:
     features = read_features(features_dir)
     initial = read_assignments(Path(cluster_dir) / ASSIGNMENTS_FILE)
     if not np.array_equal(initial.ids, features.ids):
@@ -54,24 +60,50 @@ def run_finetune(features_dir, cluster_dir, out_dir, live_dir, gparams, data_par
     if not train.any():
         raise DataError(f"{features_dir}: no samples in data.train_splits={data_params.train_splits}")
     # K as the cluster stage set it (chosen there when cluster.k is auto)
-    num_clusters = num_clusters or initial.num_clusters or int(initial.clusters.max()) + 1
+    num_clusters = initial.num_clusters or int(initial.clusters.max()) + 1
     if num_clusters < 2:
         raise DataError(f"{cluster_dir}: the cluster stage found {num_clusters} cluster; fine-tuning needs 2 or more")
-    device = resolve_device(gparams.device)
-    logger = _LiveLogger(live_dir)
+    inputs = [Path(features_dir), Path(cluster_dir) / ASSIGNMENTS_FILE]
+    row_images = None
+    if trains_encoder(params):
+        if prepared_dir is None or encoder_path is None:
+            raise DataError(f"finetune.method={params.method} trains the encoder: it needs the prepared images "
+                            "and the pretrain stage's encoder")
+        prepared = load_prepared(prepared_dir)
+        position = {sample_id: row for row, sample_id in enumerate(prepared.ids)}
+        missing = [i for i in features.ids[:1000] if i not in position]
+        if missing:
+            raise DataError(f"{features_dir}: sample {missing[0]!r} is not in {prepared_dir}; rerun extract")
+        row_images = np.array([position[i] for i in features.ids], dtype=np.int64)
+        inputs += [Path(prepared_dir) / "samples.parquet", Path(encoder_path)]
+    package = Path(__file__).resolve().parents[1]
+    code = digest_files([package / d for d in ("finetune", "losses", "models", "augment.py", "clustering")],
+                        pattern="*.py")
+    run_id = fingerprint(gparams, data_params.train_splits, params.method, params.batch_size, params.block,
+                         code, digest_files(inputs))
+    if checkpoint_dir is not None:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    curves = Curves(live_dir)
+    run = FinetuneRun(
+        vectors=features.vectors, labels=features.labels, train=train, initial_clusters=initial.clusters,
+        initial_confidence=initial.confidence, num_clusters=num_clusters, params=params, seed=gparams.seed,
+        device=resolve_device(gparams.device), prepared_dir=prepared_dir and Path(prepared_dir),
+        encoder_path=encoder_path and Path(encoder_path), row_images=row_images,
+        checkpoint_dir=checkpoint_dir and Path(checkpoint_dir), run_id=run_id, curves=curves)
     started = time.perf_counter()
-    probs, head, stats = METHODS[params.method](
-        features.vectors, features.labels, train, num_clusters, params, gparams.seed, device, logger)
-    logger.close()
+    result = METHODS[params.method](run)
+    curves.close()
     seconds = time.perf_counter() - started
-    clusters = probs.argmax(1)
     with atomic_dir(out_dir) as tmp:
         write_assignments(tmp / ASSIGNMENTS_FILE, Assignments(
-            ids=features.ids, splits=features.splits, labels=features.labels, clusters=clusters,
-            confidence=probs.max(1), num_clusters=num_clusters))
-        save_torch(tmp / HEAD_FILE, {"method": params.method, "num_clusters": num_clusters,
-                                     "state_dict": head.cpu().state_dict()})
-    agreement = nmi(initial.clusters, clusters)
+            ids=features.ids, splits=features.splits, labels=features.labels, clusters=result.clusters,
+            confidence=result.confidence, num_clusters=num_clusters))
+        save_torch(tmp / MODEL_FILE, {"method": params.method, "num_clusters": num_clusters, **result.model})
+        if result.encoder is not None:
+            from .images import save_trained_encoder
+
+            save_trained_encoder(tmp / ENCODER_FILE, result.encoder, encoder_path)
+    agreement = nmi(initial.clusters, result.clusters)
     log.info("%s: %.1fs, NMI with the cluster stage's assignments %.3f", params.method, seconds, agreement)
-    return {"method": params.method, "k": num_clusters,
-            "nmi_with_cluster_stage": agreement, **stats}
+    return {"method": params.method, "k": num_clusters, "seconds": round(seconds, 3),
+            "nmi_with_cluster_stage": agreement, **result.stats}

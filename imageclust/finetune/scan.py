@@ -8,9 +8,11 @@ without Labels").
 3. Self-label: the confident predictions of the kept head become pseudo-labels for perturbed
    copies of the same samples.
 
-The backbone stays frozen, so SCAN's image augmentations become perturbations of the feature
-vector (Gaussian noise and dropout, then re-normalisation): this keeps the stage cheap enough to
-rerun on every ``cluster.k`` change.
+By default the backbone stays frozen, so SCAN's image augmentations become perturbations of the
+feature vector (Gaussian noise and dropout, then re-normalisation): this keeps the stage cheap
+enough to rerun on every ``cluster.k`` change. With ``finetune.scan.train_backbone`` the encoder is
+trained too, on augmented images, as the paper does (neighbours stay those of the pretrained
+features, as the paper mines them once).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..augment import build_augmenter
 from ..losses import confident_self_label_loss, scan_loss
 from ..models import cluster_head
 from ..tables import UNLABELED
+from .base import FinetuneResult, FinetuneRun, shuffled_batches
 
 log = logging.getLogger(__name__)
 
@@ -61,80 +65,176 @@ class MultiHead(nn.Module):
         return [head(x) for head in self.heads]
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    order = torch.randperm(n, generator=generator)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size) if n - i >= 2]
-
-
 @torch.no_grad()
 def predict(head: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     head.eval()
     return torch.cat([F.softmax(head(x[i : i + batch_size]), dim=1) for i in range(0, len(x), batch_size)])
 
 
-def finetune_scan(vectors: np.ndarray, labels: np.ndarray, train: np.ndarray, num_clusters: int,
-                  params, seed: int, device: torch.device, log_metric) -> tuple[np.ndarray, nn.Module, dict]:
-    """Returns the cluster probabilities of every row of ``vectors``, the kept head and statistics."""
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    x_all = F.normalize(torch.as_tensor(np.array(vectors, dtype=np.float32)), dim=1)
-    x = x_all[torch.from_numpy(np.flatnonzero(train))]
-    neighbors = mine_neighbors(x, params.num_neighbors)
+class _Views:
+    """Anchors, neighbours and their views: perturbed feature vectors, or augmented images through
+    the encoder being trained."""
+
+    def __init__(self, run: FinetuneRun, x: torch.Tensor, generator: torch.Generator):
+        p = run.block
+        self.x, self.noise, self.generator = x, p.feature_noise, generator
+        self.encoder = None
+        if p.train_backbone:
+            from .images import Images, trainable_encoder
+
+            self.encoder = trainable_encoder(run)
+            self.images = Images(run)
+            self.train_rows = np.flatnonzero(run.train)
+            self.weak = build_augmenter(p.augment)
+            self.strong = build_augmenter(p.augment, erase_prob=0.5)
+            self.image_generator = torch.Generator(device=run.device).manual_seed(run.seed)
+
+    def _encode(self, rows: torch.Tensor, augmenter) -> torch.Tensor:
+        images = self.images.batch(self.train_rows[rows.cpu().numpy()])
+        if augmenter is not None:
+            images = augmenter(images, self.image_generator)
+        return F.normalize(self.encoder(images), dim=1)
+
+    def weak_view(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.encoder is None:
+            return perturb(self.x[rows], self.noise, 0.0, self.generator)
+        return self._encode(rows, self.weak)
+
+    def strong_view(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.encoder is None:
+            return perturb(self.x[rows], 2 * self.noise, 0.1, self.generator)
+        return self._encode(rows, self.strong)
+
+    def clean(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.x[rows] if self.encoder is None else self._encode(rows, None)
+
+    def refresh(self, batch_size: int) -> None:
+        """The features of the trained encoder (for choosing a head and the final predictions)."""
+        if self.encoder is not None:
+            from .images import embed
+
+            self.x = torch.from_numpy(embed(self.encoder, self.images, self.train_rows, batch_size)).to(self.x.device)
+
+    def state(self) -> dict:
+        state = {"generator": self.generator.get_state()}
+        if self.encoder is not None:
+            state.update(encoder=self.encoder.state_dict(), image_generator=self.image_generator.get_state())
+        return state
+
+    def load(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        if self.encoder is not None:
+            self.encoder.load_state_dict(state["encoder"])
+            self.image_generator.set_state(state["image_generator"])
+
+
+def finetune_scan(run: FinetuneRun) -> FinetuneResult:
+    """SCAN's two steps on the training rows; every row gets the kept head's probabilities."""
+    p, device = run.block, run.device
+    torch.manual_seed(run.seed)
+    generator = torch.Generator().manual_seed(run.seed)
+    x_all = F.normalize(torch.as_tensor(np.array(run.vectors, dtype=np.float32)), dim=1)
+    x = x_all[torch.from_numpy(np.flatnonzero(run.train))]
+    neighbors = mine_neighbors(x, p.num_neighbors)
     stats = {"train_samples": len(x), "num_neighbors": int(neighbors.shape[1])}
-    train_labels = labels[train]
+    train_labels = run.labels[run.train]
     if (train_labels != UNLABELED).all():  # SCAN's diagnostic: how often mined neighbours share a class
         stats["neighbor_label_agreement"] = float((train_labels[neighbors.numpy()] == train_labels[:, None]).mean())
 
-    model = MultiHead(x.shape[1], params.hidden_dim, num_clusters, params.num_heads).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    x, neighbors = x.to(device), neighbors.to(device)
-    for epoch in range(params.epochs):
-        model.train()
-        totals = np.zeros(3)
-        batches = _batches(len(x), params.batch_size, generator)
-        for batch in batches:
-            pick = torch.randint(neighbors.shape[1], (len(batch),), generator=generator)
-            anchor = perturb(x[batch], params.feature_noise, 0.0, generator)
-            neighbor = perturb(x[neighbors[batch.to(device), pick.to(device)]], params.feature_noise, 0.0, generator)
-            losses = [scan_loss(a, n, params.entropy_weight)
-                      for a, n in zip(model(anchor), model(neighbor))]
-            loss = torch.stack([total for total, _, _ in losses]).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            totals += [np.mean([part.item() for part in parts]) for parts in zip(*losses)]
-        totals /= len(batches)
-        log_metric("scan/loss", totals[0])
-        log_metric("scan/consistency", totals[1])
-        log_metric("scan/entropy", totals[2], step_done=True)
+    model = MultiHead(x.shape[1], p.hidden_dim, run.num_clusters, p.num_heads).to(device)
+    views = _Views(run, x.to(device), generator)
+    groups = [{"params": model.parameters(), "lr": p.lr}]
+    if views.encoder is not None:
+        groups.append({"params": views.encoder.parameters(), "lr": p.backbone_lr})
+    optimizer = torch.optim.Adam(groups, weight_decay=p.weight_decay)
+    neighbors = neighbors.to(device)
+    total_epochs = p.epochs + p.self_label_epochs
+    best, head, head_optimizer = None, None, None
+    start = 0
+    resumed = run.resume()
+    if resumed is not None:
+        start = resumed["epoch"]
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        views.load(resumed["views"])
+        best = resumed["best"]
+        stats.update(resumed["stats"])
 
-    # Keep the head with the lowest SCAN loss on all training anchors and their neighbours.
-    with torch.no_grad():
-        model.eval()
-        head_losses = [float(scan_loss(a, n, params.entropy_weight)[0])
-                       for a, n in zip(model(x), model(x[neighbors[:, 0]]))]
-    best = int(np.argmin(head_losses))
+    def choose_head() -> int:
+        """The head with the lowest SCAN loss on all training anchors and their first neighbours."""
+        views.refresh(run.params.batch_size)
+        with torch.no_grad():
+            model.eval()
+            head_losses = [float(scan_loss(a, n, p.entropy_weight)[0])
+                           for a, n in zip(model(views.x), model(views.x[neighbors[:, 0]]))]
+        chosen = int(np.argmin(head_losses))
+        stats.update(head_losses=[round(h, 4) for h in head_losses], best_head=chosen)
+        stats["scan_confident_fraction"] = float(
+            (predict(model.heads[chosen], views.x).max(1).values > p.confidence_threshold).float().mean())
+        return chosen
+
+    def self_label_optimizer():
+        params = list(model.heads[best].parameters())
+        if views.encoder is not None:
+            params = [{"params": params, "lr": p.lr}, {"params": views.encoder.parameters(), "lr": p.backbone_lr}]
+        return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
+
+    if best is not None and start > p.epochs:
+        head_optimizer = self_label_optimizer()
+        head_optimizer.load_state_dict(resumed["head_optimizer"])
+
+    def state() -> dict:
+        return {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "views": views.state(), "best": best, "stats": stats,
+                "head_optimizer": head_optimizer.state_dict() if head_optimizer is not None else None}
+
+    for epoch in run.epochs(start, total_epochs, "scan"):
+        if epoch < p.epochs:
+            model.train()
+            totals = np.zeros(3)
+            batches = shuffled_batches(len(x), run.params.batch_size, generator)
+            for batch in batches:
+                pick = torch.randint(neighbors.shape[1], (len(batch),), generator=generator)
+                anchor = views.weak_view(batch.to(device))
+                neighbor = views.weak_view(neighbors[batch.to(device), pick.to(device)])
+                losses = [scan_loss(a, n, p.entropy_weight) for a, n in zip(model(anchor), model(neighbor))]
+                loss = torch.stack([total for total, _, _ in losses]).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                totals += [np.mean([part.item() for part in parts]) for parts in zip(*losses)]
+            totals /= len(batches)
+            row = {"scan/loss": totals[0], "scan/consistency": totals[1], "scan/entropy": totals[2]}
+            if epoch + 1 == p.epochs:
+                best = choose_head()
+        else:
+            if head_optimizer is None:
+                head_optimizer = self_label_optimizer()
+            head = model.heads[best]
+            head.train()
+            total, confident = 0.0, 0.0
+            batches = shuffled_batches(len(x), run.params.batch_size, generator)
+            for batch in batches:
+                batch = batch.to(device)
+                with torch.no_grad():
+                    clean = head(views.clean(batch))
+                loss, fraction = confident_self_label_loss(clean, head(views.strong_view(batch)),
+                                                           p.confidence_threshold)
+                head_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                head_optimizer.step()
+                total, confident = total + loss.item(), confident + fraction
+            row = {"selflabel/loss": total / len(batches), "selflabel/confident_fraction": confident / len(batches)}
+        run.end_epoch(epoch, total_epochs, row, state)
+
     head = model.heads[best]
-    stats.update(head_losses=[round(h, 4) for h in head_losses], best_head=best)
-    stats["scan_confident_fraction"] = float((predict(head, x).max(1).values > params.confidence_threshold)
-                                             .float().mean())
+    if views.encoder is not None:  # every row through the trained encoder
+        from .images import embed
 
-    optimizer = torch.optim.Adam(head.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    for epoch in range(params.self_label_epochs):
-        head.train()
-        total, confident = 0.0, 0.0
-        batches = _batches(len(x), params.batch_size, generator)
-        for batch in batches:
-            with torch.no_grad():
-                clean = head(x[batch])
-            strong = perturb(x[batch], 2 * params.feature_noise, 0.1, generator)
-            loss, fraction = confident_self_label_loss(clean, head(strong), params.confidence_threshold)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, confident = total + loss.item(), confident + fraction
-        log_metric("selflabel/loss", total / len(batches))
-        log_metric("selflabel/confident_fraction", confident / len(batches), step_done=True)
+        x_all = torch.from_numpy(embed(views.encoder, views.images, np.arange(len(run.vectors)),
+                                       run.params.batch_size))
     probs = predict(head, x_all.to(device)).cpu().numpy()
-    stats["final_confident_fraction"] = float((probs[train].max(1) > params.confidence_threshold).mean())
-    return probs, head, stats
+    stats["final_confident_fraction"] = float((probs[run.train].max(1) > p.confidence_threshold).mean())
+    return FinetuneResult.from_probabilities(
+        probs, model={"head": head.cpu().state_dict(), "best_head": best},
+        encoder=views.encoder, stats=stats)

@@ -47,3 +47,40 @@ def confident_self_label_loss(clean_logits: torch.Tensor, augmented_logits: torc
     weight = torch.where(counts > 0, counts.sum() / (counts * (counts > 0).sum()), torch.zeros_like(counts))
     loss = F.cross_entropy(augmented_logits[mask], target, weight=weight)
     return loss, mask.float().mean().item()
+
+
+def beta_pmi(log_p1: torch.Tensor, log_p2: torch.Tensor, marginal: torch.Tensor, beta: float) -> torch.Tensor:
+    """TEMI's beta-PMI (Adaloglou et al. 2023, "Exploring the limits of deep image clustering using
+    pretrained models"): ``log sum_k (p1_k * p2_k) ** beta / marginal_k`` over the last axis.
+
+    Takes log-probabilities and works in log space: ``(p1 * p2) ** beta`` has an infinite gradient
+    where a probability underflows to 0 (beta < 1), which would turn the loss into NaN.
+    """
+    log_marginal = marginal.clamp_min(torch.finfo(marginal.dtype).tiny).log()  # a dead cluster's 0 stays finite
+    return torch.logsumexp(beta * (log_p1 + log_p2) - log_marginal, dim=-1)
+
+
+def temi_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, marginal: torch.Tensor, beta: float,
+              student_temperature: float, teacher_temperature: float):
+    """TEMI's weighted PMI loss (Adaloglou et al. 2023, BMVC) for several heads at once.
+
+    Logits are ``(heads, 2, batch, K)``: view 0 is a sample x, view 1 one of its nearest neighbours
+    x'; ``marginal`` ``(heads, K)`` is the running estimate of the teacher's cluster marginal.
+    With ``ps = softmax(student / student_temperature)`` and ``pt = softmax(teacher /
+    teacher_temperature)`` (no gradient), the loss of a head is
+
+        mean_x  w(x, x') * -(pmi(ps(x), pt(x')) + pmi(ps(x'), pt(x))) / 2,
+
+    ``pmi`` being ``beta_pmi`` and ``w(x, x') = <pt(x), pt(x')>`` averaged over heads (one weight
+    per pair, no gradient): pairs the teacher does not put together count less.
+    Returns ``(loss per head, mean PMI per head, weight per pair)``; training minimises the sum of
+    the per-head losses.
+    """
+    log_ps = F.log_softmax(student_logits / student_temperature, dim=-1)
+    log_pt = F.log_softmax(teacher_logits.detach() / teacher_temperature, dim=-1)
+    pt = log_pt.exp()
+    weight = (pt[:, 0] * pt[:, 1]).sum(-1).mean(0)
+    marginal = marginal[:, None, :]  # the same for every pair
+    pmi = (beta_pmi(log_ps[:, 0], log_pt[:, 1], marginal, beta)
+           + beta_pmi(log_ps[:, 1], log_pt[:, 0], marginal, beta)) / 2
+    return -(weight * pmi).mean(-1), pmi.mean(-1), weight

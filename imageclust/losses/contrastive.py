@@ -43,3 +43,22 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature:
     negative = q @ queue.t()
     logits = torch.cat([positive, negative], dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+
+
+def supervised_contrastive(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SupCon (Khosla et al. 2020, eq. 2, L_out) with pseudo-labels as the classes: each sample's
+    positives are the other samples of its cluster in the batch; its loss is the mean over them of
+    -log softmax of cosine similarity / ``temperature`` among all other samples. Samples alone in
+    their cluster in the batch have no positive and are left out."""
+    z = F.normalize(z, dim=1)
+    logits = z @ z.t() / temperature
+    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positive = (labels[:, None] == labels[None, :]) & ~self_mask
+    counts = positive.sum(1)
+    has_positive = counts > 0
+    if not has_positive.any():
+        return z.sum() * 0.0
+    mean_log_prob = log_prob.masked_fill(~positive, 0.0).sum(1)[has_positive] / counts[has_positive]
+    return -mean_log_prob.mean()

@@ -84,10 +84,9 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
     device = resolve_device(gparams.device, ddp.local_rank)
     seed_everything(gparams.seed)
 
-    backbone_options = {"stem": params.stem, "sobel": params.sobel, "freeze_bn": params.freeze_bn,
-                        "widths": params.widths}
     image_size = int(data.images.shape[1])
-    method = METHODS[params.method](build_backbone(params.backbone, channels, image_size, **backbone_options), params)
+    method = METHODS[params.method](build_backbone(params.backbone, channels, image_size, **_options(params)),
+                                    params)
     if ddp.enabled and device.type == "cuda":  # batch statistics over every process's part of the batch
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     precision = amp_dtype(device, params.precision)
@@ -192,11 +191,7 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
                  trained * steps_per_epoch * batch_size / seconds)
     if ddp.is_main:
         live.end()
-        save_torch(encoder_path, {
-            "backbone": params.backbone, "in_channels": channels, "image_size": image_size,
-            "options": backbone_options,
-            "output_dim": method.backbone.output_dim, "state_dict": method.backbone.state_dict(),
-        })
+        save_encoder(encoder_path, method.backbone, params, channels, image_size)
     ddp.barrier()
     ddp.close()
     if not ddp.is_main:
@@ -211,6 +206,33 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
         "world_size": ddp.world_size,
         "device": device.type,
     }
+
+
+def _options(params) -> dict:
+    return {"stem": params.stem, "sobel": params.sobel, "freeze_bn": params.freeze_bn, "widths": params.widths}
+
+
+def save_encoder(path, backbone, params, channels: int, image_size: int) -> None:
+    """The backbone with what it takes to rebuild it (``models.load_encoder``)."""
+    save_torch(path, {
+        "backbone": params.backbone, "in_channels": channels, "image_size": image_size, "options": _options(params),
+        "output_dim": backbone.output_dim, "state_dict": backbone.state_dict(),
+    })
+
+
+def random_encoder(prepared_dir, encoder_path, live_dir, gparams, params) -> dict:
+    """``pretrain.method: none`` with ``extract.backbone: encoder``: the backbone at its seeded random
+    initialisation, in about no time. Its features are the random-network baseline, and a fine-tuning
+    method that trains the encoder (DeepCluster) starts from scratch with it."""
+    data = load_prepared(prepared_dir)
+    seed_everything(gparams.seed)
+    image_size = int(data.images.shape[1])
+    backbone = build_backbone(params.backbone, data.meta["channels"], image_size, **_options(params))
+    save_encoder(encoder_path, backbone, params, data.meta["channels"], image_size)
+    with atomic_dir(live_dir) as tmp:
+        write_json(tmp / "skipped.json", {"reason": "pretrain.method=none: random initialisation"})
+    log.info("pretrain.method=none: %s at its random initialisation (seed %d)", params.backbone, gparams.seed)
+    return {"method": "none", "random_init": True, "backbone": params.backbone, "epochs": 0}
 
 
 def skip_pretraining(encoder_path, live_dir, reason: str) -> dict:

@@ -1,0 +1,131 @@
+"""Fine-tuning methods through the pipeline, in a fresh clone of the repository's HEAD:
+
+- ``digits``: the default pipeline on scikit-learn's digits, then one ``dvc exp run -S
+  finetune.method=...`` per method (and per DeepCluster variant) on the same features: ACC, NMI and
+  ARI of the finetune stage against the cluster stage's k-means, and the finetune stage's seconds.
+- ``mnist_deepcluster``: DeepCluster from scratch (``pretrain.method: none``: the small CNN at its
+  random initialisation) on all 70,000 MNIST images at 16 px; the time of the finetune stage (the
+  target: at most 20 minutes on this 2-core CPU) and the clustering of every epoch, read from the
+  DVCLive curves (the per-epoch label scores are diagnostics the method logs and never reads).
+
+Each run's result is merged into ``--out`` under its name. Usage:
+``python benchmarks/finetune.py --runs digits mnist_deepcluster --out benchmarks/results/finetune.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.pretrain import TORCHVISION_ROOT, set_params, timed_stage  # noqa: E402
+
+# name -> the -S overrides of one experiment on the digits features
+DIGITS_EXPERIMENTS = {
+    "scan": ["finetune.method=scan"],
+    "temi": ["finetune.method=temi"],
+    "deepcluster": ["finetune.method=deepcluster"],
+    "deepcluster_head": ["finetune.method=deepcluster", "finetune.deepcluster.contrastive=head"],
+    "deepcluster_views": ["finetune.method=deepcluster", "finetune.deepcluster.contrastive=views"],
+    "spectral": ["finetune.method=spectral"],
+    "scan_backbone": ["finetune.method=scan", "finetune.scan.train_backbone=true"],
+}
+MNIST_DEEPCLUSTER = {
+    "data.name": "mnist", "data.root": str(TORCHVISION_ROOT), "data.train_splits": ["train", "test"],
+    "data.image_size": 16, "pretrain.method": "none", "pretrain.backbone": "small_cnn",
+    "cluster.method": "kmeans", "finetune.method": "deepcluster",
+}
+MNIST_DEEPCLUSTER_BLOCK = {"epochs": 15, "lr": 0.05, "augment": "gray", "kmeans_n_init": 3}  # the paper's lr, from scratch
+
+
+def sh(project: Path, *cmd: str) -> str:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@b",
+           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@b",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def clone(workdir: Path, name: str) -> Path:
+    project = workdir / name
+    subprocess.run(["git", "clone", "-q", str(REPO), str(project)], check=True)
+    return project
+
+
+def scores(project: Path, source: str) -> dict:
+    evaluated = json.loads((project / "metrics/evaluate.json").read_text())[source]["all"]
+    return {key: round(evaluated[key], 4) for key in ("acc", "nmi", "ari")}
+
+
+def digits(workdir: Path) -> dict:
+    project = clone(workdir, "digits")
+    sh(project, "dvc", "repro")  # a fresh clone's lock names outputs its cache lacks: build them first
+    sh(project, "git", "commit", "-qam", "baseline")
+    result = {"kmeans (cluster stage)": {**scores(project, "cluster"), "seconds": json.loads(
+        (project / "metrics/cluster.json").read_text())["seconds"]}}
+    for name, overrides in DIGITS_EXPERIMENTS.items():
+        started = time.perf_counter()
+        sh(project, "dvc", "exp", "run", *(arg for o in overrides for arg in ("-S", o)))
+        finetune = json.loads((project / "metrics/finetune.json").read_text())
+        result[name] = {**scores(project, "finetune"), "seconds": round(finetune["seconds"], 1),
+                        "experiment_seconds": round(time.perf_counter() - started, 1), "overrides": overrides}
+        sh(project, "git", "checkout", "--", "params.yaml")  # each experiment from the baseline's params
+        print(name, result[name], flush=True)
+    return result
+
+
+def read_tsv(path: Path) -> list[float]:
+    with open(path, newline="") as f:
+        return [round(float(row[-1]), 4) for row in list(csv.reader(f, delimiter="\t"))[1:]]
+
+
+def mnist_deepcluster(workdir: Path) -> dict:
+    project = clone(workdir, "mnist_deepcluster")
+    set_params(project / "params.yaml", {**MNIST_DEEPCLUSTER, **{f"finetune.deepcluster.{k}": v
+                                                                 for k, v in MNIST_DEEPCLUSTER_BLOCK.items()}})
+    stages = {stage: timed_stage(project, stage) for stage in
+              ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")}
+    curves = project / "artifacts/finetune-live/plots/metrics"
+    return {"overrides": {**MNIST_DEEPCLUSTER, "finetune.deepcluster": MNIST_DEEPCLUSTER_BLOCK},
+            "stages": stages, "finetune_minutes": round(stages["finetune"]["seconds"] / 60, 2),
+            "kmeans_on_random_network": scores(project, "cluster"), "deepcluster": scores(project, "finetune"),
+            "per_epoch_acc_with_labels": read_tsv(curves / "diagnostic/acc_with_labels.tsv"),
+            "per_epoch_nmi_to_previous": read_tsv(curves / "deepcluster/nmi_to_previous.tsv"),
+            "per_epoch_loss": read_tsv(curves / "deepcluster/loss.tsv")}
+
+
+RUNS = {"digits": digits, "mnist_deepcluster": mnist_deepcluster}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=sorted(RUNS))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--workdir", type=Path, help="keep the clones here (default: a temporary folder)")
+    args = parser.parse_args()
+    report = json.loads(args.out.read_text()) if args.out.exists() else {}
+    report["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for name in args.runs:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+            report[name] = {"commit": commit.stdout.strip(), **RUNS[name](workdir)}
+            print(json.dumps({name: report[name]}, indent=2), flush=True)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""What every fine-tuning method gets and gives back, and the services they share: DVCLive curves
+that survive a resume, checkpoints every few epochs, a progress bar.
+
+A method is ``finetune(run: FinetuneRun) -> FinetuneResult``. Its loop is a sequence of epochs;
+after each it calls ``run.end_epoch(epoch, total, row, state)``, which logs the row of curves and,
+every ``finetune.checkpoint_every`` epochs and after the last, saves ``state()`` (model, optimiser,
+random generators) so that a killed run resumes there with the same batches and draws as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..io import load_torch, save_torch
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FILE = "last.pt"
+
+
+class Curves:
+    """One DVCLive step per epoch; a resumed run first re-logs the epochs the killed one had logged."""
+
+    def __init__(self, live_dir, history: list[dict] = ()):
+        from dvclive import Live
+
+        self.live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
+        self.history: list[dict] = []
+        for row in history:
+            self.log(row)
+
+    def log(self, row: dict[str, float]) -> None:
+        row = {name: float(value) for name, value in row.items()}  # plain floats: checkpoints load without pickle
+        for name, value in row.items():
+            self.live.log_metric(name, value)
+        self.live.next_step()
+        self.history.append(row)
+
+    def close(self) -> None:
+        self.live.end()
+
+
+@dataclass
+class FinetuneRun:
+    """The inputs of one fine-tuning run and its services."""
+
+    vectors: np.ndarray  # (n, d) extracted features of every sample
+    labels: np.ndarray  # for diagnostics that say so only (UNLABELED where unknown)
+    train: np.ndarray  # bool (n,): the rows of data.train_splits
+    initial_clusters: np.ndarray  # the cluster stage's assignment of every row
+    initial_confidence: np.ndarray
+    num_clusters: int
+    params: Any  # FinetuneParams; ``params.block`` is the method's own
+    seed: int
+    device: torch.device
+    prepared_dir: Path | None = None  # methods that train the encoder read the images ...
+    encoder_path: Path | None = None  # ... and start from this encoder
+    row_images: np.ndarray | None = None  # (n,) the row of images.npy of each feature row
+    checkpoint_dir: Path | None = None
+    run_id: str = ""
+    curves: Curves | None = None
+    _saved: dict = field(default_factory=dict)
+
+    @property
+    def block(self):
+        return self.params.block
+
+    def resume(self) -> dict | None:
+        """The state of the last checkpoint of this very run (same params, data and code), if any."""
+        if self.checkpoint_dir is None:
+            return None
+        path = Path(self.checkpoint_dir) / CHECKPOINT_FILE
+        if not path.exists():
+            return None
+        try:
+            state = load_torch(path)
+        except Exception as err:  # a foreign or damaged file: start afresh rather than trust it
+            log.warning("ignoring %s: it cannot be loaded safely (%s)", path, str(err).splitlines()[0])
+            return None
+        if not isinstance(state, dict) or state.get("run_id") != self.run_id:
+            log.info("ignoring %s: it belongs to another configuration", path)
+            return None
+        log.info("resuming %s from %s after epoch %d", self.params.method, path, state["epoch"])
+        if self.curves is not None:
+            for row in state["history"]:
+                self.curves.log(row)
+        torch.set_rng_state(state["torch_rng"])
+        return state["method"]
+
+    def end_epoch(self, epoch: int, total: int, row: dict[str, float], state: Callable[[], dict],
+                  last: bool = False) -> None:
+        """Log epoch ``epoch`` (0-based) and checkpoint ``state()`` when one is due (``last``: a method
+        that stops early says so, and its final state is kept)."""
+        if self.curves is not None:
+            self.curves.log(row)
+        done = epoch + 1
+        due = done % self.params.checkpoint_every == 0 or done == total or last
+        if self.checkpoint_dir is not None and due:
+            save_torch(Path(self.checkpoint_dir) / CHECKPOINT_FILE, {
+                "run_id": self.run_id, "epoch": done, "history": self.curves.history if self.curves else [],
+                "torch_rng": torch.get_rng_state(), "method": state()})
+
+    def epochs(self, start: int, total: int, desc: str):
+        """Epoch numbers from ``start`` with a progress bar."""
+        return tqdm(range(start, total), initial=start, total=total, desc=f"finetune {desc}", unit="epoch",
+                    leave=False, dynamic_ncols=True)
+
+
+@dataclass
+class FinetuneResult:
+    clusters: np.ndarray  # (n,) int64 for every row
+    confidence: np.ndarray  # (n,) float32 in [0, 1]
+    model: dict[str, Any] = field(default_factory=dict)  # saved as model.pt: state dicts, tensors, numbers
+    encoder: nn.Module | None = None  # methods that train the encoder: saved as encoder.pt
+    stats: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_probabilities(cls, probs: np.ndarray, **kwargs) -> "FinetuneResult":
+        return cls(clusters=probs.argmax(1).astype(np.int64), confidence=probs.max(1).astype(np.float32), **kwargs)
+
+
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """The shuffled batches of one epoch; a last batch of one sample is dropped (batch norm needs two)."""
+    order = torch.randperm(n, generator=generator)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size) if n - i >= 2]

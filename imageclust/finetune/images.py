@@ -1,0 +1,54 @@
+"""What the methods that train the encoder share: the prepared images in batches on the device,
+the encoder from the pretrain stage, embedding every image with it, and saving it back."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import load_prepared
+from ..features import load_encoder
+from ..io import load_torch, save_torch
+from ..runtime import to_float_images
+
+
+class Images:
+    """The prepared pixels of the feature rows: ``batch(rows)`` gives float images in [0, 1] on the device."""
+
+    def __init__(self, run):
+        self.pixels = load_prepared(run.prepared_dir).images  # memory-mapped
+        self.row_images = run.row_images
+        self.device = run.device
+
+    def batch(self, rows) -> torch.Tensor:
+        rows = np.asarray(rows.cpu() if isinstance(rows, torch.Tensor) else rows)
+        return to_float_images(self.pixels[self.row_images[rows]], self.device)
+
+
+def trainable_encoder(run) -> nn.Module:
+    """The pretrain stage's encoder (or its random initialisation, with ``pretrain.method: none``), in
+    training mode on the device."""
+    model, _ = load_encoder(run.encoder_path)
+    return model.to(run.device).train()
+
+
+@torch.no_grad()
+def embed(model: nn.Module, images: Images, rows: np.ndarray, batch_size: int, normalize: bool = True) -> np.ndarray:
+    """Features of the images of ``rows``, in evaluation mode (batch norm's running statistics)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(rows), batch_size):
+        z = model(images.batch(rows[start : start + batch_size])).float()
+        out.append((F.normalize(z, dim=1) if normalize else z).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def save_trained_encoder(path, model: nn.Module, source_path) -> None:
+    """The trained encoder in the pretrain stage's format, so that it rebuilds the same way."""
+    header = {k: v for k, v in load_torch(source_path).items() if k != "state_dict"}
+    save_torch(path, {**header, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                      "finetuned": True})

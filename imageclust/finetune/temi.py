@@ -1,0 +1,179 @@
+"""TEMI on extracted features (Adaloglou et al., BMVC 2023, "Exploring the limits of deep image
+clustering using pretrained models").
+
+Kept from the paper: cluster heads on frozen pretrained features; each training sample is paired
+with a random one of its k nearest neighbours (mined once, by cosine similarity); several heads
+are trained at once as a student, and a teacher that is the exponential moving average of the
+student provides the targets; the loss is the weighted beta-PMI of ``losses.temi_loss`` with a
+running estimate of the teacher's cluster marginal; the kept head is the one with the lowest loss
+(no labels needed), here on all training samples paired with their first neighbour.
+
+Differences: the heads are ``models.cluster_head`` (linear, or one hidden layer with batch norm),
+not DINO heads; no image augmentations (the neighbour is the second view), no teacher-temperature
+warm-up and no learning-rate schedule. Predictions are the teacher's kept head through a softmax
+at the *student* temperature: the argmax does not depend on it, and the confidences are on the
+scale the student was trained at rather than the teacher's very sharp one.
+
+``init_from_centroids`` starts the linear heads from the normalised means of the cluster stage's
+clusters (as the TEMI system starts from k-means centroids). All heads then start, and stay,
+equal, so ``num_heads: 1`` is enough there.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses import temi_loss
+from ..tables import UNLABELED
+from .base import FinetuneResult, FinetuneRun, shuffled_batches
+from .scan import mine_neighbors
+
+log = logging.getLogger(__name__)
+
+
+class CosineHead(nn.Module):
+    """DINO's head as TEMI uses it, small: an optional MLP, then the cosine similarity of the
+    L2-normalised result to K L2-normalised prototypes (DINO's weight-normalised last layer with
+    its norm fixed at 1). Logits stay in [-1, 1], so the temperatures alone set how sharp the
+    predictions are and no head can sharpen itself by growing its weights."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, num_clusters: int):
+        super().__init__()
+        self.mlp = nn.Identity() if hidden_dim == 0 else nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim))
+        self.prototypes = nn.Parameter(torch.randn(num_clusters, hidden_dim or in_dim) / (hidden_dim or in_dim) ** 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mlp(x), dim=1) @ F.normalize(self.prototypes, dim=1).t()
+
+
+class TemiHeads(nn.Module):
+    def __init__(self, in_dim: int, hidden_dim: int, num_clusters: int, num_heads: int):
+        super().__init__()
+        self.heads = nn.ModuleList(CosineHead(in_dim, hidden_dim, num_clusters) for _ in range(num_heads))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [head(x) for head in self.heads]
+
+
+def centroid_init(model: TemiHeads, x: torch.Tensor, clusters: np.ndarray) -> None:
+    """Set every (linear) head's prototypes to the L2-normalised means of the L2-normalised rows of
+    ``x`` per cluster; a cluster with no rows keeps its random prototype."""
+    x = F.normalize(x, dim=1)
+    clusters = torch.as_tensor(clusters, dtype=torch.long)
+    num_clusters = model.heads[0].prototypes.shape[0]
+    sums = torch.zeros(num_clusters, x.shape[1], dtype=x.dtype).index_add_(0, clusters, x)
+    used = torch.bincount(clusters, minlength=num_clusters) > 0
+    with torch.no_grad():
+        for head in model.heads:
+            head.prototypes[used] = F.normalize(sums[used], dim=1)  # normalising the sum normalises the mean
+
+
+def _by_view(logits: list[torch.Tensor]) -> torch.Tensor:
+    """The heads' logits of a batch of samples followed by their neighbours as (heads, 2, batch, K)."""
+    return torch.stack(logits).unflatten(1, (2, -1))
+
+
+@torch.no_grad()
+def head_losses(student: TemiHeads, teacher: TemiHeads, x: torch.Tensor, partner: torch.Tensor,
+                marginal: torch.Tensor, p, batch_size: int = 4096) -> list[float]:
+    """Each head's TEMI loss over all rows of ``x`` paired with ``x[partner]`` (eval mode)."""
+    student.eval()
+    teacher.eval()
+    total = torch.zeros(len(marginal), device=x.device)
+    for i in range(0, len(x), batch_size):
+        pair = torch.cat([x[i : i + batch_size], x[partner[i : i + batch_size]]])
+        losses = temi_loss(_by_view(student(pair)), _by_view(teacher(pair)), marginal, p.beta,
+                           p.student_temperature, p.teacher_temperature)[0]
+        total += losses * (len(pair) // 2)
+    return (total / len(x)).tolist()
+
+
+@torch.no_grad()
+def predict(head: nn.Module, x: torch.Tensor, temperature: float, batch_size: int = 4096) -> torch.Tensor:
+    head.eval()
+    return torch.cat([F.softmax(head(x[i : i + batch_size]) / temperature, dim=1)
+                      for i in range(0, len(x), batch_size)])
+
+
+def finetune_temi(run: FinetuneRun) -> FinetuneResult:
+    """TEMI on the training rows; every row gets the probabilities of the teacher's kept head."""
+    p, device = run.block, run.device
+    torch.manual_seed(run.seed)
+    generator = torch.Generator().manual_seed(run.seed)
+    x_all = F.normalize(torch.as_tensor(np.array(run.vectors, dtype=np.float32)), dim=1)
+    train_rows = np.flatnonzero(run.train)
+    x = x_all[torch.from_numpy(train_rows)]
+    neighbors = mine_neighbors(x, p.num_neighbors)
+    stats = {"train_samples": len(x), "num_neighbors": int(neighbors.shape[1])}
+    train_labels = run.labels[run.train]
+    if (train_labels != UNLABELED).all():  # how often mined neighbours share a class
+        stats["neighbor_label_agreement"] = float((train_labels[neighbors.numpy()] == train_labels[:, None]).mean())
+
+    student = TemiHeads(x.shape[1], p.hidden_dim, run.num_clusters, p.num_heads)
+    if p.init_from_centroids:
+        centroid_init(student, x, run.initial_clusters[train_rows])
+    student.to(device)
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    marginal = torch.full((p.num_heads, run.num_clusters), 1 / run.num_clusters, device=device)
+    x, neighbors = x.to(device), neighbors.to(device)
+    start = 0
+    resumed = run.resume()
+    if resumed is not None:
+        start = resumed["epoch"]
+        student.load_state_dict(resumed["student"])
+        teacher.load_state_dict(resumed["teacher"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        marginal.copy_(resumed["marginal"])
+        generator.set_state(resumed["generator"])
+
+    def state() -> dict:
+        return {"epoch": epoch + 1, "student": student.state_dict(), "teacher": teacher.state_dict(),
+                "optimizer": optimizer.state_dict(), "marginal": marginal.cpu(), "generator": generator.get_state()}
+
+    for epoch in run.epochs(start, p.epochs, "temi"):
+        student.train()
+        teacher.train()  # its batch norm, if any, keeps running statistics of its own
+        totals = np.zeros(3)
+        batches = shuffled_batches(len(x), run.params.batch_size, generator)
+        for batch in batches:
+            pick = torch.randint(neighbors.shape[1], (len(batch),), generator=generator)
+            batch = batch.to(device)
+            pair = torch.cat([x[batch], x[neighbors[batch, pick.to(device)]]])
+            with torch.no_grad():
+                teacher_logits = _by_view(teacher(pair))
+            losses, pmi, weight = temi_loss(_by_view(student(pair)), teacher_logits, marginal, p.beta,
+                                            p.student_temperature, p.teacher_temperature)
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                for t, s in zip(teacher.parameters(), student.parameters()):
+                    t.lerp_(s, 1 - p.teacher_momentum)  # m * t + (1 - m) * s
+                # the marginal used by this batch's loss is the one before it
+                batch_marginal = F.softmax(teacher_logits / p.teacher_temperature, dim=-1).mean((1, 2))
+                marginal.lerp_(batch_marginal, 1 - p.probs_momentum)
+            totals += [losses.mean().item(), pmi.mean().item(), weight.mean().item()]
+        totals /= len(batches)
+        usage = -(marginal * marginal.clamp_min(1e-12).log()).sum(1).mean().item()
+        # plain floats: the checkpoint keeps the rows and loads with weights_only (no numpy scalars)
+        row = {"temi/loss": float(totals[0]), "temi/pmi": float(totals[1]), "temi/weight": float(totals[2]),
+               "temi/marginal_entropy": usage}
+        run.end_epoch(epoch, p.epochs, row, state)
+
+    losses = head_losses(student, teacher, x, neighbors[:, 0], marginal, p)
+    best = int(np.argmin(losses))
+    stats.update(head_losses=[round(h, 4) for h in losses], best_head=best)
+    head = teacher.heads[best]
+    probs = predict(head, x_all.to(device), p.student_temperature).cpu().numpy()
+    return FinetuneResult.from_probabilities(
+        probs, model={"head": head.cpu().state_dict(), "student_head": student.heads[best].cpu().state_dict(),
+                      "best_head": best, "temperature": p.student_temperature},
+        stats=stats)
