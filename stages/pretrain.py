@@ -1,6 +1,7 @@
 """pretrain: self-supervised training of a backbone on the prepared training splits."""
 
 import argparse
+from pathlib import Path
 
 from imageclust.cli import run_stage
 from imageclust.config import load_params
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     gparams, data_params, params, extract = load_params("data", "pretrain", "extract", path=args.params)
+    Path(args.checkpoints).mkdir(parents=True, exist_ok=True)  # a declared output, even with nothing to train
     if extract.backbone != "encoder":  # a frozen pretrained backbone makes the features: nothing to train
         summary = skip_pretraining(args.encoder, args.live, f"extract.backbone={extract.backbone!r} needs no encoder")
     elif params.method == NO_PRETRAINING:

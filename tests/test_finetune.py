@@ -314,3 +314,27 @@ def test_a_damaged_checkpoint_is_ignored(tmp_path):
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
     stats = finetune(tmp_path, epochs=1, self_label_epochs=0)
     assert stats["method"] == "scan" and (tmp_path / "finetune" / ASSIGNMENTS_FILE).exists()
+
+
+def test_scan_trains_the_backbone_on_images(image_run):
+    params = FinetuneParams(method="scan", batch_size=16, scan={**TINY, "epochs": 2, "self_label_epochs": 1,
+                                                                "num_neighbors": 5, "augment": "none"})
+    params = params.model_copy(update={"scan": params.scan.model_copy(update={"train_backbone": True})})
+    from imageclust.finetune import trains_encoder
+    from imageclust.features import load_encoder
+
+    assert trains_encoder(params)
+    run = image_run(params)
+    before = load_encoder(run.encoder_path)[0].state_dict()
+    result = finetune_scan(run)
+    after = result.encoder.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the encoder was trained
+    assert result.clusters.shape == (60,) and set(result.clusters) <= {0, 1, 2}
+    assert ((result.confidence >= 1 / 3 - 1e-6) & (result.confidence <= 1 + 1e-6)).all()
+    # the head saved gives the returned clusters on the trained encoder's features
+    from imageclust.finetune.images import Images, embed
+
+    head = cluster_head(8, 16, 3)
+    head.load_state_dict(result.model["head"])
+    x = torch.from_numpy(embed(result.encoder, Images(run), np.arange(60), 32))
+    np.testing.assert_array_equal(predict(head, x).argmax(1).numpy(), result.clusters)

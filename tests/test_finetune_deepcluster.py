@@ -7,18 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from imageclust.config import FinetuneParams, PretrainParams
-from imageclust.data.prepared import RawDataset, write_prepared
+from conftest import three_shapes
+from imageclust.config import FinetuneParams
 from imageclust.finetune import ENCODER_FILE, METHODS, trains_encoder
 from imageclust.finetune.base import CHECKPOINT_FILE, FinetuneRun
 from imageclust.finetune.deepcluster import (ClusterSpace, finetune_deepcluster, reseed_empty_clusters,
                                              uniform_cluster_sampler)
-from imageclust.finetune.images import embed, Images
 from imageclust.features import load_encoder
 from imageclust.losses import supervised_contrastive
 from imageclust.metrics import clustering_accuracy
-from imageclust.models import build_backbone
-from imageclust.pretrain.loop import save_encoder
 
 
 @pytest.fixture(autouse=True)
@@ -117,43 +114,6 @@ def test_supervised_contrastive_averages_over_positives():
 
 
 # ---------------------------------------------------------------- runs on tiny images
-
-
-def three_shapes(n=60, size=8, seed=0):
-    """Gray images of three kinds: bright top half, bright left half, bright centre, with noise."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 3
-    images = rng.integers(0, 40, size=(n, size, size, 1))
-    half = size // 2
-    images[labels == 0, :half] += 200
-    images[labels == 1, :, :half] += 200
-    images[labels == 2, half // 2 : half + half // 2, half // 2 : half + half // 2] += 200
-    return np.clip(images, 0, 255).astype(np.uint8), labels
-
-
-@pytest.fixture
-def image_run(tmp_path):
-    """A prepared folder of 60 tiny images and a randomly initialised small CNN as the encoder; returns
-    a function that builds a FinetuneRun for given params."""
-    images, labels = three_shapes()
-    n = len(images)
-    ids = np.array([f"img{i}" for i in range(n)], dtype=object)
-    splits = np.where(np.arange(n) % 5 == 0, "test", "train").astype(object)
-    write_prepared(tmp_path / "prepared", RawDataset("shapes", images, labels, splits, ids, ["a", "b", "c"]))
-    torch.manual_seed(0)
-    pretrain = PretrainParams(widths=[4, 8])
-    save_encoder(tmp_path / "encoder.pt", build_backbone("small_cnn", 1, 8, widths=[4, 8]), pretrain, 1, 8)
-
-    def make(params, checkpoint_dir=None, run_id="test", seed=0):
-        base = FinetuneRun(vectors=np.zeros((n, 1), np.float32), labels=labels, train=splits == "train",
-                           initial_clusters=labels.copy(), initial_confidence=np.ones(n, np.float32),
-                           num_clusters=3, params=params, seed=seed, device=torch.device("cpu"),
-                           prepared_dir=tmp_path / "prepared", encoder_path=tmp_path / "encoder.pt",
-                           row_images=np.arange(n), checkpoint_dir=checkpoint_dir, run_id=run_id)
-        base.vectors = embed(load_encoder(base.encoder_path)[0], Images(base), np.arange(n), 32)
-        return base
-
-    return make
 
 
 def deepcluster_params(**block) -> FinetuneParams:

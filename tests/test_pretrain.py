@@ -223,3 +223,23 @@ def test_two_cpu_processes_follow_the_loss_curve_of_one(prepared_dir, tmp_path, 
     two = _torchrun(prepared_dir, tmp_path / "two", 2, **more)
     assert len(one) == len(two) == 2
     assert two == pytest.approx(one, rel=tolerance)
+
+
+def test_no_pretraining_with_the_encoder_writes_its_random_initialisation(prepared_dir, tmp_path):
+    """``pretrain.method: none`` with ``extract.backbone: encoder``: the seeded random backbone in a
+    second, and every declared output exists (DVC fails a stage whose output is missing)."""
+    from imageclust.features import load_encoder
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(_stage_command(prepared_dir, tmp_path / "a", method="none"), cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("encoder.pt", "ckpt", "live", "pretrain.json"):
+        assert (tmp_path / "a" / name).exists(), name
+    assert json.loads((tmp_path / "a" / "pretrain.json").read_text())["random_init"] is True
+    again = subprocess.run(_stage_command(prepared_dir, tmp_path / "b", method="none"), cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0
+    first, second = load_encoder(tmp_path / "a" / "encoder.pt")[0], load_encoder(tmp_path / "b" / "encoder.pt")[0]
+    for key, value in first.state_dict().items():  # seeded: the same random network
+        torch.testing.assert_close(second.state_dict()[key], value)
