@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test test-fast bench bench-extract bench-clustering bench-pretrain
+.PHONY: install repro test test-fast bench bench-extract bench-clustering bench-pretrain bench-finetune
 
 install: $(VENV)/.installed
 
@@ -36,3 +36,6 @@ bench-clustering: install
 bench-pretrain: install
 	python benchmarks/pretrain_throughput.py --out benchmarks/results/pretrain_throughput.json
 	python benchmarks/pretrain.py --out benchmarks/results/pretrain.json
+
+bench-finetune: install
+	python benchmarks/finetune.py --out benchmarks/results/finetune.json

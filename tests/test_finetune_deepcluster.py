@@ -142,6 +142,12 @@ def test_deepcluster_with_faiss_and_reassigning_every_other_epoch(image_run):
     assert result.model["centroids"].shape == (3, 8) and "pca_components" not in result.model
 
 
+def test_deepcluster_over_clusters_while_training_and_ends_with_k(image_run):
+    result = finetune_deepcluster(image_run(deepcluster_params(num_clusters=6)))
+    assert result.stats["train_k"] == 6 and result.model["top"]["weight"].shape[0] == 6
+    assert result.model["centroids"].shape[0] == 3 and set(result.clusters) <= {0, 1, 2}
+
+
 def test_deepcluster_finds_the_shapes(image_run):
     result = finetune_deepcluster(image_run(deepcluster_params(epochs=3)))
     assert clustering_accuracy(three_shapes()[1], result.clusters) >= 0.9

@@ -103,13 +103,16 @@ def test_pipeline_through_dvc(project):
     assert json.loads((project / "metrics/pretrain.json").read_text())["skipped"] is True
     assert json.loads((project / "metrics/extract.json").read_text())["dim"] == 64
     # another backbone's block is not a dependency of this experiment's extract stage
-    other_block = sh(project, "dvc", "exp", "run", "-S", "extract.dinov2.pooling=cls", "-S", "pretrain.moco.momentum=0.99")
+    other_block = sh(project, "dvc", "exp", "run", "-S", "extract.dinov2.pooling=cls", "-S", "pretrain.moco.momentum=0.99",
+                     "-S", "finetune.temi.beta=0.5")
     assert stages_run(other_block.stdout) == {"check_params"}
 
-    # every clustering method through `dvc exp run`, on the same features
+    # every clustering method through `dvc exp run`, on the same features, and with the first two
+    # the fine-tuning methods on frozen features: TEMI, then none (the cluster stage's assignments)
     # (each run keeps the overrides of the ones before it: the last leaves k-means on the plain features)
-    for overrides, method in ((["cluster.method=gmm"], "gmm"), (["cluster.method=spectral"], "spectral"),
-                              (["cluster.method=agglomerative"], "agglomerative"),
+    for overrides, method in ((["cluster.method=gmm", "finetune.method=temi", "finetune.temi.epochs=2"], "gmm"),
+                              (["cluster.method=spectral", "finetune.method=none"], "spectral"),
+                              (["cluster.method=agglomerative", "finetune.method=scan"], "agglomerative"),
                               (["cluster.method=hdbscan", "cluster.umap_dim=8"], "hdbscan"),
                               (["cluster.method=pic", "cluster.umap_dim=null"], "pic"),
                               (["cluster.method=kmeans", "cluster.kmeans.backend=faiss"], "kmeans")):
@@ -118,6 +121,11 @@ def test_pipeline_through_dvc(project):
         clustered = json.loads((project / "metrics/cluster.json").read_text())
         evaluated = json.loads((project / "metrics/evaluate.json").read_text())["cluster"]["all"]
         assert clustered["method"] == method, overrides
+        tuned = json.loads((project / "metrics/finetune.json").read_text())
+        finetuned = [o.split("=")[1] for o in overrides if o.startswith("finetune.method=")]
+        assert tuned["method"] == (finetuned[0] if finetuned else "scan"), overrides
+        if tuned["method"] == "none":
+            assert json.loads((project / "metrics/evaluate.json").read_text())["finetune"]["all"] == evaluated
         assert clustered["dim"] == (8 if "cluster.umap_dim=8" in overrides else 64), overrides  # UMAP's, or the pixels'
         assert evaluated["clusters_nonempty"] + evaluated["clusters_empty"] == clustered["k"], overrides
         if method in ("hdbscan", "pic"):  # they find their own K; HDBSCAN may leave noise, counted as such
@@ -132,6 +140,33 @@ def test_pipeline_through_dvc(project):
     assert chosen["k_auto"] and 2 <= chosen["k"] <= 20 and chosen["k_criterion"] == "silhouette"
     assert json.loads((project / "metrics/finetune.json").read_text())["k"] == chosen["k"]
     assert (project / "plots/k_curve.png").stat().st_size > 1000
+
+    # the methods that train the encoder: DeepCluster from scratch (pretrain.method=none with the
+    # encoder: its random initialisation), with its `views` contrastive variant; then spectral
+    # fine-tuning and SCAN with the backbone on the same features, which rerun finetune only
+    scratch = sh(project, "dvc", "exp", "run", "-S", "cluster.k=10", "-S", "extract.backbone=encoder",
+                 "-S", "finetune.method=deepcluster", "-S", "finetune.deepcluster.epochs=2",
+                 "-S", "finetune.deepcluster.contrastive=views")
+    assert stages_run(scratch.stdout) == {"check_params", "pretrain", "extract", "cluster", "finetune", "evaluate",
+                                          "plot"}
+    assert json.loads((project / "metrics/pretrain.json").read_text())["random_init"] is True
+    assert (project / "artifacts/finetune/encoder.pt").exists()
+    assert (project / "artifacts/finetune-live/plots/metrics/deepcluster/loss.tsv").read_text().count("\n") == 3
+    for overrides in (["finetune.method=spectral", "finetune.spectral.epochs=2"],
+                      ["finetune.method=scan", "finetune.scan.train_backbone=true"]):
+        tuned = sh(project, "dvc", "exp", "run", *(arg for o in overrides for arg in ("-S", o)))
+        assert stages_run(tuned.stdout) == {"check_params", "finetune", "evaluate", "plot"}, overrides
+        assert (project / "artifacts/finetune/encoder.pt").exists(), overrides
+        evaluated = json.loads((project / "metrics/evaluate.json").read_text())["finetune"]["all"]
+        assert evaluated["clusters_nonempty"] >= 2, overrides
+
+    # a method that trains the encoder cannot follow a frozen backbone: refused before anything runs
+    params = (project / "params.yaml").read_text()
+    refused = sh(project, "dvc", "exp", "run", "-S", "extract.backbone=pixels", check=False)
+    (project / "params.yaml").write_text(params)
+    assert refused.returncode != 0
+    assert "finetune.method='scan' is invalid with extract.backbone=pixels" in refused.stdout + refused.stderr
+    assert stages_run(refused.stdout) == {"check_params"}
 
 
 def test_bad_parameter_fails_first_and_keeps_outputs(project):

@@ -67,7 +67,6 @@ class FinetuneRun:
     checkpoint_dir: Path | None = None
     run_id: str = ""
     curves: Curves | None = None
-    _saved: dict = field(default_factory=dict)
 
     @property
     def block(self):

@@ -140,12 +140,15 @@ def _epoch_generators(seed: int, epoch: int, device: torch.device):
 
 
 def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
+    """Alternate clustering and training on the training rows' images (module docstring)."""
     p, device, batch_size = run.block, run.device, run.params.batch_size
     torch.manual_seed(run.seed)
     images = Images(run)
     train_rows = np.flatnonzero(run.train)
-    net = DeepClusterNet(trainable_encoder(run), run.num_clusters,
-                         p.projection_dims if p.contrastive != "none" else None).to(device)
+    # the paper trains on more clusters than classes (10,000 for ImageNet's 1,000); the final clustering has K
+    train_k = p.num_clusters or run.num_clusters
+    net = DeepClusterNet(trainable_encoder(run), train_k, p.projection_dims if p.contrastive != "none" else None
+                         ).to(device)
     body = [q for name, q in net.named_parameters() if not name.startswith("top.")]
     optimizer = torch.optim.SGD(body, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     top_optimizer = torch.optim.SGD(net.top.parameters(), lr=p.lr, weight_decay=p.weight_decay)
@@ -168,7 +171,7 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
         row = {}
         if epoch % p.reassign_every == 0:
             features = embed(net.encoder, images, train_rows, batch_size, normalize=False)
-            _, clustering, labels, info = cluster_features(features, run.num_clusters, p, run.seed + epoch)
+            _, clustering, labels, info = cluster_features(features, train_k, p, run.seed + epoch)
             previous, pseudo = pseudo, torch.from_numpy(labels)
             net.reset_top()
             top_optimizer = torch.optim.SGD(net.top.parameters(), lr=p.lr, weight_decay=p.weight_decay)
@@ -214,7 +217,7 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
                                                        run.seed + p.epochs)
     clusters, confidence = clustering.predict(space(features))
     clusters[run.train] = labels
-    stats = {"train_samples": len(train_rows), "epochs": p.epochs, "contrastive": p.contrastive,
+    stats = {"train_samples": len(train_rows), "epochs": p.epochs, "contrastive": p.contrastive, "train_k": train_k,
              "final_reseeded_clusters": info["reseeded"],
              "nmi_to_last_pseudo_labels": nmi(pseudo.numpy(), labels)}
     model = {"centroids": torch.from_numpy(clustering.centroids), **space.to_tensors(),

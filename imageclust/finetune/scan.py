@@ -47,11 +47,12 @@ def mine_neighbors(x: torch.Tensor, num_neighbors: int, chunk: int = 2048) -> to
 
 
 def perturb(x: torch.Tensor, noise: float, dropout: float, generator: torch.Generator) -> torch.Tensor:
-    """A random view of unit feature vectors: Gaussian noise of norm about ``noise``, feature dropout."""
+    """A random view of unit feature vectors: Gaussian noise of norm about ``noise``, feature dropout.
+    The draws come from ``generator`` on its own device (the CPU), then move to ``x``'s."""
     if noise:
-        x = x + noise / x.shape[1] ** 0.5 * torch.randn(x.shape, generator=generator, device=x.device)
+        x = x + noise / x.shape[1] ** 0.5 * torch.randn(x.shape, generator=generator).to(x.device)
     if dropout:
-        keep = torch.rand(x.shape, generator=generator, device=x.device) >= dropout
+        keep = torch.rand(x.shape, generator=generator).to(x.device) >= dropout
         x = x * keep
     return F.normalize(x, dim=1)
 
