@@ -86,8 +86,9 @@ class _Views:
             self.encoder = trainable_encoder(run)
             self.images = Images(run)
             self.train_rows = np.flatnonzero(run.train)
-            self.weak = build_augmenter(p.augment)
-            self.strong = build_augmenter(p.augment, erase_prob=0.5)
+            # one augmentation for both steps: a stronger one for self-labelling (random erasing at
+            # SCAN's strength) wrecked 8-px digits, and the preset is what suits the images
+            self.augment = build_augmenter(p.augment)
             self.image_generator = torch.Generator(device=run.device).manual_seed(run.seed)
 
     def _encode(self, rows: torch.Tensor, augmenter) -> torch.Tensor:
@@ -99,15 +100,23 @@ class _Views:
     def weak_view(self, rows: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
             return perturb(self.x[rows], self.noise, 0.0, self.generator)
-        return self._encode(rows, self.weak)
+        return self._encode(rows, self.augment)
 
     def strong_view(self, rows: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
             return perturb(self.x[rows], 2 * self.noise, 0.1, self.generator)
-        return self._encode(rows, self.strong)
+        return self._encode(rows, self.augment)
 
     def clean(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.x[rows] if self.encoder is None else self._encode(rows, None)
+        """The pseudo-labels' input: the features themselves, or the unaugmented images through the
+        encoder in evaluation mode (the targets must not depend on the batch's statistics)."""
+        if self.encoder is None:
+            return self.x[rows]
+        self.encoder.eval()
+        try:
+            return self._encode(rows, None)
+        finally:
+            self.encoder.train()
 
     def refresh(self, batch_size: int) -> None:
         """The features of the trained encoder (for choosing a head and the final predictions)."""
