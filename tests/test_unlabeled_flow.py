@@ -30,7 +30,7 @@ def test_every_stage_runs_without_labels(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(name="arrays", root=str(tmp_path / "unlabeled.npz"), download_dir=str(tmp_path / "raw"))
     params["pretrain"].update(epochs=1, batch_size=64, warmup_epochs=0)
-    params["finetune"].update(epochs=2, self_label_epochs=1, num_heads=2)
+    params["finetune"]["scan"].update(epochs=2, self_label_epochs=1, num_heads=2)
     params["plot"]["embedding"] = "pca"
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump(params))
@@ -41,7 +41,8 @@ def test_every_stage_runs_without_labels(tmp_path):
     stage("extract", p, "--data", t / "prepared", "--encoder", t / "encoder.pt", "--out", t / "features",
           "--work", t / "features-work")
     stage("cluster", p, "--features", t / "features", "--out", t / "cluster", "--metrics", t / "cluster.json")
-    stage("finetune", p, "--features", t / "features", "--clusters", t / "cluster", "--out", t / "finetune",
+    stage("finetune", p, "--features", t / "features", "--clusters", t / "cluster", "--data", t / "prepared",
+          "--encoder", t / "encoder.pt", "--out", t / "finetune", "--checkpoints", t / "finetune-ckpt",
           "--live", t / "finetune-live", "--metrics", t / "finetune.json")
     stage("evaluate", p, "--features", t / "features", "--source", f"cluster={t / 'cluster/assignments.parquet'}",
           "--source", f"finetune={t / 'finetune/assignments.parquet'}", "--out", t / "evaluate.json")
