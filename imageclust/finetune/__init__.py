@@ -71,9 +71,9 @@ def run_finetune(features_dir, cluster_dir, out_dir, live_dir, gparams, data_par
                             "and the pretrain stage's encoder")
         prepared = load_prepared(prepared_dir)
         position = {sample_id: row for row, sample_id in enumerate(prepared.ids)}
-        missing = [i for i in features.ids[:1000] if i not in position]
-        if missing:
-            raise DataError(f"{features_dir}: sample {missing[0]!r} is not in {prepared_dir}; rerun extract")
+        missing = next((i for i in features.ids if i not in position), None)
+        if missing is not None:
+            raise DataError(f"{features_dir}: sample {missing!r} is not in {prepared_dir}; rerun extract")
         row_images = np.array([position[i] for i in features.ids], dtype=np.int64)
         inputs += [Path(prepared_dir) / "samples.parquet", Path(encoder_path)]
     package = Path(__file__).resolve().parents[1]

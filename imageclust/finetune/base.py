@@ -27,15 +27,14 @@ CHECKPOINT_FILE = "last.pt"
 
 
 class Curves:
-    """One DVCLive step per epoch; a resumed run first re-logs the epochs the killed one had logged."""
+    """One DVCLive step per epoch; a resumed run first re-logs the epochs the killed one had logged
+    (``FinetuneRun.resume``)."""
 
-    def __init__(self, live_dir, history: list[dict] = ()):
+    def __init__(self, live_dir):
         from dvclive import Live
 
         self.live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
         self.history: list[dict] = []
-        for row in history:
-            self.log(row)
 
     def log(self, row: dict[str, float]) -> None:
         row = {name: float(value) for name, value in row.items()}  # plain floats: checkpoints load without pickle

@@ -36,7 +36,7 @@ from ..augment import build_augmenter
 from ..clustering.base import cluster_means
 from ..clustering.graph import _knn_result, fit_spectral
 from ..config import ClusterParams
-from ..losses.prototypes import prototype_loss
+from ..losses import prototype_loss
 from ..metrics import nmi
 from .base import FinetuneResult, FinetuneRun, shuffled_batches
 from .images import Images, embed, trainable_encoder
