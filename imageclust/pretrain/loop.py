@@ -213,7 +213,7 @@ def _options(params) -> dict:
 
 
 def save_encoder(path, backbone, params, channels: int, image_size: int) -> None:
-    """The backbone with what it takes to rebuild it (``models.load_encoder``)."""
+    """The backbone with what it takes to rebuild it (``features.load_encoder``)."""
     save_torch(path, {
         "backbone": params.backbone, "in_channels": channels, "image_size": image_size, "options": _options(params),
         "output_dim": backbone.output_dim, "state_dict": backbone.state_dict(),
