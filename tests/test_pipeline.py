@@ -114,10 +114,10 @@ def test_pipeline_through_dvc(project):
                      "-S", "finetune.temi.beta=0.5")
     assert stages_run(other_block.stdout) == {"check_params"}
 
-    # every clustering method through `dvc exp run`, on the same features, and with the first two
-    # the fine-tuning methods on frozen features: TEMI, then none (the cluster stage's assignments)
-    # (each run keeps the overrides of the ones before it: the last leaves k-means on the plain features)
-    # (every method through the stage's own function: tests/test_clustering.py; here, what DVC reruns)
+    # clustering methods through `dvc exp run` on the same features (every one runs through the stage's
+    # own function in tests/test_clustering.py; here, what DVC reruns), with the fine-tuning methods on
+    # frozen features: TEMI, none (the cluster stage's assignments), SCAN. Each run keeps the overrides
+    # of the ones before it; the auto-K run after them returns to k-means on the plain features.
     for overrides, method in ((["cluster.method=gmm", "finetune.method=temi", "finetune.temi.epochs=2"], "gmm"),
                               (["cluster.method=spectral", "finetune.method=none"], "spectral"),
                               (["cluster.method=hdbscan", "cluster.umap_dim=8", "finetune.method=scan"], "hdbscan")):
