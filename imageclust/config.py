@@ -428,7 +428,7 @@ class DeepClusterFinetune(Section):
     whiten: bool = True
     kmeans_backend: Literal["sklearn", "faiss"] = "sklearn"
     kmeans_n_init: Int = Field(5, ge=1)
-    num_clusters: Optional[Int] = Field(None, ge=2)  # the pseudo-classes of training; null: the cluster stage's K
+    num_clusters: Optional[Int] = Field(None, ge=2)  # the pseudo-classes of training; null: 10 x K (at most n/10)
     augment: str = "gray"
     contrastive: Literal["none", "head", "views"] = "none"  # the DeepCluster system's two contrastive variants
     contrastive_weight: float = Field(1.0, ge=0)

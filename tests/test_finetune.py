@@ -11,7 +11,8 @@ from imageclust.config import ClusterParams, DataParams, FinetuneParams, GlobalP
 from imageclust.errors import DataError
 from imageclust.finetune import ASSIGNMENTS_FILE, METHODS, MODEL_FILE, run_finetune
 from imageclust.finetune.base import FinetuneRun
-from imageclust.finetune.scan import MultiHead, finetune_scan, mine_neighbors, perturb, predict
+from imageclust.finetune.scan import finetune_scan, mine_neighbors, perturb, predict
+from imageclust.models import MultiHead, cluster_head
 from imageclust.io import load_torch
 from imageclust.metrics import clustering_accuracy
 from imageclust.models import cluster_head
@@ -115,7 +116,7 @@ def test_perturb_keeps_unit_norm_and_is_reproducible():
 
 
 def test_multihead_and_predict():
-    model = MultiHead(6, 0, 4, 3)
+    model = MultiHead(cluster_head(6, 0, 4) for _ in range(3))
     outs = model(torch.randn(5, 6))
     assert len(outs) == 3 and all(o.shape == (5, 4) for o in outs)
     probs = predict(cluster_head(6, 8, 4), torch.randn(9, 6), batch_size=4)

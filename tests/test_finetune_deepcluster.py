@@ -12,7 +12,7 @@ from imageclust.config import FinetuneParams
 from imageclust.finetune import ENCODER_FILE, METHODS, trains_encoder
 from imageclust.finetune.base import CHECKPOINT_FILE, FinetuneRun
 from imageclust.finetune.deepcluster import (ClusterSpace, finetune_deepcluster, reseed_empty_clusters,
-                                             uniform_cluster_sampler)
+                                             training_clusters, uniform_cluster_sampler)
 from imageclust.features import load_encoder
 from imageclust.losses import supervised_contrastive
 from imageclust.metrics import clustering_accuracy
@@ -146,6 +146,18 @@ def test_deepcluster_over_clusters_while_training_and_ends_with_k(image_run):
     result = finetune_deepcluster(image_run(deepcluster_params(num_clusters=6)))
     assert result.stats["train_k"] == 6 and result.model["top"]["weight"].shape[0] == 6
     assert result.model["centroids"].shape[0] == 3 and set(result.clusters) <= {0, 1, 2}
+
+
+def test_training_clusters_over_cluster_ten_times_within_the_data():
+    assert training_clusters(10, 70_000) == 100  # the paper's ratio
+    assert training_clusters(10, 500) == 50  # at least ten images per cluster on average
+    assert training_clusters(3, 12) == 3  # never fewer than K
+    assert training_clusters(10, 70_000, requested=25) == 25
+
+
+def test_deepcluster_over_clusters_by_default(image_run):
+    result = finetune_deepcluster(image_run(deepcluster_params()))  # 48 training images, K = 3
+    assert result.stats["train_k"] == 4 and result.model["centroids"].shape[0] == 3
 
 
 def test_deepcluster_finds_the_shapes(image_run):

@@ -9,7 +9,8 @@ import torch
 from imageclust.config import FinetuneParams
 from imageclust.finetune import METHODS
 from imageclust.finetune.base import CHECKPOINT_FILE, Curves, FinetuneRun
-from imageclust.finetune.temi import CosineHead, TemiHeads, centroid_init, finetune_temi
+from imageclust.finetune.temi import CosineHead, centroid_init, finetune_temi
+from imageclust.models import MultiHead
 from imageclust.io import load_torch
 from imageclust.losses import beta_pmi, temi_loss
 from imageclust.metrics import clustering_accuracy
@@ -125,7 +126,7 @@ def test_centroid_init_sets_normalised_cluster_means():
     x = rng.normal(size=(12, 4)).astype(np.float32)
     clusters = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1])  # cluster 2 is empty
     torch.manual_seed(0)
-    model = TemiHeads(4, 0, 3, 2)
+    model = MultiHead(CosineHead(4, 0, 3) for _ in range(2))
     before = model.heads[1].prototypes[2].detach().clone()
     centroid_init(model, torch.from_numpy(x), clusters)
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -2,7 +2,8 @@
 
 Alternate, every ``reassign_every`` epochs:
 1. embed the training images with the current network; PCA-whiten and L2-normalise the features;
-   k-means (scikit-learn's or faiss's) into K clusters; re-seed empty clusters (section 3.3);
+   k-means (scikit-learn's or faiss's) into ten times K clusters (the paper over-clusters;
+   ``num_clusters``); re-seed empty clusters (section 3.3);
 2. reset the classifier on top (a new linear layer: the old one's classes mean nothing now) and
    train network and classifier to predict the pseudo-labels, drawing images uniformly over the
    clusters so that a large cluster cannot dominate the gradient (section 3.3, "trivial solutions").
@@ -31,7 +32,7 @@ from ..augment import build_augmenter
 from ..clustering.base import Clustering
 from ..config import ClusterParams
 from ..losses import nt_xent, supervised_contrastive
-from ..metrics import clustering_accuracy, nmi
+from ..metrics import clustering_accuracy, nmi, purity
 from ..models import projection_head
 from ..tables import UNLABELED
 from .base import FinetuneResult, FinetuneRun
@@ -133,6 +134,16 @@ class DeepClusterNet(nn.Module):
         return self.top(h), (self.projector(h) if self.projector is not None else None)
 
 
+def training_clusters(k: int, samples: int, requested: int | None = None) -> int:
+    """The number of pseudo-classes DeepCluster trains on: ``requested``, or the paper's ten times
+    the number of classes (10,000 k-means clusters for ImageNet's 1,000), kept to at least ten
+    images per cluster on average and never below ``k``. Over-clustering gives finer pseudo-labels
+    that a class can be split across without being merged with another."""
+    if requested is not None:
+        return requested
+    return max(k, min(10 * k, samples // 10))
+
+
 def _epoch_generators(seed: int, epoch: int, device: torch.device):
     """Every draw of an epoch comes from generators seeded by (seed, epoch): a resumed epoch repeats them."""
     return (np.random.default_rng([seed, epoch]),
@@ -145,8 +156,7 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
     torch.manual_seed(run.seed)
     images = Images(run)
     train_rows = np.flatnonzero(run.train)
-    # the paper trains on more clusters than classes (10,000 for ImageNet's 1,000); the final clustering has K
-    train_k = p.num_clusters or run.num_clusters
+    train_k = training_clusters(run.num_clusters, len(train_rows), p.num_clusters)  # the final clustering has K
     net = DeepClusterNet(trainable_encoder(run), train_k, p.projection_dims if p.contrastive != "none" else None
                          ).to(device)
     body = [q for name, q in net.named_parameters() if not name.startswith("top.")]
@@ -179,8 +189,12 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
             if previous is not None:  # the paper's measure of stability between two clusterings
                 row["deepcluster/nmi_to_previous"] = nmi(previous.numpy(), labels)
             if labelled:  # diagnostics only (the DeepCluster system's per-epoch scores): nothing reads them
-                row["diagnostic/acc_with_labels"] = clustering_accuracy(run.labels[run.train], labels)
-                row["diagnostic/nmi_with_labels"] = nmi(run.labels[run.train], labels)
+                truth = run.labels[run.train]
+                row["diagnostic/nmi_with_labels"] = nmi(truth, labels)
+                # over-clustered pseudo-labels: each cluster counts as its majority class (IIC's many-to-one)
+                row["diagnostic/purity_with_labels"] = purity(truth, labels)
+                if train_k == run.num_clusters:
+                    row["diagnostic/acc_with_labels"] = clustering_accuracy(truth, labels)
         net.train()
         order = torch.from_numpy(uniform_cluster_sampler(pseudo.numpy(), len(train_rows), rng))
         totals = np.zeros(3)

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..augment import build_augmenter
 from ..losses import confident_self_label_loss, scan_loss
-from ..models import cluster_head
+from ..models import MultiHead, cluster_head
 from ..tables import UNLABELED
 from .base import FinetuneResult, FinetuneRun, shuffled_batches
 
@@ -46,6 +46,14 @@ def mine_neighbors(x: torch.Tensor, num_neighbors: int, chunk: int = 2048) -> to
     return torch.cat(out)
 
 
+def neighbor_label_agreement(labels: np.ndarray, neighbors: torch.Tensor) -> dict:
+    """SCAN's diagnostic, when every row is labelled: how often a mined neighbour shares its anchor's
+    class. Nothing reads it; it bounds what neighbour-based methods can reach."""
+    if (labels == UNLABELED).any():
+        return {}
+    return {"neighbor_label_agreement": float((labels[neighbors.cpu().numpy()] == labels[:, None]).mean())}
+
+
 def perturb(x: torch.Tensor, noise: float, dropout: float, generator: torch.Generator) -> torch.Tensor:
     """A random view of unit feature vectors: Gaussian noise of norm about ``noise``, feature dropout.
     The draws come from ``generator`` on its own device (the CPU), then move to ``x``'s."""
@@ -55,15 +63,6 @@ def perturb(x: torch.Tensor, noise: float, dropout: float, generator: torch.Gene
         keep = torch.rand(x.shape, generator=generator).to(x.device) >= dropout
         x = x * keep
     return F.normalize(x, dim=1)
-
-
-class MultiHead(nn.Module):
-    def __init__(self, in_dim: int, hidden_dim: int, num_clusters: int, num_heads: int):
-        super().__init__()
-        self.heads = nn.ModuleList(cluster_head(in_dim, hidden_dim, num_clusters) for _ in range(num_heads))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [head(x) for head in self.heads]
 
 
 @torch.no_grad()
@@ -147,11 +146,9 @@ def finetune_scan(run: FinetuneRun) -> FinetuneResult:
     x = x_all[torch.from_numpy(np.flatnonzero(run.train))]
     neighbors = mine_neighbors(x, p.num_neighbors)
     stats = {"train_samples": len(x), "num_neighbors": int(neighbors.shape[1])}
-    train_labels = run.labels[run.train]
-    if (train_labels != UNLABELED).all():  # SCAN's diagnostic: how often mined neighbours share a class
-        stats["neighbor_label_agreement"] = float((train_labels[neighbors.numpy()] == train_labels[:, None]).mean())
+    stats.update(neighbor_label_agreement(run.labels[run.train], neighbors))
 
-    model = MultiHead(x.shape[1], p.hidden_dim, run.num_clusters, p.num_heads).to(device)
+    model = MultiHead(cluster_head(x.shape[1], p.hidden_dim, run.num_clusters) for _ in range(p.num_heads)).to(device)
     views = _Views(run, x.to(device), generator)
     groups = [{"params": model.parameters(), "lr": p.lr}]
     if views.encoder is not None:

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import temi_loss
-from ..tables import UNLABELED
+from ..models import MultiHead
 from .base import FinetuneResult, FinetuneRun, shuffled_batches
-from .scan import mine_neighbors
+from .scan import mine_neighbors, neighbor_label_agreement
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,7 @@ class CosineHead(nn.Module):
         return F.normalize(self.mlp(x), dim=1) @ F.normalize(self.prototypes, dim=1).t()
 
 
-class TemiHeads(nn.Module):
-    def __init__(self, in_dim: int, hidden_dim: int, num_clusters: int, num_heads: int):
-        super().__init__()
-        self.heads = nn.ModuleList(CosineHead(in_dim, hidden_dim, num_clusters) for _ in range(num_heads))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [head(x) for head in self.heads]
-
-
-def centroid_init(model: TemiHeads, x: torch.Tensor, clusters: np.ndarray) -> None:
+def centroid_init(model: MultiHead, x: torch.Tensor, clusters: np.ndarray) -> None:
     """Set every (linear) head's prototypes to the L2-normalised means of the L2-normalised rows of
     ``x`` per cluster; a cluster with no rows keeps its random prototype."""
     x = F.normalize(x, dim=1)
@@ -81,7 +72,7 @@ def _by_view(logits: list[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def head_losses(student: TemiHeads, teacher: TemiHeads, x: torch.Tensor, partner: torch.Tensor,
+def head_losses(student: MultiHead, teacher: MultiHead, x: torch.Tensor, partner: torch.Tensor,
                 marginal: torch.Tensor, p, batch_size: int = 4096) -> list[float]:
     """Each head's TEMI loss over all rows of ``x`` paired with ``x[partner]`` (eval mode)."""
     student.eval()
@@ -112,11 +103,9 @@ def finetune_temi(run: FinetuneRun) -> FinetuneResult:
     x = x_all[torch.from_numpy(train_rows)]
     neighbors = mine_neighbors(x, p.num_neighbors)
     stats = {"train_samples": len(x), "num_neighbors": int(neighbors.shape[1])}
-    train_labels = run.labels[run.train]
-    if (train_labels != UNLABELED).all():  # how often mined neighbours share a class
-        stats["neighbor_label_agreement"] = float((train_labels[neighbors.numpy()] == train_labels[:, None]).mean())
+    stats.update(neighbor_label_agreement(run.labels[run.train], neighbors))
 
-    student = TemiHeads(x.shape[1], p.hidden_dim, run.num_clusters, p.num_heads)
+    student = MultiHead(CosineHead(x.shape[1], p.hidden_dim, run.num_clusters) for _ in range(p.num_heads))
     if p.init_from_centroids:
         centroid_init(student, x, run.initial_clusters[train_rows])
     student.to(device)

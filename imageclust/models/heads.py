@@ -17,6 +17,18 @@ def projection_head(in_dim: int, dims: list[int]) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+class MultiHead(nn.Module):
+    """Several heads on the same input (SCAN's and TEMI's heads, of which the lowest-loss one is
+    kept); the forward pass gives one output per head."""
+
+    def __init__(self, heads):
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, x):
+        return [head(x) for head in self.heads]
+
+
 def cluster_head(in_dim: int, hidden_dim: int, num_clusters: int) -> nn.Module:
     """Maps features to cluster logits: linear when ``hidden_dim`` is 0, else a one-hidden-layer MLP."""
     if hidden_dim == 0:
