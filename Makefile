@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test test-fast bench bench-extract bench-clustering bench-pretrain bench-finetune
+.PHONY: install repro test test-fast bench bench-extract bench-clustering bench-pretrain bench-finetune bench-quality
 
 install: $(VENV)/.installed
 
@@ -39,3 +39,6 @@ bench-pretrain: install
 
 bench-finetune: install
 	python benchmarks/finetune.py --out benchmarks/results/finetune.json
+
+bench-quality: install
+	python benchmarks/quality.py --out benchmarks/results/quality.json

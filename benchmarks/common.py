@@ -67,9 +67,11 @@ def timed_stage(project: Path, stage: str) -> dict:
     return {"seconds": round(seconds, 1), "peak_mib": round(int(peak[-1].split("=")[1]) / 1024) if peak else None}
 
 
-def run_benchmarks(description: str, runs: dict[str, Callable[[Path], dict]]) -> None:
+def run_benchmarks(description: str, runs: dict[str, Callable[[Path], dict]],
+                   after_each: Callable[[dict], None] | None = None) -> None:
     """The command line of a benchmark made of named runs: ``--runs`` (default all), ``--out`` (the
-    JSON file each run's result is merged into as soon as it ends) and ``--workdir`` (keep clones)."""
+    JSON file each run's result is merged into as soon as it ends) and ``--workdir`` (keep clones).
+    ``after_each`` gets the whole report after each run (to rewrite a table from it)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--runs", nargs="+", choices=sorted(runs), default=sorted(runs))
     parser.add_argument("--out", type=Path, required=True)
@@ -85,3 +87,5 @@ def run_benchmarks(description: str, runs: dict[str, Callable[[Path], dict]]) ->
             print(json.dumps({name: report[name]}, indent=2), flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(report, indent=2) + "\n")
+            if after_each is not None:
+                after_each(report)

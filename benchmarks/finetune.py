@@ -4,9 +4,10 @@
   finetune.method=...`` per method (and per DeepCluster variant) on the same features: ACC, NMI and
   ARI of the finetune stage against the cluster stage's k-means on the features the experiment
   started from, and the finetune stage's seconds. DeepCluster also from scratch (the random network).
-- ``mnist_deepcluster`` (and ``_views``, its contrastive variant): DeepCluster from scratch (``pretrain.method: none``: the small CNN at its
-  random initialisation) on all 70,000 MNIST images at 16 px; the time of the finetune stage (the
-  target: at most 20 minutes on this 2-core CPU) and the clustering of every epoch, read from the
+- ``mnist_deepcluster`` (and ``_views``, its contrastive variant): DeepCluster from scratch
+  (``pretrain.method: none``: the small CNN at its random initialisation) on all 70,000 MNIST images
+  at 16 px; the time of the finetune stage (the target: at most 20 minutes on this 2-core CPU) and
+  the purity and NMI of every epoch's over-clustered pseudo-labels, read from the
   DVCLive curves (the per-epoch label scores are diagnostics the method logs and never reads).
 
 Each run's result is merged into ``--out`` under its name. Usage:

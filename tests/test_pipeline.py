@@ -191,3 +191,23 @@ def test_bad_parameter_fails_first_and_keeps_outputs(project):
         assert (project / "metrics/cluster.json").read_text() == metrics_before
     finally:
         sh(project, "git", "checkout", "params.yaml")
+
+
+def test_first_experiment_in_a_fresh_clone(tmp_path):
+    """A clone holds dvc.lock but not the cache behind it: its first `dvc exp run` of an early stage
+    must work (it used to fail saving the experiment, with `failed to load directory ('plots',)`)."""
+    root = tmp_path / "clone"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    assert (root / "dvc.lock").is_file() and not (root / ".dvc/cache").exists()
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-qm", "as cloned")
+    run = sh(root, "dvc", "exp", "run", "download", "-S", "seed=1")
+    assert stages_run(run.stdout) == {"check_params", "download"}
+    assert (root / "data/prepared/samples.parquet").is_file()
+    assert "seed" in sh(root, "dvc", "exp", "show", "--no-pager", "--csv").stdout

@@ -41,7 +41,9 @@ def knn_graph(x: np.ndarray, num_neighbors: int) -> sp.csr_matrix:
     return graph.tocsr()
 
 
-def _knn_result(x: np.ndarray, labels: np.ndarray, k: int, num_neighbors: int, stats: dict) -> Clustering:
+def knn_vote_clustering(x: np.ndarray, labels: np.ndarray, k: int, num_neighbors: int, stats: dict) -> Clustering:
+    """A clustering of ``x`` with no centres of its own (graph methods): it keeps ``x`` and ``labels``
+    as reference points, and new rows take the majority label of their ``num_neighbors`` nearest."""
     labels = np.asarray(labels, dtype=np.int64)
     return Clustering(centroids=cluster_means(x, labels, k), rule="knn", fit_labels=labels, stats=stats,
                       arrays={"reference": np.asarray(x, dtype=np.float32), "reference_labels": labels,
@@ -102,7 +104,7 @@ def fit_spectral(x: np.ndarray, params, seed: int) -> Clustering:
     embedding = spectral_embedding(graph, params.k, p.eigen_solver, seed)
     labels = assign_from_embedding(embedding, params.k, p.assign_labels, seed)
     components = int(connected_components(graph, directed=False)[0])
-    return _knn_result(x, labels, params.k, p.num_neighbors,
+    return knn_vote_clustering(x, labels, params.k, p.num_neighbors,
                        {"graph_edges": int(graph.nnz // 2), "graph_components": components})
 
 
@@ -112,7 +114,7 @@ def fit_agglomerative(x: np.ndarray, params, seed: int) -> Clustering:
     p = params.agglomerative
     graph = knn_graph(x, p.num_neighbors)
     model = AgglomerativeClustering(n_clusters=params.k, linkage=p.linkage, connectivity=graph).fit(x)
-    return _knn_result(x, model.labels_, params.k, p.num_neighbors, {"graph_edges": int(graph.nnz // 2)})
+    return knn_vote_clustering(x, model.labels_, params.k, p.num_neighbors, {"graph_edges": int(graph.nnz // 2)})
 
 
 def fit_hdbscan(x: np.ndarray, params, seed: int) -> Clustering:
@@ -126,5 +128,5 @@ def fit_hdbscan(x: np.ndarray, params, seed: int) -> Clustering:
                      cluster_selection_epsilon=p.cluster_selection_epsilon, copy=True).fit(x).labels_
     k = max(int(labels.max()) + 1, 1)
     noise = int((labels == -1).sum())
-    return _knn_result(x, labels, k, p.num_neighbors, {"clusters_found": int(labels.max()) + 1, "noise": noise,
+    return knn_vote_clustering(x, labels, k, p.num_neighbors, {"clusters_found": int(labels.max()) + 1, "noise": noise,
                                                        "noise_fraction": noise / len(labels)})

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .base import Clustering
-from .graph import _knn_result, nearest_neighbors
+from .graph import knn_vote_clustering, nearest_neighbors
 
 
 def gaussian_knn_graph(neighbors: np.ndarray, sq_distances: np.ndarray, sigma: float) -> sp.csr_matrix:
@@ -81,5 +81,5 @@ def fit_pic(x: np.ndarray, params, seed: int) -> Clustering:
     if p.distribute_singletons:
         labels, merged = merge_singletons(labels, neighbors)
     k = int(labels.max()) + 1
-    return _knn_result(x, labels, k, p.num_neighbors,
+    return knn_vote_clustering(x, labels, k, p.num_neighbors,
                        {"clusters_found": k, "local_maxima": maxima, "singletons_merged": merged})

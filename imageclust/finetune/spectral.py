@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..augment import build_augmenter
 from ..clustering.base import cluster_means
-from ..clustering.graph import _knn_result, fit_spectral
+from ..clustering.graph import knn_vote_clustering, fit_spectral
 from ..config import ClusterParams
 from ..losses import prototype_loss
 from ..metrics import nmi
@@ -150,7 +150,7 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
     best_labels = best["labels"].numpy()
     z_all = embed(encoder, images, np.arange(len(run.vectors)), batch_size)
     z_train = z_all[train_rows]
-    clustering = _knn_result(z_train, best_labels, k, p.num_neighbors, {})
+    clustering = knn_vote_clustering(z_train, best_labels, k, p.num_neighbors, {})
     clusters, confidence = clustering.predict(z_all)
     clusters = clusters.astype(np.int64)
     clusters[train_rows] = best_labels  # training rows keep their pseudo-label; the vote gives confidence

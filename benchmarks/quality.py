@@ -1,0 +1,164 @@
+"""Clustering quality on the datasets papers report, end to end through DVC in a fresh clone of HEAD.
+
+Each named configuration is a dataset, a params preset (``presets/``, or the defaults) and the split
+it is scored on. One run is a configuration and a seed: ``dvc repro`` stage by stage (wall time and
+peak memory of each), then the finetune and evaluate stages again for every other fine-tuning method
+on the same features (``finetune.method=...``; the stages before it come from DVC's cache). Each
+method's ACC, NMI and ARI come from the evaluate stage; ``kmeans`` is the cluster stage's result.
+Methods that train the encoder cannot follow a frozen pretrained backbone and are recorded as such.
+
+Results are merged into ``--out`` under ``CONFIG/seedN`` and the README's table (between the
+``quality:begin`` and ``quality:end`` markers) is rewritten from all results in the file. Usage:
+``python benchmarks/quality.py --runs digits/seed0 mnist/seed0 --out benchmarks/results/quality.json``
+(``make bench-quality`` runs every configuration and seed: hours on a 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.common import TORCHVISION_ROOT, clone, run_benchmarks, set_params, timed_stage  # noqa: E402
+
+CIFAR10_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+STAGES = ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")
+METHODS = ("scan", "temi", "spectral", "deepcluster")
+README = REPO / "README.md"
+BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+
+
+@dataclass(frozen=True)
+class Config:
+    title: str
+    dataset: dict
+    preset: str | None  # None: params.yaml's defaults
+    seeds: tuple[int, ...]
+    split: str  # the evaluate stage's split that is scored
+    target: float
+    methods: tuple[str, ...] = METHODS
+    extra: dict = field(default_factory=dict)
+
+
+def _torchvision(name: str) -> dict:
+    return {"data.name": name, "data.root": str(TORCHVISION_ROOT), "data.train_splits": ["train", "test"]}
+
+
+CONFIGS = {
+    "digits": Config("digits", {}, None, (0, 1, 2, 3, 4), "all", 0.99),
+    "mnist": Config("MNIST", _torchvision("mnist"), "small_gray", (0, 1, 2), "all", 0.99),
+    "fashion_mnist": Config("Fashion-MNIST", _torchvision("fashion_mnist"), "small_gray", (0, 1, 2), "all", 0.78),
+    # scored on the 10,000 test images, fitted on the 50,000 training images
+    "cifar10": Config("CIFAR-10", {"data.name": "image_folder", "data.root": str(CIFAR10_ARCHIVE),
+                                   "data.train_splits": ["train"]}, "photos_frozen", (0,), "test", 0.65),
+}
+
+
+def scores(project: Path, source: str, split: str) -> dict:
+    evaluated = json.loads((project / "metrics/evaluate.json").read_text())[source][split]
+    return {name: round(evaluated[name], 4) for name in ("acc", "nmi", "ari")}
+
+
+def finetune_method(project: Path) -> str:
+    return json.loads((project / "metrics/finetune.json").read_text())["method"]
+
+
+def refused(project: Path, method: str) -> str | None:
+    """Why ``method`` cannot follow this configuration's extract stage, else None (the check the
+    pipeline makes before running)."""
+    from imageclust.config import check_across_sections, load_params
+    from imageclust.errors import ParamsError
+
+    _, extract, finetune = load_params("extract", "finetune", path=project / "params.yaml")
+    try:
+        check_across_sections(extract, finetune.model_copy(update={"method": method}))
+    except ParamsError:
+        return f"{method} trains the encoder; this preset's features come from a frozen {extract.backbone}"
+    return None
+
+
+def run(name: str, seed: int, workdir: Path) -> dict:
+    from imageclust.preset import load_preset
+
+    config = CONFIGS[name]
+    project = clone(workdir, f"{name}-seed{seed}")
+    overrides = {**(load_preset(config.preset) if config.preset else {}), **config.dataset, **config.extra,
+                 "seed": seed}
+    set_params(project / "params.yaml", overrides)
+    stages = {stage: timed_stage(project, stage) for stage in STAGES}
+    first = finetune_method(project)
+    methods = {"kmeans": {**scores(project, "cluster", config.split)},
+               first: {**scores(project, "finetune", config.split), "finetune": stages["finetune"]}}
+    for method in config.methods:
+        if method in methods:
+            continue
+        reason = refused(project, method)
+        if reason:
+            methods[method] = {"not_run": reason}
+            continue
+        set_params(project / "params.yaml", {"finetune.method": method})
+        finetune = timed_stage(project, "finetune")
+        timed_stage(project, "evaluate")
+        methods[method] = {**scores(project, "finetune", config.split), "finetune": finetune}
+    return {"config": name, "dataset": config.title, "preset": config.preset, "seed": seed, "split": config.split,
+            "overrides": overrides, "stages": stages, "methods": methods}
+
+
+def summary_rows(report: dict) -> list[list[str]]:
+    """One row per configuration and method: mean and worst ACC over the seeds run, mean NMI and ARI,
+    mean seconds of the shared stages and of the method's finetune stage, the largest peak memory."""
+    rows = []
+    for name, config in CONFIGS.items():
+        runs = [r for key, r in sorted(report.items()) if key.startswith(f"{name}/seed")]
+        if not runs:
+            continue
+        methods = dict.fromkeys(m for r in runs for m in r["methods"])
+        for method in methods:
+            done = [r for r in runs if "acc" in r["methods"].get(method, {})]
+            if not done:
+                reason = next(r["methods"][method]["not_run"] for r in runs if method in r["methods"])
+                rows.append([config.title, config.preset or "defaults", method, f"not run: {reason}",
+                             "", "", "", "", "", ""])
+                continue
+            acc = [r["methods"][method]["acc"] for r in done]
+            shared = statistics.mean(sum(s["seconds"] for k, s in r["stages"].items() if k != "finetune") for r in done)
+            finetune = [r["methods"][method]["finetune"]["seconds"] for r in done if "finetune" in r["methods"][method]]
+            peak = max(s["peak_mib"] or 0 for r in done for s in r["stages"].values())
+            mean = statistics.mean(acc)
+            met = "" if method == "kmeans" else (" (target met)" if mean >= config.target else "")
+            rows.append([config.title, config.preset or "defaults", method, f"{mean:.3f}{met}", f"{min(acc):.3f}",
+                         f"{statistics.mean(r['methods'][method]['nmi'] for r in done):.3f}",
+                         f"{statistics.mean(r['methods'][method]['ari'] for r in done):.3f}",
+                         ", ".join(str(r["seed"]) for r in done),
+                         f"{shared / 60:.1f} + {statistics.mean(finetune) / 60:.1f} min" if finetune
+                         else f"{shared / 60:.1f} min", f"{peak:,} MiB"])
+    return rows
+
+
+def markdown_table(report: dict) -> str:
+    header = ["dataset", "preset", "method", "ACC (mean)", "worst seed", "NMI", "ARI", "seeds",
+              "time: stages before finetune + finetune", "peak memory"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in summary_rows(report)]
+    return "\n".join(lines)
+
+
+def write_readme_table(report: dict, readme: Path = README) -> None:
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        sys.exit(f"{readme}: the markers {BEGIN} and {END} are missing")
+    table = markdown_table(report)
+    readme.write_text(re.sub(f"{re.escape(BEGIN)}.*?{re.escape(END)}", lambda _: f"{BEGIN}\n{table}\n{END}", text,
+                             flags=re.S))
+
+
+RUNS = {f"{name}/seed{seed}": partial(run, name, seed) for name, config in CONFIGS.items() for seed in config.seeds}
+
+if __name__ == "__main__":
+    run_benchmarks(__doc__.splitlines()[0], RUNS, after_each=write_readme_table)
