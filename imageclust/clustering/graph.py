@@ -105,7 +105,7 @@ def fit_spectral(x: np.ndarray, params, seed: int) -> Clustering:
     labels = assign_from_embedding(embedding, params.k, p.assign_labels, seed)
     components = int(connected_components(graph, directed=False)[0])
     return knn_vote_clustering(x, labels, params.k, p.num_neighbors,
-                       {"graph_edges": int(graph.nnz // 2), "graph_components": components})
+                               {"graph_edges": int(graph.nnz // 2), "graph_components": components})
 
 
 def fit_agglomerative(x: np.ndarray, params, seed: int) -> Clustering:
@@ -128,5 +128,5 @@ def fit_hdbscan(x: np.ndarray, params, seed: int) -> Clustering:
                      cluster_selection_epsilon=p.cluster_selection_epsilon, copy=True).fit(x).labels_
     k = max(int(labels.max()) + 1, 1)
     noise = int((labels == -1).sum())
-    return knn_vote_clustering(x, labels, k, p.num_neighbors, {"clusters_found": int(labels.max()) + 1, "noise": noise,
-                                                       "noise_fraction": noise / len(labels)})
+    return knn_vote_clustering(x, labels, k, p.num_neighbors, {"clusters_found": int(labels.max()) + 1,
+                                                               "noise": noise, "noise_fraction": noise / len(labels)})

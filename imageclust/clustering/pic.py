@@ -82,4 +82,4 @@ def fit_pic(x: np.ndarray, params, seed: int) -> Clustering:
         labels, merged = merge_singletons(labels, neighbors)
     k = int(labels.max()) + 1
     return knn_vote_clustering(x, labels, k, p.num_neighbors,
-                       {"clusters_found": k, "local_maxima": maxima, "singletons_merged": merged})
+                               {"clusters_found": k, "local_maxima": maxima, "singletons_merged": merged})

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..augment import build_augmenter
 from ..clustering.base import cluster_means
-from ..clustering.graph import knn_vote_clustering, fit_spectral
+from ..clustering.graph import fit_spectral, knn_vote_clustering
 from ..config import ClusterParams
 from ..losses import prototype_loss
 from ..metrics import nmi
