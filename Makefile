@@ -19,7 +19,7 @@ repro: install
 	dvc repro
 
 test: install
-	python -m pytest -ra --durations=10
+	OMP_NUM_THREADS=1 python -m pytest -ra --durations=10 -n 2 --dist loadfile
 
 test-fast: install
 	python -m pytest -ra -m "not slow"

@@ -41,7 +41,8 @@ class Config:
     preset: str | None  # None: params.yaml's defaults
     seeds: tuple[int, ...]
     split: str  # the evaluate stage's split that is scored
-    target: float
+    target: float  # mean ACC over the seeds
+    worst_target: float | None = None  # the worst seed's ACC
     methods: tuple[str, ...] = METHODS
     extra: dict = field(default_factory=dict)
 
@@ -51,7 +52,7 @@ def _torchvision(name: str) -> dict:
 
 
 CONFIGS = {
-    "digits": Config("digits", {}, None, (0, 1, 2, 3, 4), "all", 0.99),
+    "digits": Config("digits", {}, None, (0, 1, 2, 3, 4), "all", 0.99, worst_target=0.98),
     "mnist": Config("MNIST", _torchvision("mnist"), "small_gray", (0, 1, 2), "all", 0.99),
     "fashion_mnist": Config("Fashion-MNIST", _torchvision("fashion_mnist"), "small_gray", (0, 1, 2), "all", 0.78),
     # scored on the 10,000 test images, fitted on the 50,000 training images
@@ -131,7 +132,8 @@ def summary_rows(report: dict) -> list[list[str]]:
             finetune = [r["methods"][method]["finetune"]["seconds"] for r in done if "finetune" in r["methods"][method]]
             peak = max(s["peak_mib"] or 0 for r in done for s in r["stages"].values())
             mean = statistics.mean(acc)
-            met = "" if method == "kmeans" else (" (target met)" if mean >= config.target else "")
+            met = mean >= config.target and (config.worst_target is None or min(acc) >= config.worst_target)
+            met = " (target met)" if met and method != "kmeans" else ""
             rows.append([config.title, config.preset or "defaults", method, f"{mean:.3f}{met}", f"{min(acc):.3f}",
                          f"{statistics.mean(r['methods'][method]['nmi'] for r in done):.3f}",
                          f"{statistics.mean(r['methods'][method]['ari'] for r in done):.3f}",
