@@ -13,7 +13,7 @@ from imageclust.clustering import (
     run_clustering,
 )
 from imageclust.clustering.kmeans import fit_kmeans, student_t_assignment
-from imageclust.clustering.preprocess import l2_normalize
+from imageclust.clustering.preprocess import UmapPlacement, l2_normalize, torch_threads_kept
 from imageclust.config import ClusterParams, DataParams, GlobalParams
 from imageclust.errors import ParamsError
 from imageclust.metrics import clustering_accuracy
@@ -144,6 +144,23 @@ def test_standardize_gives_zero_mean_unit_variance_and_keeps_constant_features_f
     np.testing.assert_array_equal(y[:, 2], 0.0)
     back = FeatureTransform.from_arrays(t.to_arrays())
     np.testing.assert_array_equal(back.apply(x[:5]), y[:5])
+
+
+def test_umap_leaves_pytorchs_thread_count_alone():
+    """umap-learn's numba kernels reset the OpenMP thread count PyTorch shares; features computed
+    after a UMAP fit in the same process then differed in the last digits from another process's."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        UmapPlacement.fit(blobs(n_per=20)[0], 2, ClusterParams(method="kmeans", k=3).umap, seed=0)
+        assert torch.get_num_threads() == 1
+        with torch_threads_kept():
+            torch.set_num_threads(3)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_umap_keeps_the_fitted_embedding_and_places_new_points_by_their_neighbours():

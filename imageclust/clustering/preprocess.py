@@ -11,6 +11,8 @@ The training points keep the embedding UMAP fitted for them.
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,19 @@ import numpy as np
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+@contextmanager
+def torch_threads_kept():
+    """umap-learn's numba kernels reset the OpenMP thread count, which PyTorch shares, to every core
+    whatever ``OMP_NUM_THREADS`` says; this puts PyTorch's back (when it is loaded)."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    try:
+        yield
+    finally:
+        if before is not None:
+            torch.set_num_threads(before)
 
 
 @dataclass
@@ -35,7 +50,8 @@ class UmapPlacement:
         neighbors = min(p.num_neighbors, len(x) - 1)
         model = umap.UMAP(n_components=dim, n_neighbors=neighbors, min_dist=p.min_dist, metric="euclidean",
                           random_state=seed, n_jobs=1, n_epochs=p.epochs, low_memory=True)
-        embedding = model.fit_transform(x).astype(np.float32)
+        with torch_threads_kept():
+            embedding = model.fit_transform(x).astype(np.float32)
         return cls(reference=np.ascontiguousarray(x, dtype=np.float32), embedding=embedding, num_neighbors=neighbors)
 
     def place(self, x: np.ndarray, chunk: int = 65536) -> np.ndarray:
