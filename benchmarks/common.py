@@ -39,6 +39,12 @@ def head_commit(project: Path = REPO) -> str:
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
 
 
+def evaluated_scores(project: Path, source: str, split: str = "all") -> dict:
+    """ACC, NMI and ARI of one source (``cluster``, ``finetune``) and split from the evaluate stage's metrics."""
+    evaluated = json.loads((project / "metrics/evaluate.json").read_text())[source][split]
+    return {name: round(evaluated[name], 4) for name in ("acc", "nmi", "ari")}
+
+
 def set_params(params_file: Path, overrides: dict) -> None:
     """Set dotted keys (``finetune.deepcluster.lr``) in a params file; an unknown key stops the run."""
     params = yaml.safe_load(params_file.read_text())

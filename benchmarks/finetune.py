@@ -27,8 +27,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.common import (TORCHVISION_ROOT, clone, dvc_env, run_benchmarks, set_params,  # noqa: E402
-                               timed_stage)
+from benchmarks.common import (TORCHVISION_ROOT, clone, dvc_env, evaluated_scores, run_benchmarks,  # noqa: E402
+                               set_params, timed_stage)
 
 # name -> the -S overrides of one experiment on the digits features
 DIGITS_EXPERIMENTS = {
@@ -65,24 +65,19 @@ def sh(project: Path, *cmd: str) -> str:
     return result.stdout
 
 
-def scores(project: Path, source: str) -> dict:
-    evaluated = json.loads((project / "metrics/evaluate.json").read_text())[source]["all"]
-    return {key: round(evaluated[key], 4) for key in ("acc", "nmi", "ari")}
-
-
 def digits(workdir: Path) -> dict:
     project = clone(workdir, "digits")
     sh(project, "dvc", "repro")  # a fresh clone's lock names outputs its cache lacks: build them first
     sh(project, "git", "commit", "-qam", "baseline")
-    result = {"kmeans (cluster stage)": {**scores(project, "cluster"), "seconds": json.loads(
+    result = {"kmeans (cluster stage)": {**evaluated_scores(project, "cluster"), "seconds": json.loads(
         (project / "metrics/cluster.json").read_text())["seconds"]}}
     for name, overrides in DIGITS_EXPERIMENTS.items():
         started = time.perf_counter()
         sh(project, "dvc", "exp", "run", *(arg for o in overrides for arg in ("-S", o)))
         finetune = json.loads((project / "metrics/finetune.json").read_text())
-        result[name] = {**scores(project, "finetune"), "seconds": round(finetune["seconds"], 1),
+        result[name] = {**evaluated_scores(project, "finetune"), "seconds": round(finetune["seconds"], 1),
                         "experiment_seconds": round(time.perf_counter() - started, 1), "overrides": overrides,
-                        "kmeans_on_these_features": scores(project, "cluster")}
+                        "kmeans_on_these_features": evaluated_scores(project, "cluster")}
         sh(project, "git", "checkout", "--", "params.yaml")  # each experiment from the baseline's params
         print(name, result[name], flush=True)
     return result
@@ -103,7 +98,8 @@ def mnist_deepcluster(workdir: Path, name: str) -> dict:
     curves = project / "artifacts/finetune-live/plots/metrics"
     return {"overrides": {**MNIST_DEEPCLUSTER, "finetune.deepcluster": block},
             "stages": stages, "finetune_minutes": round(stages["finetune"]["seconds"] / 60, 2),
-            "kmeans_on_random_network": scores(project, "cluster"), "deepcluster": scores(project, "finetune"),
+            "kmeans_on_random_network": evaluated_scores(project, "cluster"),
+            "deepcluster": evaluated_scores(project, "finetune"),
             "per_epoch_purity_with_labels": read_tsv(curves / "diagnostic/purity_with_labels.tsv"),
             "per_epoch_nmi_with_labels": read_tsv(curves / "diagnostic/nmi_with_labels.tsv"),
             "per_epoch_nmi_to_previous": read_tsv(curves / "deepcluster/nmi_to_previous.tsv"),

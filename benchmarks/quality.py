@@ -25,7 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.common import TORCHVISION_ROOT, clone, run_benchmarks, set_params, timed_stage  # noqa: E402
+from benchmarks.common import (TORCHVISION_ROOT, clone, evaluated_scores, run_benchmarks,  # noqa: E402
+                               set_params, timed_stage)
 
 CIFAR10_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 STAGES = ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")
@@ -61,11 +62,6 @@ CONFIGS = {
 }
 
 
-def scores(project: Path, source: str, split: str) -> dict:
-    evaluated = json.loads((project / "metrics/evaluate.json").read_text())[source][split]
-    return {name: round(evaluated[name], 4) for name in ("acc", "nmi", "ari")}
-
-
 def finetune_method(project: Path) -> str:
     return json.loads((project / "metrics/finetune.json").read_text())["method"]
 
@@ -94,8 +90,8 @@ def run(name: str, seed: int, workdir: Path) -> dict:
     set_params(project / "params.yaml", overrides)
     stages = {stage: timed_stage(project, stage) for stage in STAGES}
     first = finetune_method(project)
-    methods = {"kmeans": {**scores(project, "cluster", config.split)},
-               first: {**scores(project, "finetune", config.split), "finetune": stages["finetune"]}}
+    methods = {"kmeans": {**evaluated_scores(project, "cluster", config.split)},
+               first: {**evaluated_scores(project, "finetune", config.split), "finetune": stages["finetune"]}}
     for method in config.methods:
         if method in methods:
             continue
@@ -106,7 +102,7 @@ def run(name: str, seed: int, workdir: Path) -> dict:
         set_params(project / "params.yaml", {"finetune.method": method})
         finetune = timed_stage(project, "finetune")
         timed_stage(project, "evaluate")
-        methods[method] = {**scores(project, "finetune", config.split), "finetune": finetune}
+        methods[method] = {**evaluated_scores(project, "finetune", config.split), "finetune": finetune}
     return {"config": name, "dataset": config.title, "preset": config.preset, "seed": seed, "split": config.split,
             "overrides": overrides, "stages": stages, "methods": methods}
 
