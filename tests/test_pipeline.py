@@ -42,16 +42,21 @@ def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([a-z_]+)'", output))
 
 
+def copy_working_tree(root: Path, leave_out: tuple[str, ...] = ()) -> None:
+    """This working tree's tracked and new files (what a clone of it would hold), under ``root``."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file() and not name.startswith(leave_out):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A git repository holding this working tree's tracked and new files, with tiny params."""
     root = tmp_path_factory.mktemp("pipeline") / "project"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        if (REPO / name).is_file() and not name.startswith(("metrics/", "dvc.lock")):
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
+    copy_working_tree(root, leave_out=("metrics/", "dvc.lock"))
     params = yaml.safe_load((root / "params.yaml").read_text())
 
     def merge(into: dict, values: dict) -> None:  # inside blocks, keeping their other keys
@@ -197,12 +202,7 @@ def test_first_experiment_in_a_fresh_clone(tmp_path):
     """A clone holds dvc.lock but not the cache behind it: its first `dvc exp run` of an early stage
     must work (it used to fail saving the experiment, with `failed to load directory ('plots',)`)."""
     root = tmp_path / "clone"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
+    copy_working_tree(root)
     assert (root / "dvc.lock").is_file() and not (root / ".dvc/cache").exists()
     sh(root, "git", "init", "-q")
     sh(root, "git", "add", "-A")
