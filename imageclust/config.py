@@ -478,8 +478,13 @@ class EvaluateParams(Section):
 
 
 class PlotParams(Section):
-    embedding: Literal["tsne", "pca"] = "tsne"
+    embedding: Literal["tsne", "pca", "umap"] = "tsne"
     max_points: Int = Field(3000, ge=10)
+    thumbnail_grid: Int = Field(25, ge=0)
+    sheet_confident: Int = Field(40, ge=1)
+    sheet_uncertain: Int = Field(10, ge=0)
+    overview_images: Int = Field(12, ge=1)
+    max_sheets: Int = Field(100, ge=1)
 
 
 SECTIONS: dict[str, type[Section]] = {

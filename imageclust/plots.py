@@ -12,6 +12,7 @@ import logging
 import math
 from pathlib import Path
 
+import matplotlib.patches
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
@@ -160,10 +161,18 @@ def embed_2d(vectors: np.ndarray, method: str, max_points: int, seed: int) -> tu
         return indices, coords
     if method == "pca":
         return indices, PCA(n_components=2, random_state=seed).fit_transform(x)
-    if method != "tsne":
-        raise ValueError(f"unknown embedding method {method!r}; allowed: pca, tsne")
-    # cosine geometry is what the clustering sees, so t-SNE runs on unit vectors
+    if method not in ("tsne", "umap"):
+        raise ValueError(f"unknown embedding method {method!r}; allowed: pca, tsne, umap")
+    # cosine geometry is what the clustering sees, so t-SNE and UMAP run on unit vectors
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    if method == "umap":
+        import umap
+
+        from .clustering.preprocess import torch_threads_kept
+
+        model = umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), random_state=seed, n_jobs=1)
+        with torch_threads_kept():
+            return indices, model.fit_transform(x)
     if x.shape[1] > TSNE_INPUT_DIM:
         # PCA first removes noise dimensions and makes t-SNE's neighbour search much cheaper
         x = PCA(n_components=min(TSNE_INPUT_DIM, len(x)), random_state=seed).fit_transform(x)
@@ -185,13 +194,13 @@ def _scatter_by_category(ax, coords: np.ndarray, categories: np.ndarray, names: 
         ax.legend(fontsize=7, markerscale=2, loc="best", framealpha=0.7)
 
 
-def plot_embedding(vectors: np.ndarray, clusters: np.ndarray, labels: np.ndarray, class_names: list[str],
-                   path: str | Path, method: str, max_points: int, seed: int, source: str = "cluster") -> None:
-    indices, coords = embed_2d(vectors, method, max_points, seed)
-    clusters, labels = np.asarray(clusters)[indices], np.asarray(labels)[indices]
+def plot_embedding(coords: np.ndarray, clusters: np.ndarray, labels: np.ndarray, class_names: list[str],
+                   path: str | Path, method: str, source: str = "cluster") -> None:
+    """The 2-D map twice: coloured by cluster and by true class (``clusters``, ``labels``: per point)."""
+    clusters, labels = np.asarray(clusters), np.asarray(labels)
     fig = Figure(figsize=(13.0, 6.0), layout="constrained")
     by_cluster, by_class = fig.subplots(1, 2)
-    fig.suptitle(f"{method.upper()} of {len(indices)} samples")
+    fig.suptitle(f"{method.upper()} of {len(coords)} samples")
     noise = clusters == NOISE
     if noise.any():
         by_cluster.scatter(coords[noise, 0], coords[noise, 1], s=6, color="lightgrey", label="noise")
@@ -213,6 +222,80 @@ def plot_embedding(vectors: np.ndarray, clusters: np.ndarray, labels: np.ndarray
         ax.set_xlabel(f"{method} 1")
         ax.set_ylabel(f"{method} 2")
     _save(fig, path)
+
+
+def thumbnail_points(coords: np.ndarray, cells: int, seed: int) -> np.ndarray:
+    """Indices of the points that get an image on the map, an image being 1/``cells`` of the map's
+    width and height: points are taken in a seeded random order, each unless its image would
+    overlap one already taken, so the images spread over the map without covering each other."""
+    if len(coords) == 0:
+        return np.zeros(0, dtype=np.int64)
+    low, high = coords.min(0), coords.max(0)
+    unit = (coords - low) / np.maximum(high - low, 1e-12) * cells  # one image is 1 x 1 here
+    taken: dict[tuple[int, int], list[int]] = {}
+    picked = []
+    for i in np.random.default_rng(seed).permutation(len(coords)).tolist():
+        cx, cy = int(unit[i, 0]), int(unit[i, 1])
+        near = (j for dx in (-1, 0, 1) for dy in (-1, 0, 1) for j in taken.get((cx + dx, cy + dy), ()))
+        if all(np.abs(unit[j] - unit[i]).max() >= 1.0 for j in near):
+            taken.setdefault((cx, cy), []).append(i)
+            picked.append(i)
+    return np.sort(np.array(picked, dtype=np.int64))
+
+
+def plot_thumbnail_map(coords: np.ndarray, clusters: np.ndarray, picked: np.ndarray, thumbnails: np.ndarray,
+                       path: str | Path, method: str, cells: int, source: str = "cluster") -> None:
+    """The 2-D map with the images of the ``picked`` points drawn at their places, framed in their
+    cluster's colour (``thumbnails``: uint8 RGB tiles of the picked points, in the same order)."""
+    clusters = np.asarray(clusters)
+    colors = _category_colors(max(int(clusters.max()) + 1, 1))
+    fig = Figure(figsize=(12.0, 12.0), layout="constrained")
+    ax = fig.add_subplot()
+    low, high = coords.min(0), coords.max(0)
+    span = np.maximum(high - low, 1e-12)
+    half = span / cells / 2 * 0.95
+    point_colors = np.array([colors[c] if c != NOISE else (0.8, 0.8, 0.8, 1.0) for c in clusters])
+    ax.scatter(coords[:, 0], coords[:, 1], s=3, c=point_colors, alpha=0.3)
+    for i, tile in zip(picked.tolist(), thumbnails):
+        x, y = coords[i]
+        ax.imshow(tile, extent=(x - half[0], x + half[0], y - half[1], y + half[1]), interpolation="nearest",
+                  zorder=3)
+        color = colors[clusters[i]] if clusters[i] != NOISE else (0.6, 0.6, 0.6, 1.0)
+        ax.add_patch(matplotlib.patches.Rectangle((x - half[0], y - half[1]), 2 * half[0], 2 * half[1], fill=False,
+                                                  edgecolor=color, linewidth=1.5, zorder=4))
+    ax.set_xlim(low[0] - span[0] * 0.03, high[0] + span[0] * 0.03)
+    ax.set_ylim(low[1] - span[1] * 0.03, high[1] + span[1] * 0.03)
+    ax.set_aspect("auto")
+    ax.set_title(f"{method.upper()} of {len(coords)} samples, {len(picked)} shown as images "
+                 f"(frame: {source} cluster colour)")
+    ax.set_xlabel(f"{method} 1")
+    ax.set_ylabel(f"{method} 2")
+    _save(fig, path)
+
+
+# --- label distribution per cluster ----------------------------------------------------------------
+
+
+def write_cluster_labels_csv(labels: np.ndarray, clusters: np.ndarray, class_names: list[str],
+                             path: str | Path) -> None:
+    """One row per cluster: its size, labelled members, matched class, that class's share, then the
+    count of each class among its members (the MoCo system's per-cluster label distribution)."""
+    labels, clusters = np.asarray(labels), np.asarray(clusters)
+    labelled = labels != UNLABELED
+    mapping = hungarian_match(labels[labelled], clusters[labelled]) if labelled.any() else {}
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["cluster", "size", "labelled", "matched_class", "matched_share", *class_names])
+            for cluster in sorted(np.unique(clusters).tolist()):
+                members = clusters == cluster
+                known = labels[members & labelled]
+                counts = np.bincount(known, minlength=len(class_names)) if len(known) else np.zeros(len(class_names),
+                                                                                                   dtype=np.int64)
+                matched = mapping.get(cluster)
+                share = f"{counts[matched] / len(known):.4f}" if matched is not None and len(known) else ""
+                writer.writerow(["noise" if cluster == NOISE else cluster, int(members.sum()), len(known),
+                                 class_names[matched] if matched is not None else "", share, *counts.tolist()])
 
 
 # --- the choice of K -------------------------------------------------------------------------------
@@ -288,19 +371,46 @@ def plot_training_curves(curves: dict[str, Path], path: str | Path) -> None:
 
 # --- the stage -------------------------------------------------------------------------------------
 
+FIGURES = (  # (file, heading, caption) of the report, in its order; absent files are left out
+    ("overview.png", "Clusters at a glance", "each cluster's most confident images (red frame: not its matched class)"),
+    ("embedding.png", "Map of the features", "coloured by cluster and by true class"),
+    ("embedding_thumbnails.png", "Map with images", "one image per cell of a grid over the map"),
+    ("confusion_finetune.png", "Confusion: fine-tuned clusters", "rows: true classes; columns: matched clusters"),
+    ("confusion_cluster.png", "Confusion: cluster stage", "rows: true classes; columns: matched clusters"),
+    ("cluster_sizes.png", "Cluster sizes", "largest first"),
+    ("k_curve.png", "Choice of K", "the label-free score of every candidate K"),
+    ("training_curves.png", "Training curves", "pretraining and fine-tuning losses (DVCLive)"),
+)
 
-def make_all_plots(features_dir: str | Path, sources: dict[str, Path], prepared_meta: str | Path,
+
+def _image_rows(prepared, ids: np.ndarray, where: str) -> np.ndarray:
+    index = {sample_id: i for i, sample_id in enumerate(prepared.ids.tolist())}
+    rows = np.array([index.get(i, -1) for i in ids.tolist()], dtype=np.int64)
+    if (rows < 0).any():
+        raise DataError(f"{where}: id {ids[rows < 0][0]!r} is not in the prepared data; is it stale?")
+    return rows
+
+
+def make_all_plots(features_dir: str | Path, sources: dict[str, Path], prepared_dir: str | Path,
                    curves: dict[str, Path], out_dir: str | Path, params, seed: int,
-                   k_curve: str | Path | None = None) -> None:
-    """Write every figure into a fresh ``out_dir``, swapped into place only when all succeed.
+                   k_curve: str | Path | None = None, metrics: dict[str, Path] | None = None) -> None:
+    """Write every figure, the contact sheets and ``report.html`` into a fresh ``out_dir``, swapped
+    into place only when all succeed.
 
-    ``sources`` maps a name to an assignments parquet; the embedding is coloured by the last one.
+    ``sources`` maps a name to an assignments parquet; the maps and sheets show the last one.
+    ``metrics`` maps a stage name to its metrics JSON, for the report.
     """
+    from .data.prepared import load_prepared
+    from .report import write_report
+    from .sheets import cluster_sheet, cluster_views, overview_sheet, save_png, tile_side, tiles
+
     if not sources:
         raise ValueError("make_all_plots needs at least one source of assignments")
-    class_names = list(read_json(prepared_meta)["classes"])
+    prepared = load_prepared(prepared_dir)
+    class_names = list(prepared.classes)
     assignments = {name: read_assignments(p) for name, p in sources.items()}
     features = read_features(features_dir)
+    stage_metrics = {name: read_json(p) for name, p in (metrics or {}).items()}
 
     last_name, last = list(assignments.items())[-1]
     # assignments and features are joined on ids: their row orders need not agree
@@ -312,6 +422,12 @@ def make_all_plots(features_dir: str | Path, sources: dict[str, Path], prepared_
     if not found.all():
         log.warning("%s: %d of %d ids are not in %s; left out of the embedding",
                     last_name, int((~found).sum()), len(found), features_dir)
+    image_rows = _image_rows(prepared, last.ids, str(sources[last_name]))
+    side = tile_side(max(prepared.images.shape[1:3]))
+
+    def images(rows: np.ndarray) -> np.ndarray:  # assignment rows -> their prepared images
+        return np.stack([prepared.images[i] for i in image_rows[rows]]) if len(rows) else \
+            np.zeros((0, *prepared.images.shape[1:]), dtype=np.uint8)
 
     k = max(1, *((a.num_clusters or int(a.clusters.max()) + 1) if len(a) else 0 for a in assignments.values()))
     with atomic_dir(out_dir) as tmp:
@@ -322,9 +438,34 @@ def make_all_plots(features_dir: str | Path, sources: dict[str, Path], prepared_
             plot_confusion(a.labels, a.clusters, class_names, tmp / f"confusion_{name}.png",
                            title=f"{name}: true class vs cluster")
             write_confusion_csv(confusion_records(a.labels, a.clusters, class_names), tmp / f"confusion_{name}.csv")
+            write_cluster_labels_csv(a.labels, a.clusters, class_names, tmp / f"cluster_labels_{name}.csv")
         plot_cluster_sizes({name: a.clusters for name, a in assignments.items()}, tmp / "cluster_sizes.png", k)
-        plot_embedding(features.vectors[feature_rows[found]], last.clusters[found], last.labels[found], class_names,
-                       tmp / "embedding.png", params.embedding, params.max_points, seed, source=last_name)
+
+        shown = np.flatnonzero(found)
+        picked, coords = embed_2d(features.vectors[feature_rows[shown]], params.embedding, params.max_points, seed)
+        points = shown[picked]  # assignment rows of the mapped points
+        plot_embedding(coords, last.clusters[points], last.labels[points], class_names, tmp / "embedding.png",
+                       params.embedding, source=last_name)
+        if params.thumbnail_grid:
+            on_map = thumbnail_points(coords, params.thumbnail_grid, seed)
+            plot_thumbnail_map(coords, last.clusters[points], on_map, tiles(images(points[on_map]), min(side, 64)),
+                               tmp / "embedding_thumbnails.png", params.embedding, params.thumbnail_grid, last_name)
         plot_training_curves(curves, tmp / "training_curves.png")
         if k_curve is not None and Path(k_curve).is_file():  # only when the cluster stage chose K
             plot_k_curve(k_curve, tmp / "k_curve.png")
+
+        views = cluster_views(last.clusters, last.confidence, last.labels, class_names)
+        if len(views) > params.max_sheets:
+            log.info("%d clusters: contact sheets of the %d largest", len(views), params.max_sheets)
+            views = sorted(views, key=lambda v: -len(v.rows))[: params.max_sheets]
+        save_png(overview_sheet(views, images, params.overview_images, side), tmp / "overview.png")
+        sheets = []
+        (tmp / "sheets").mkdir()
+        for view in views:
+            png = tmp / "sheets" / f"{'noise' if view.cluster == NOISE else f'cluster_{view.cluster:03d}'}.png"
+            save_png(cluster_sheet(view, images, params.sheet_confident, params.sheet_uncertain, 10, side), png)
+            sheets.append((f"{view.name}: {len(view.rows)} images", png))
+
+        figures = [(heading, tmp / file, caption) for file, heading, caption in FIGURES if (tmp / file).is_file()]
+        title = f"{prepared.meta.get('name', 'data')}: {len(last)} images, {last_name} clusters"
+        write_report(tmp / "report.html", title, stage_metrics, figures, sheets)

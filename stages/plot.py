@@ -1,4 +1,4 @@
-"""plot: confusion matrices, cluster sizes, a 2-D embedding and training curves into one folder."""
+"""plot: confusion matrices, cluster sizes, 2-D maps, contact sheets, training curves and report.html."""
 
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ from imageclust.tables import feature_shards
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--features", type=Path, required=True, help="features folder (extract stage)")
-    parser.add_argument("--meta", type=Path, required=True, help="prepared data meta.json (class names)")
+    parser.add_argument("--prepared", type=Path, required=True,
+                        help="prepared data folder (download stage): images, ids, class names")
     parser.add_argument("--source", type=named_path, action="append", required=True, metavar="NAME=PATH",
                         help="cluster assignments parquet; repeatable; the last one colours the embedding")
     parser.add_argument("--curve", type=named_path, action="append", default=[], metavar="NAME=PATH",
                         help="DVCLive metric TSV; repeatable; missing files are skipped")
     parser.add_argument("--k-curve", type=Path, help="the cluster stage's k_curve.csv; drawn when it exists")
+    parser.add_argument("--metrics", type=named_path, action="append", default=[], metavar="STAGE=PATH",
+                        help="a stage's metrics JSON for the report; repeatable; evaluate's gives the scores table")
     parser.add_argument("--out", type=Path, required=True, help="output folder, replaced as a whole")
     return parser
 
@@ -28,9 +31,11 @@ def main(args: argparse.Namespace) -> None:
     gparams, params = load_params("plot", path=args.params)
     sources = unique_named_paths(args.source, "--source")
     curves = unique_named_paths(args.curve, "--curve")
+    metrics = unique_named_paths(args.metrics, "--metrics")
     feature_shards(args.features)
-    require_files(args.meta, *sources.values())
-    make_all_plots(args.features, sources, args.meta, curves, args.out, params, gparams.seed, args.k_curve)
+    require_files(*sources.values(), *metrics.values())
+    make_all_plots(args.features, sources, args.prepared, curves, args.out, params, gparams.seed, args.k_curve,
+                   metrics)
 
 
 if __name__ == "__main__":

@@ -78,14 +78,16 @@ def project(tmp_path_factory) -> Path:
 def test_pipeline_through_dvc(project):
     first = sh(project, "dvc", "repro")
     assert stages_run(first.stdout) == {"check_params", "download", "pretrain", "extract", "cluster", "finetune",
-                                        "evaluate", "plot"}
+                                        "evaluate", "export", "plot"}
     evaluate = json.loads((project / "metrics/evaluate.json").read_text())
     assert set(evaluate) == {"cluster", "finetune"}
     assert set(evaluate["finetune"]) == {"train", "test", "all"}
     assert 0.0 <= evaluate["finetune"]["all"]["acc"] <= 1.0
     for name in ("confusion_finetune.png", "confusion_finetune.csv", "embedding.png", "training_curves.png",
-                 "cluster_sizes.png"):
+                 "cluster_sizes.png", "overview.png", "embedding_thumbnails.png", "report.html"):
         assert (project / "plots" / name).stat().st_size > 0
+    exported = (project / "artifacts/export/assignments.csv").read_text().splitlines()
+    assert len(exported) == 1 + evaluate["finetune"]["all"]["n"]
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "first results")
 
@@ -94,7 +96,7 @@ def test_pipeline_through_dvc(project):
     assert "up to date" in again.stdout
 
     experiment = sh(project, "dvc", "exp", "run", "-S", "cluster.k=8")
-    assert stages_run(experiment.stdout) == {"check_params", "cluster", "finetune", "evaluate", "plot"}
+    assert stages_run(experiment.stdout) == {"check_params", "cluster", "finetune", "evaluate", "export", "plot"}
     assert json.loads((project / "metrics/cluster.json").read_text())["k"] == 8
 
     diff = json.loads(sh(project, "dvc", "metrics", "diff", "--json").stdout)
@@ -111,7 +113,7 @@ def test_pipeline_through_dvc(project):
     # a frozen backbone: pretrain has nothing to train, download nothing to redo
     pixels = sh(project, "dvc", "exp", "run", "-S", "extract.backbone=pixels", "-S", "pretrain.method=none")
     assert stages_run(pixels.stdout) == {"check_params", "pretrain", "extract", "cluster", "finetune", "evaluate",
-                                         "plot"}
+                                         "export", "plot"}
     assert json.loads((project / "metrics/pretrain.json").read_text())["skipped"] is True
     assert json.loads((project / "metrics/extract.json").read_text())["dim"] == 64
     # another backbone's block is not a dependency of this experiment's extract stage
@@ -127,7 +129,8 @@ def test_pipeline_through_dvc(project):
                               (["cluster.method=spectral", "finetune.method=none"], "spectral"),
                               (["cluster.method=hdbscan", "cluster.umap_dim=8", "finetune.method=scan"], "hdbscan")):
         run = sh(project, "dvc", "exp", "run", *(arg for o in overrides for arg in ("-S", o)))
-        assert stages_run(run.stdout) == {"check_params", "cluster", "finetune", "evaluate", "plot"}, overrides
+        assert stages_run(run.stdout) == {"check_params", "cluster", "finetune", "evaluate", "export",
+                                          "plot"}, overrides
         clustered = json.loads((project / "metrics/cluster.json").read_text())
         evaluated = json.loads((project / "metrics/evaluate.json").read_text())["cluster"]["all"]
         assert clustered["method"] == method, overrides
@@ -146,7 +149,7 @@ def test_pipeline_through_dvc(project):
 
     auto = sh(project, "dvc", "exp", "run", "-S", "cluster.k=auto", "-S", "cluster.method=kmeans",
               "-S", "cluster.umap_dim=null", "-S", "cluster.kmeans.backend=faiss")
-    assert stages_run(auto.stdout) == {"check_params", "cluster", "finetune", "evaluate", "plot"}
+    assert stages_run(auto.stdout) == {"check_params", "cluster", "finetune", "evaluate", "export", "plot"}
     chosen = json.loads((project / "metrics/cluster.json").read_text())
     assert chosen["k_auto"] and 2 <= chosen["k"] <= 20 and chosen["k_criterion"] == "silhouette"
     assert json.loads((project / "metrics/finetune.json").read_text())["k"] == chosen["k"]
@@ -159,14 +162,14 @@ def test_pipeline_through_dvc(project):
                  "-S", "finetune.method=deepcluster", "-S", "finetune.deepcluster.epochs=2",
                  "-S", "finetune.deepcluster.contrastive=views")
     assert stages_run(scratch.stdout) == {"check_params", "pretrain", "extract", "cluster", "finetune", "evaluate",
-                                          "plot"}
+                                          "export", "plot"}
     assert json.loads((project / "metrics/pretrain.json").read_text())["random_init"] is True
     assert (project / "artifacts/finetune/encoder.pt").exists()
     assert (project / "artifacts/finetune-live/plots/metrics/deepcluster/loss.tsv").read_text().count("\n") == 3
     for overrides in (["finetune.method=spectral", "finetune.spectral.epochs=2"],
                       ["finetune.method=scan", "finetune.scan.train_backbone=true"]):
         tuned = sh(project, "dvc", "exp", "run", *(arg for o in overrides for arg in ("-S", o)))
-        assert stages_run(tuned.stdout) == {"check_params", "finetune", "evaluate", "plot"}, overrides
+        assert stages_run(tuned.stdout) == {"check_params", "finetune", "evaluate", "export", "plot"}, overrides
         assert (project / "artifacts/finetune/encoder.pt").exists(), overrides
         evaluated = json.loads((project / "metrics/evaluate.json").read_text())["finetune"]["all"]
         assert evaluated["clusters_nonempty"] >= 2, overrides

@@ -13,6 +13,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from imageclust.data.prepared import RawDataset, write_prepared
 from imageclust.plots import (
     confusion_records,
     embed_2d,
@@ -21,8 +22,11 @@ from imageclust.plots import (
     plot_cluster_sizes,
     plot_confusion,
     plot_embedding,
+    plot_thumbnail_map,
     plot_training_curves,
     read_curve,
+    thumbnail_points,
+    write_cluster_labels_csv,
     write_confusion_csv,
 )
 from imageclust.tables import UNLABELED, Assignments, FeatureTable, write_assignments, write_features
@@ -32,10 +36,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["zero", "one", "two"]
 
 
-def assert_png(path: Path) -> None:
+def assert_png(path: Path, min_side: int = 50) -> None:
+    """A valid PNG of sensible size that is not one flat colour."""
     assert path.read_bytes()[:8] == PNG_MAGIC
     pixels = matplotlib.image.imread(path)
-    assert pixels.shape[0] > 0 and pixels.shape[1] > 0
+    assert pixels.shape[0] >= min_side and pixels.shape[1] >= min_side, pixels.shape
+    assert pixels[..., :3].std() > 0.02, f"{path.name} is blank"
 
 
 def blobs(n_per_class: int = 20, dim: int = 8, seed: int = 0):
@@ -101,7 +107,7 @@ def test_cluster_sizes(tmp_path):
     assert_png(tmp_path / "s.png")
 
 
-@pytest.mark.parametrize("method", ["pca", "tsne"])
+@pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
 def test_embed_2d_is_deterministic_and_subsamples(method):
     vectors, _ = blobs(dim=64)
     first_idx, first = embed_2d(vectors, method, max_points=40, seed=3)
@@ -115,11 +121,46 @@ def test_embed_2d_is_deterministic_and_subsamples(method):
 
 def test_embedding_plot_with_and_without_labels(tmp_path):
     vectors, labels = blobs()
-    plot_embedding(vectors, labels, labels, CLASSES, tmp_path / "e.png", "tsne", max_points=50, seed=0)
+    picked, coords = embed_2d(vectors, "pca", max_points=50, seed=0)
+    plot_embedding(coords, labels[picked], labels[picked], CLASSES, tmp_path / "e.png", "pca")
     assert_png(tmp_path / "e.png")
-    no_labels = np.full_like(labels, UNLABELED)
-    plot_embedding(vectors, labels, no_labels, CLASSES, tmp_path / "n.png", "pca", max_points=50, seed=0)
+    no_labels = np.full(len(picked), UNLABELED)
+    plot_embedding(coords, labels[picked], no_labels, CLASSES, tmp_path / "n.png", "pca")
     assert_png(tmp_path / "n.png")
+
+
+def test_thumbnail_points_cover_the_map_without_overlap():
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(0, 100, size=(2000, 2))
+    picked = thumbnail_points(coords, cells=10, seed=1)
+    np.testing.assert_array_equal(picked, thumbnail_points(coords, cells=10, seed=1))
+    unit = coords[picked] / (coords.max(0) - coords.min(0)) * 10  # one image is 1 x 1 here
+    gaps = np.abs(unit[:, None] - unit[None]).max(-1) + np.eye(len(picked)) * 10
+    assert gaps.min() >= 1.0  # no two images overlap
+    assert len(picked) >= 30  # and a 10 x 10 map is well covered (at most 100 would fit exactly)
+    assert len(thumbnail_points(coords[:1], cells=10, seed=0)) == 1
+
+
+def test_thumbnail_map(tmp_path):
+    vectors, labels = blobs()
+    _, coords = embed_2d(vectors, "pca", max_points=60, seed=0)
+    picked = thumbnail_points(coords, cells=8, seed=0)
+    thumbnails = np.random.default_rng(0).integers(0, 255, size=(len(picked), 16, 16, 3), dtype=np.uint8)
+    plot_thumbnail_map(coords, labels, picked, thumbnails, tmp_path / "m.png", "pca", cells=8)
+    assert_png(tmp_path / "m.png")
+
+
+def test_cluster_labels_csv_by_hand(tmp_path):
+    labels = np.array([0, 0, 0, 1, 1, 2, UNLABELED, 2])
+    clusters = np.array([1, 1, 0, 0, 0, 2, 2, 2])
+    write_cluster_labels_csv(labels, clusters, CLASSES, tmp_path / "c.csv")
+    rows = (tmp_path / "c.csv").read_text().splitlines()
+    assert rows == [
+        "cluster,size,labelled,matched_class,matched_share,zero,one,two",
+        "0,3,3,one,0.6667,1,2,0",  # cluster 0 holds one "zero" and two "one"
+        "1,2,2,zero,1.0000,2,0,0",
+        "2,3,2,two,1.0000,0,0,2",  # its unlabelled member is counted in size only
+    ]
 
 
 def test_training_curves(tmp_path, caplog):
@@ -134,38 +175,57 @@ def test_training_curves(tmp_path, caplog):
     assert_png(tmp_path / "none.png")
 
 
+def class_images(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """8 x 8 grey images: a bright bar whose row is the class, on noise."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 60, size=(len(labels), 8, 8, 1), dtype=np.uint8)
+    for i, label in enumerate(np.clip(labels, 0, None)):
+        images[i, 2 * label + 1] = 250
+    return images
+
+
 def make_inputs(root: Path, labelled: bool = True) -> dict:
-    vectors, labels = blobs()
-    if not labelled:
-        labels = np.full_like(labels, UNLABELED)
+    vectors, true_labels = blobs()
+    labels = true_labels if labelled else np.full_like(true_labels, UNLABELED)
     ids = np.array([f"s{i:03d}" for i in range(len(labels))])
     splits = np.array(["train"] * len(labels))
     write_features(root / "features", FeatureTable(ids, splits, labels, vectors), meta={})
-    meta = root / "meta.json"
-    meta.write_text(json.dumps({"classes": CLASSES}))
+    write_prepared(root / "prepared", RawDataset("blobs", class_images(true_labels), labels, splits, ids.astype(object),
+                                                 CLASSES if labelled else []))
     order = np.random.default_rng(1).permutation(len(ids))  # assignments need not share the features' order
     sources = {}
     for name, perm in [("cluster", [1, 2, 0]), ("finetune", [0, 1, 2])]:
-        clusters = np.array(perm)[np.clip(labels, 0, None)]
+        clusters = np.array(perm)[true_labels]
         a = Assignments(ids[order], splits[order], labels[order], clusters[order], np.ones(len(ids), np.float32))
         sources[name] = root / f"{name}.parquet"
         write_assignments(sources[name], a)
-    return {"features": root / "features", "meta": meta, "sources": sources}
+    return {"features": root / "features", "prepared": root / "prepared", "sources": sources}
+
+
+PLOT_PARAMS = SimpleNamespace(embedding="pca", max_points=30, thumbnail_grid=6, sheet_confident=8, sheet_uncertain=2,
+                              overview_images=5, max_sheets=100)
 
 
 @pytest.mark.parametrize("labelled", [True, False])
 def test_make_all_plots(tmp_path, labelled):
     inputs = make_inputs(tmp_path, labelled)
     write_curve(tmp_path / "loss.tsv", "loss", [1.0, 0.5])
-    params = SimpleNamespace(embedding="pca", max_points=30)
-    make_all_plots(inputs["features"], inputs["sources"], inputs["meta"], {"loss": tmp_path / "loss.tsv"},
-                   tmp_path / "plots", params, seed=0)
-    expected = {"cluster_sizes.png", "embedding.png", "training_curves.png"}
+    (tmp_path / "evaluate.json").write_text(json.dumps({"finetune": {"all": {"n": 60, "acc": 1.0}}}))
+    make_all_plots(inputs["features"], inputs["sources"], inputs["prepared"], {"loss": tmp_path / "loss.tsv"},
+                   tmp_path / "plots", PLOT_PARAMS, seed=0, metrics={"evaluate": tmp_path / "evaluate.json"})
+    expected = {"cluster_sizes.png", "embedding.png", "embedding_thumbnails.png", "training_curves.png",
+                "overview.png", "report.html", "sheets"}
     if labelled:
         expected |= {f"confusion_{s}.{ext}" for s in ("cluster", "finetune") for ext in ("png", "csv")}
+        expected |= {"cluster_labels_cluster.csv", "cluster_labels_finetune.csv"}
     assert {p.name for p in (tmp_path / "plots").iterdir()} == expected
-    for png in (tmp_path / "plots").glob("*.png"):
+    assert sorted(p.name for p in (tmp_path / "plots" / "sheets").iterdir()) == [
+        "cluster_000.png", "cluster_001.png", "cluster_002.png"]
+    for png in (tmp_path / "plots").rglob("*.png"):
         assert_png(png)
+    report = (tmp_path / "plots" / "report.html").read_text()
+    assert report.count("<img ") == len(list((tmp_path / "plots").rglob("*.png")))
+    assert "http://" not in report and "https://" not in report  # nothing to fetch
     if labelled:  # ids joined correctly: every sample lands on its matched class
         rows = (tmp_path / "plots" / "confusion_cluster.csv").read_text().splitlines()[1:]
         assert len(rows) == 60 and all(a == p for a, p in (r.split(",") for r in rows))
@@ -178,7 +238,7 @@ def run_stage_script(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def stage_args(inputs: dict) -> list[str]:
-    return ["--features", str(inputs["features"]), "--meta", str(inputs["meta"]),
+    return ["--features", str(inputs["features"]), "--prepared", str(inputs["prepared"]),
             *(a for name, p in inputs["sources"].items() for a in ("--source", f"{name}={p}")),
             "--curve", "pretrain_loss=live/plots/metrics/loss.tsv", "--out", "plots"]
 

@@ -46,7 +46,7 @@ def test_every_stage_runs_without_labels(tmp_path):
           "--live", t / "finetune-live", "--metrics", t / "finetune.json")
     stage("evaluate", p, "--features", t / "features", "--source", f"cluster={t / 'cluster/assignments.parquet'}",
           "--source", f"finetune={t / 'finetune/assignments.parquet'}", "--out", t / "evaluate.json")
-    stage("plot", p, "--features", t / "features", "--meta", t / "prepared/meta.json",
+    stage("plot", p, "--features", t / "features", "--prepared", t / "prepared",
           "--source", f"cluster={t / 'cluster/assignments.parquet'}",
           "--source", f"finetune={t / 'finetune/assignments.parquet'}", "--out", t / "plots")
 
