@@ -530,7 +530,7 @@ def test_k_auto_or_an_integer():
 
 def test_hdbscan_finds_the_blobs_leaves_outliers_as_noise_and_evaluate_counts_them(tmp_path):
     from imageclust.evaluate import evaluate_sources
-    from imageclust.plots import plot_cluster_sizes, plot_confusion, plot_embedding
+    from imageclust.plots import embed_2d, plot_cluster_sizes, plot_confusion, plot_embedding
 
     x, labels = four_blobs(n_per=40)
     outliers = np.random.default_rng(3).uniform(-20, 20, size=(6, 6)).astype(np.float32)
@@ -556,6 +556,7 @@ def test_hdbscan_finds_the_blobs_leaves_outliers_as_noise_and_evaluate_counts_th
     names = ["a", "b", "c", "d"]
     plot_confusion(a.labels, a.clusters, names, tmp_path / "confusion.png", "t")
     plot_cluster_sizes({"hdbscan": a.clusters}, tmp_path / "sizes.png", 4)
-    plot_embedding(x, a.clusters, a.labels, names, tmp_path / "embedding.png", "pca", 1000, 0)
+    rows, coords = embed_2d(x, "pca", 1000, 0)
+    plot_embedding(coords, a.clusters[rows], a.labels[rows], names, tmp_path / "embedding.png", "pca")
     for png in ("confusion.png", "sizes.png", "embedding.png"):
         assert (tmp_path / png).stat().st_size > 1000

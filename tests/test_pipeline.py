@@ -86,8 +86,19 @@ def test_pipeline_through_dvc(project):
     for name in ("confusion_finetune.png", "confusion_finetune.csv", "embedding.png", "training_curves.png",
                  "cluster_sizes.png", "overview.png", "embedding_thumbnails.png", "report.html"):
         assert (project / "plots" / name).stat().st_size > 0
-    exported = (project / "artifacts/export/assignments.csv").read_text().splitlines()
-    assert len(exported) == 1 + evaluate["finetune"]["all"]["n"]
+    exported = list(csv.DictReader(open(project / "artifacts/export/assignments.csv")))
+    assert len(exported) == evaluate["finetune"]["all"]["n"]
+    # new images: prepared digits written as PNG files land in the clusters the run gave them
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.load(project / "data/prepared/images.npy", mmap_mode="r")
+    (project.parent / "new").mkdir()
+    for row in exported[::50]:
+        Image.fromarray(pixels[int(row["index"])][..., 0]).save(project.parent / "new" / f"{row['id']}.png")
+    sh(project, sys.executable, "-m", "imageclust", "predict", "../new", "--out", "../predicted.csv")
+    predicted = {Path(r["path"]).stem: r["cluster"] for r in csv.DictReader(open(project.parent / "predicted.csv"))}
+    assert predicted == {row["id"]: row["cluster"] for row in exported[::50]}
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "first results")
 

@@ -43,11 +43,32 @@ class Clustering:
         return {"centroids": self.centroids, "rule": np.array(self.rule),
                 **{f"rule_{k}": np.asarray(v) for k, v in self.arrays.items()}}
 
+    def to_tensors(self) -> dict:
+        """As ``to_arrays``, in what ``torch.load(weights_only=True)`` reads back (tensors, str, int)."""
+        import torch
+
+        return {"rule": self.rule, "centroids": torch.from_numpy(np.asarray(self.centroids)),
+                "arrays": {k: torch.from_numpy(np.asarray(v)) for k, v in self.arrays.items()}}
+
+    @classmethod
+    def from_tensors(cls, saved: dict) -> "Clustering":
+        return cls(centroids=saved["centroids"].numpy(), rule=saved["rule"],
+                   arrays={k: v.numpy() for k, v in saved["arrays"].items()})
+
     @classmethod
     def from_arrays(cls, arrays) -> "Clustering":
         rule = str(arrays["rule"]) if "rule" in arrays else "centroid"
         extra = {k.removeprefix("rule_"): v for k, v in arrays.items() if k.startswith("rule_")}
         return cls(centroids=arrays["centroids"], rule=rule, arrays=extra)
+
+
+def distances_to_centres(x: np.ndarray, centres: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Euclidean distance of each row of ``x`` to its cluster's centre (NaN for noise, -1)."""
+    clusters = np.asarray(clusters)
+    out = np.full(len(x), np.nan, dtype=np.float32)
+    at = clusters >= 0
+    out[at] = np.linalg.norm(np.asarray(x)[at] - np.asarray(centres)[clusters[at]], axis=1)
+    return out
 
 
 def cluster_means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:

@@ -81,6 +81,36 @@ EXTRACTORS: dict[str, Callable[..., FrozenBackbone]] = {
 }
 
 
+class Embedder:
+    """A frozen backbone behind its preprocessing, on a device: uint8 (n, h, w, c) pixels -> float vectors.
+    The extract stage and ``predict`` both embed through it, so new images get the same features."""
+
+    def __init__(self, backbone: FrozenBackbone, in_channels: int, image_size: int | None, device: torch.device):
+        self.backbone, self.device = backbone, device
+        self.side = input_side(image_size, backbone.input_size, backbone.size_multiple)
+        self.channels = backbone.channels or in_channels
+        self.preprocess = Preprocess(in_channels, backbone.channels, self.side, backbone.mean, backbone.std).to(device)
+        self.model = backbone.model.to(device).eval()
+        # channels-last runs convolutions (depthwise ones above all) about twice as fast, on CPUs too
+        self.channels_last = any(isinstance(m, nn.Conv2d) for m in self.model.modules())
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def output_dim(self, image_hw: tuple[int, int]) -> int:
+        if self.backbone.output_dim > 0:
+            return self.backbone.output_dim
+        height, width = (self.side, self.side) if self.side else image_hw
+        return self.channels * height * width  # pixels
+
+    @torch.inference_mode()
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(pixels.to(self.device, non_blocking=True))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device):
+            return self.model(x).float()
+
+
 class _ShardBatches(Dataset):
     """Item i: (shard index, first row, last row, uint8 pixels) of the i-th batch of the given shards."""
 
@@ -122,14 +152,8 @@ def extract_features(prepared_dir, encoder_path, out_dir, work_dir, gparams, par
     ddp = init_distributed()
     device = resolve_device(gparams.device, ddp.local_rank)
     backbone = EXTRACTORS[params.backbone](params, encoder_path)
-    in_channels = int(data.meta["channels"])
-    side = input_side(params.image_size, backbone.input_size, backbone.size_multiple)
-    preprocess = Preprocess(in_channels, backbone.channels, side, backbone.mean, backbone.std).to(device)
-    model = backbone.model.to(device).eval()
-    # channels-last runs convolutions (depthwise ones above all) about twice as fast, on CPUs too
-    channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    embedder = Embedder(backbone, int(data.meta["channels"]), params.image_size, device)
+    side = embedder.side
     batch_size = params.batch_size or (256 if device.type == "cuda" else 32)  # big CPU batches thrash caches
 
     shards = plan_shards(len(data.ids), params.shard_rows)
@@ -142,9 +166,8 @@ def extract_features(prepared_dir, encoder_path, out_dir, work_dir, gparams, par
     if len(todo) < len(mine):
         log.info("resuming: %d of %d shards already extracted", len(mine) - len(todo), len(mine))
 
-    channels = backbone.channels or in_channels
-    height, width = (side, side) if side else data.images.shape[1:3]
-    dim = backbone.output_dim if backbone.output_dim > 0 else channels * height * width  # pixels
+    channels = embedder.channels
+    dim = embedder.output_dim(data.images.shape[1:3])
     rows_done, started = 0, time.perf_counter()
     batches = _loader(prepared_dir / IMAGES_FILE, todo, batch_size, params.num_workers, device)
     with torch.inference_mode():
@@ -152,11 +175,7 @@ def extract_features(prepared_dir, encoder_path, out_dir, work_dir, gparams, par
             shard = shards[shard_index]
             with FeatureShardWriter(work.shard_path(shard), dim, params.dtype) as writer:
                 for _, start, stop, pixels in items:
-                    x = preprocess(pixels.to(device, non_blocking=True))
-                    if channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    with autocast(device):
-                        vectors = model(x).float()
+                    vectors = embedder(pixels)
                     _check_finite(vectors, start, data.ids, params.backbone)
                     writer.write(data.ids[start:stop], data.splits[start:stop], data.labels[start:stop],
                                  vectors.cpu().numpy())

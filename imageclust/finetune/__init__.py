@@ -20,10 +20,10 @@ from ..metrics import nmi
 from ..runtime import resolve_device
 from ..tables import Assignments, read_assignments, read_features, write_assignments
 from .base import Curves, FinetuneResult, FinetuneRun
-from .deepcluster import finetune_deepcluster
-from .scan import finetune_scan
-from .spectral import finetune_spectral
-from .temi import finetune_temi
+from .deepcluster import assign_deepcluster, finetune_deepcluster
+from .scan import assign_scan, finetune_scan
+from .spectral import assign_spectral, finetune_spectral
+from .temi import assign_temi, finetune_temi
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,15 @@ METHODS = {
     "deepcluster": finetune_deepcluster,
     "spectral": finetune_spectral,
     "none": keep_cluster_stage,
+}
+# how each method sorts new samples (``predict``): features -> (clusters, confidences, distances to
+# the cluster centre); features come from the trained encoder for the methods that train it.
+# ``none`` has no model of its own: the cluster stage's assigns.
+ASSIGNERS = {
+    "scan": assign_scan,
+    "temi": assign_temi,
+    "deepcluster": assign_deepcluster,
+    "spectral": assign_spectral,
 }
 ASSIGNMENTS_FILE = "assignments.parquet"
 MODEL_FILE = "model.pt"
@@ -98,7 +107,8 @@ def run_finetune(features_dir, cluster_dir, out_dir, live_dir, gparams, data_par
         write_assignments(tmp / ASSIGNMENTS_FILE, Assignments(
             ids=features.ids, splits=features.splits, labels=features.labels, clusters=result.clusters,
             confidence=result.confidence, num_clusters=num_clusters))
-        save_torch(tmp / MODEL_FILE, {"method": params.method, "num_clusters": num_clusters, **result.model})
+        save_torch(tmp / MODEL_FILE, {"method": params.method, "num_clusters": num_clusters,
+                                      "trains_encoder": result.encoder is not None, **result.model})
         if result.encoder is not None:
             from .images import save_trained_encoder
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment import build_augmenter
-from ..clustering.base import Clustering
+from ..clustering.base import Clustering, distances_to_centres
 from ..config import ClusterParams
 from ..losses import nt_xent, supervised_contrastive
 from ..metrics import clustering_accuracy, nmi, purity
@@ -235,6 +235,18 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
              "final_reseeded_clusters": info["reseeded"],
              "nmi_to_last_pseudo_labels": nmi(pseudo.numpy(), labels)}
     model = {"centroids": torch.from_numpy(clustering.centroids), **space.to_tensors(),
-             "top": net.top.cpu().state_dict()}
+             "top": net.top.cpu().state_dict(), "rule": clustering.to_tensors()}
     return FinetuneResult(clusters=clusters.astype(np.int64), confidence=confidence, model=model,
                           encoder=net.encoder, stats=stats)
+
+
+def assign_deepcluster(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """New samples (the trained encoder's features) by the final k-means: the saved PCA and L2, then
+    the nearest centroid; distances to it in that space."""
+    x = np.asarray(vectors, dtype=np.float32)
+    if "pca_mean" in model:
+        x = (x - model["pca_mean"].numpy()) @ model["pca_components"].numpy().T / model["pca_scale"].numpy()
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    clustering = Clustering.from_tensors(model["rule"])
+    clusters, confidence = clustering.predict(x)
+    return clusters, confidence, distances_to_centres(x, clustering.centroids, clusters)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment import build_augmenter
+from ..clustering.base import cluster_means, distances_to_centres
 from ..losses import confident_self_label_loss, scan_loss
 from ..models import MultiHead, cluster_head
 from ..tables import UNLABELED
@@ -242,6 +243,19 @@ def finetune_scan(run: FinetuneRun) -> FinetuneResult:
                                        run.params.batch_size))
     probs = predict(head, x_all.to(device)).cpu().numpy()
     stats["final_confident_fraction"] = float((probs[run.train].max(1) > p.confidence_threshold).mean())
+    centres = cluster_means(x_all.numpy()[run.train], probs[run.train].argmax(1), run.num_clusters)
     return FinetuneResult.from_probabilities(
-        probs, model={"head": head.cpu().state_dict(), "best_head": best},
+        probs, model={"head": head.cpu().state_dict(), "best_head": best, "hidden_dim": p.hidden_dim,
+                      "centres": torch.from_numpy(centres)},
         encoder=views.encoder, stats=stats)
+
+
+def assign_scan(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """New samples' clusters by the kept head, confidences and distances to the cluster means (on the
+    L2-normalised features the head reads)."""
+    x = F.normalize(torch.as_tensor(np.asarray(vectors, dtype=np.float32)), dim=1)
+    head = cluster_head(x.shape[1], model["hidden_dim"], model["num_clusters"])
+    head.load_state_dict(model["head"])
+    probs = predict(head, x).numpy()
+    clusters = probs.argmax(1)
+    return clusters, probs.max(1), distances_to_centres(x.numpy(), model["centres"].numpy(), clusters)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..augment import build_augmenter
-from ..clustering.base import cluster_means
+from ..clustering.base import Clustering, cluster_means, distances_to_centres
 from ..clustering.graph import fit_spectral, knn_vote_clustering
 from ..config import ClusterParams
 from ..losses import prototype_loss
@@ -157,8 +157,16 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
     return FinetuneResult(
         clusters=clusters, confidence=confidence.astype(np.float32),
         model={"centres": centres_of(z_train, best_labels, k), "train_labels": best["labels"],
-               "best_epoch": best["epoch"]},
+               "best_epoch": best["epoch"], "rule": clustering.to_tensors()},
         encoder=encoder,
         stats={"best_epoch": best["epoch"], "best_score": _finite(best["score"]), "score": p.score,
                "scores": [_finite(s) for s in scores],
                "stopped_early": bool(stopped), "reclusterings": reclusterings, "train_samples": int(n)})
+
+
+def assign_spectral(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """New samples (the trained encoder's features) by the vote of their nearest training samples, as
+    the stage assigns the rows it did not train on; distances to the pseudo-clusters' centres."""
+    z = F.normalize(torch.as_tensor(np.asarray(vectors, dtype=np.float32)), dim=1).numpy()
+    clusters, confidence = Clustering.from_tensors(model["rule"]).predict(z)
+    return clusters, confidence, distances_to_centres(z, model["centres"].numpy(), clusters)

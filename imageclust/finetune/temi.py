@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..clustering.base import cluster_means, distances_to_centres
 from ..losses import temi_loss
 from ..models import MultiHead
 from .base import FinetuneResult, FinetuneRun, shuffled_batches
@@ -162,7 +163,20 @@ def finetune_temi(run: FinetuneRun) -> FinetuneResult:
     stats.update(head_losses=[round(h, 4) for h in losses], best_head=best)
     head = teacher.heads[best]
     probs = predict(head, x_all.to(device), p.student_temperature).cpu().numpy()
+    centres = cluster_means(x_all.numpy()[run.train], probs[run.train].argmax(1), run.num_clusters)
     return FinetuneResult.from_probabilities(
         probs, model={"head": head.cpu().state_dict(), "student_head": student.heads[best].cpu().state_dict(),
-                      "best_head": best, "temperature": p.student_temperature},
+                      "best_head": best, "temperature": p.student_temperature, "hidden_dim": p.hidden_dim,
+                      "centres": torch.from_numpy(centres)},
         stats=stats)
+
+
+def assign_temi(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """New samples' clusters by the kept teacher head, confidences and distances to the cluster means
+    (on the L2-normalised features)."""
+    x = F.normalize(torch.as_tensor(np.asarray(vectors, dtype=np.float32)), dim=1)
+    head = CosineHead(x.shape[1], model["hidden_dim"], model["num_clusters"])
+    head.load_state_dict(model["head"])
+    probs = predict(head, x, model["temperature"]).numpy()
+    clusters = probs.argmax(1)
+    return clusters, probs.max(1), distances_to_centres(x.numpy(), model["centres"].numpy(), clusters)

@@ -1,0 +1,250 @@
+"""Sort new images into the clusters of the last run.
+
+``python -m imageclust predict IMAGES_OR_FOLDERS... [--out predictions.csv] [--sort-into DIR [--link]]``
+
+Each image goes the way the pipeline's images went: decoded and converted as the download stage
+converts (the prepared size and channels), embedded by the extract stage's backbone with its
+preprocessing, then assigned by the finetune stage's saved model (through the trained encoder
+for the methods that train it), or by the cluster stage's transform and rule when
+``finetune.method`` is ``none``. The CSV has, per image: ``path``, ``cluster``, ``confidence``,
+``distance`` (to the cluster's centre, in the space the assignment is made in), ``matched_class``
+(the class the run matched that cluster to, when its data had labels), the cluster stage's
+``cluster_stage_cluster``, and ``error`` for an image that could not be read (counted, not fatal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cli import EXIT_USER_ERROR
+from .clustering import load_cluster_model
+from .data.images import SkipSample, is_image_file, open_image, to_canonical
+from .errors import DataError, UserError
+from .io import atomic_dir, atomic_path, load_torch, read_json
+
+log = logging.getLogger("predict")
+
+# where `dvc repro` leaves what prediction needs, relative to the project
+PREPARED_META = Path("data/prepared/meta.json")
+FEATURES_META = Path("artifacts/features/_meta.json")
+PRETRAINED_ENCODER = Path("artifacts/pretrain/encoder.pt")
+CLUSTER_DIR = Path("artifacts/cluster")
+FINETUNE_DIR = Path("artifacts/finetune")
+
+
+def image_paths(inputs: list[Path]) -> list[Path]:
+    """The image files named, and those under the folders named (recursively, sorted)."""
+    paths = []
+    for item in inputs:
+        if item.is_dir():
+            paths += sorted(p for p in item.rglob("*") if p.is_file() and is_image_file(p))
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise DataError(f"{item}: no such file or folder")
+    if not paths:
+        raise DataError(f"no image files in {', '.join(map(str, inputs))}")
+    return paths
+
+
+@dataclass
+class Predictions:
+    paths: list[Path]
+    clusters: np.ndarray  # -1 where the image could not be read (or for HDBSCAN's noise)
+    confidence: np.ndarray
+    distance: np.ndarray
+    stage_clusters: np.ndarray
+    errors: dict[int, str] = field(default_factory=dict)  # position -> why it was not read
+    matched: dict[int, str] = field(default_factory=dict)  # cluster -> class name
+
+
+class Predictor:
+    """Everything the last run saved to assign new images, loaded once; ``predict(paths)`` in batches."""
+
+    def __init__(self, project: Path = Path("."), params_path: Path | None = None, batch_size: int = 64):
+        from .config import load_params
+        from .features import EXTRACTORS, Embedder
+        from .finetune import ASSIGNERS, ENCODER_FILE, MODEL_FILE
+        from .runtime import resolve_device
+
+        self.project, self.batch_size = Path(project), batch_size
+        gparams, self.data_params, extract = load_params("data", "extract",
+                                                         path=params_path or self.project / "params.yaml")
+        for needed in (PREPARED_META, FEATURES_META, CLUSTER_DIR / "model.npz", FINETUNE_DIR / MODEL_FILE):
+            if not (self.project / needed).is_file():
+                raise DataError(f"{self.project / needed}: not found; run `dvc repro` first")
+        meta = read_json(self.project / PREPARED_META)
+        self.shape = (int(meta["height"]), int(meta["width"]), int(meta["channels"]))
+        features = read_json(self.project / FEATURES_META)
+        if features.get("backbone") != extract.backbone:
+            raise DataError(f"params: extract.backbone={extract.backbone!r} but {FEATURES_META} was made with "
+                            f"{features.get('backbone')!r}; run `dvc repro` so the artifacts match params.yaml")
+        self.device = resolve_device(gparams.device)
+        backbone = EXTRACTORS[extract.backbone](extract, self.project / PRETRAINED_ENCODER)
+        self.embedder = Embedder(backbone, self.shape[2], extract.image_size, self.device)
+        self.transform, self.clustering = load_cluster_model(self.project / CLUSTER_DIR)
+        self.model = load_torch(self.project / FINETUNE_DIR / MODEL_FILE)
+        method = self.model.get("method")
+        self.assign = ASSIGNERS.get(method)
+        if method != "none" and (self.assign is None or "trains_encoder" not in self.model):
+            raise DataError(f"{FINETUNE_DIR / MODEL_FILE}: finetune.method={method!r} saved no model that assigns "
+                            "new images (written by an older version?); rerun the finetune stage")
+        self.encoder = None
+        if self.model.get("trains_encoder"):
+            from .features import load_encoder
+
+            self.encoder, _ = load_encoder(self.project / FINETUNE_DIR / ENCODER_FILE)
+            self.encoder = self.encoder.to(self.device)
+        self.matched = self._matched_classes(meta["classes"])
+
+    def _matched_classes(self, classes: list[str]) -> dict[int, str]:
+        """Cluster -> class as the run matched them (one to one), when its samples had labels."""
+        from .metrics import hungarian_match
+        from .tables import UNLABELED, read_assignments
+
+        path = self.project / FINETUNE_DIR / "assignments.parquet"
+        if not path.is_file() or not classes:
+            return {}
+        a = read_assignments(path)
+        labelled = a.labels != UNLABELED
+        if not labelled.any():
+            return {}
+        return {c: classes[k] for c, k in hungarian_match(a.labels[labelled], a.clusters[labelled]).items()}
+
+    def read(self, path: Path) -> np.ndarray:
+        """The image as the download stage would have prepared it; ``SkipSample`` if it cannot be."""
+        height, width, channels = self.shape
+        try:
+            with open_image(path, self.data_params.max_image_pixels) as image:
+                image.load()
+                if height == width:
+                    return to_canonical(image, height, channels)
+                return to_canonical(image.resize((width, height)), None, channels)
+        except SkipSample:
+            raise
+        except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt past the header
+            raise SkipSample(f"unreadable ({type(err).__name__})") from None
+
+    @torch.no_grad()
+    def _assign(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
+        from .clustering.base import distances_to_centres
+        from .runtime import to_float_images
+
+        vectors = self.embedder(torch.from_numpy(pixels)).cpu().numpy()
+        x = self.transform.apply(vectors)
+        stage_clusters, stage_confidence = self.clustering.predict(x)
+        if self.assign is None:  # finetune.method: none
+            return (stage_clusters, stage_confidence,
+                    distances_to_centres(x, self.clustering.centroids, stage_clusters), stage_clusters)
+        if self.encoder is not None:
+            self.encoder.eval()
+            vectors = self.encoder(to_float_images(pixels, self.device)).float().cpu().numpy()
+        clusters, confidence, distance = self.assign(self.model, vectors)
+        return clusters, confidence, distance, stage_clusters
+
+    def predict(self, paths: list[Path]) -> Predictions:
+        n = len(paths)
+        out = Predictions(paths, np.full(n, -1, np.int64), np.full(n, np.nan, np.float32),
+                          np.full(n, np.nan, np.float32), np.full(n, -1, np.int64), matched=self.matched)
+        for start in range(0, n, self.batch_size):
+            batch, positions = [], []
+            for i in range(start, min(n, start + self.batch_size)):
+                try:
+                    batch.append(self.read(paths[i]))
+                    positions.append(i)
+                except SkipSample as skip:
+                    out.errors[i] = str(skip)
+                    log.warning("%s: skipped, %s", paths[i], skip)
+            if batch:
+                clusters, confidence, distance, stage = self._assign(np.stack(batch))
+                out.clusters[positions], out.confidence[positions] = clusters, confidence
+                out.distance[positions], out.stage_clusters[positions] = distance, stage
+        return out
+
+
+def write_csv(path: Path, p: Predictions) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "cluster", "confidence", "distance", "matched_class", "cluster_stage_cluster",
+                             "error"])
+            for i, image in enumerate(p.paths):
+                if i in p.errors:
+                    writer.writerow([str(image), "", "", "", "", "", p.errors[i]])
+                    continue
+                writer.writerow([str(image), int(p.clusters[i]), f"{p.confidence[i]:.6f}", f"{p.distance[i]:.6f}",
+                                 p.matched.get(int(p.clusters[i]), ""), int(p.stage_clusters[i]), ""])
+
+
+def check_new_folder(folder: Path) -> None:
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise DataError(f"--sort-into {folder}: exists and is not an empty folder; choose a new one")
+
+
+def sort_into(folder: Path, p: Predictions, link: bool) -> None:
+    """One sub-folder per cluster (``cluster_007``, ``noise``) holding a copy of, or a link to, each image."""
+    check_new_folder(folder)
+    with atomic_dir(folder) as tmp:
+        for i, image in enumerate(p.paths):
+            if i in p.errors:
+                continue
+            cluster = int(p.clusters[i])
+            target_dir = tmp / ("noise" if cluster < 0 else f"cluster_{cluster:03d}")
+            target_dir.mkdir(exist_ok=True)
+            target = target_dir / image.name
+            serial = 1
+            while target.exists() or target.is_symlink():  # same name from another folder
+                target = target_dir / f"{image.stem}_{serial}{image.suffix}"
+                serial += 1
+            if link:
+                os.symlink(image.resolve(), target)
+            else:
+                shutil.copy2(image, target)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m imageclust predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("images", type=Path, nargs="+", help="image files and folders (searched recursively)")
+    parser.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default: %(default)s)")
+    parser.add_argument("--sort-into", type=Path, help="new folder with one sub-folder of images per cluster")
+    parser.add_argument("--link", action="store_true", help="with --sort-into: symbolic links instead of copies")
+    parser.add_argument("--project", type=Path, default=Path("."), help="the pipeline's folder (default: here)")
+    parser.add_argument("--params", type=Path, help="params file (default: the project's params.yaml)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        if args.batch_size < 1:
+            raise UserError(f"--batch-size={args.batch_size}: must be at least 1")
+        if args.link and args.sort_into is None:
+            raise UserError("--link needs --sort-into")
+        if args.sort_into is not None:
+            check_new_folder(args.sort_into)  # before the work, not after it
+        paths = image_paths(args.images)
+        predictions = Predictor(args.project, args.params, args.batch_size).predict(paths)
+        if len(predictions.errors) == len(paths):
+            raise DataError(f"none of the {len(paths)} images could be read")
+        write_csv(args.out, predictions)
+        if args.sort_into is not None:
+            sort_into(args.sort_into, predictions, args.link)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    read = len(paths) - len(predictions.errors)
+    log.info("%d images assigned, %d could not be read; wrote %s%s", read, len(predictions.errors), args.out,
+             f" and {args.sort_into}/" if args.sort_into else "")
+    return 0
