@@ -340,6 +340,15 @@ def read_curve(path: str | Path) -> tuple[str, np.ndarray, np.ndarray]:
     return value_columns[0], np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64)
 
 
+def plot_note(text: str, path: str | Path) -> None:
+    """A small picture that only says ``text``: for a declared plot that has nothing to draw."""
+    fig = Figure(figsize=(6.0, 1.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10)
+    ax.set_axis_off()
+    _save(fig, path)
+
+
 def plot_training_curves(curves: dict[str, Path], path: str | Path) -> None:
     present = {}
     for name, curve_path in curves.items():
@@ -348,11 +357,7 @@ def plot_training_curves(curves: dict[str, Path], path: str | Path) -> None:
         else:
             log.warning("training curve %s: %s not found, skipped", name, curve_path)
     if not present:
-        fig = Figure(figsize=(6.0, 3.0), layout="constrained")
-        ax = fig.add_subplot()
-        ax.text(0.5, 0.5, "no training curves", ha="center", va="center", fontsize=14)
-        ax.set_axis_off()
-        _save(fig, path)
+        plot_note("no training curves", path)
         return
     n_cols = min(len(present), 3)
     n_rows = math.ceil(len(present) / n_cols)
@@ -451,8 +456,12 @@ def make_all_plots(features_dir: str | Path, sources: dict[str, Path], prepared_
             plot_thumbnail_map(coords, last.clusters[points], on_map, tiles(images(points[on_map]), min(side, 64)),
                                tmp / "embedding_thumbnails.png", params.embedding, params.thumbnail_grid, last_name)
         plot_training_curves(curves, tmp / "training_curves.png")
-        if k_curve is not None and Path(k_curve).is_file():  # only when the cluster stage chose K
+        chose_k = k_curve is not None and Path(k_curve).is_file()  # only when the cluster stage chose K
+        if chose_k:
             plot_k_curve(k_curve, tmp / "k_curve.png")
+        else:  # dvc.yaml declares the picture: a note keeps `dvc plots show` from failing on it
+            plot_note(f"K was given (cluster.k: {k}); cluster.k: auto chooses it without labels and draws\n"
+                      "the score of every candidate here", tmp / "k_curve.png")
 
         views = cluster_views(last.clusters, last.confidence, last.labels, class_names)
         if len(views) > params.max_sheets:
@@ -466,6 +475,7 @@ def make_all_plots(features_dir: str | Path, sources: dict[str, Path], prepared_
             save_png(cluster_sheet(view, images, params.sheet_confident, params.sheet_uncertain, 10, side), png)
             sheets.append((f"{view.name}: {len(view.rows)} images", png))
 
-        figures = [(heading, tmp / file, caption) for file, heading, caption in FIGURES if (tmp / file).is_file()]
+        figures = [(heading, tmp / file, caption) for file, heading, caption in FIGURES
+                   if (tmp / file).is_file() and (file != "k_curve.png" or chose_k)]
         title = f"{prepared.meta.get('name', 'data')}: {len(last)} images, {last_name} clusters"
         write_report(tmp / "report.html", title, stage_metrics, figures, sheets)

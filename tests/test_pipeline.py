@@ -165,6 +165,7 @@ def test_pipeline_through_dvc(project):
     assert chosen["k_auto"] and 2 <= chosen["k"] <= 20 and chosen["k_criterion"] == "silhouette"
     assert json.loads((project / "metrics/finetune.json").read_text())["k"] == chosen["k"]
     assert (project / "plots/k_curve.png").stat().st_size > 1000
+    assert "Choice of K" in (project / "plots/report.html").read_text()  # the curve, not the note
 
     # the methods that train the encoder: DeepCluster from scratch (pretrain.method=none with the
     # encoder: its random initialisation), with its `views` contrastive variant; then spectral

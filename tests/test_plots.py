@@ -214,7 +214,7 @@ def test_make_all_plots(tmp_path, labelled):
     make_all_plots(inputs["features"], inputs["sources"], inputs["prepared"], {"loss": tmp_path / "loss.tsv"},
                    tmp_path / "plots", PLOT_PARAMS, seed=0, metrics={"evaluate": tmp_path / "evaluate.json"})
     expected = {"cluster_sizes.png", "embedding.png", "embedding_thumbnails.png", "training_curves.png",
-                "overview.png", "report.html", "sheets"}
+                "overview.png", "report.html", "sheets", "k_curve.png"}
     if labelled:
         expected |= {f"confusion_{s}.{ext}" for s in ("cluster", "finetune") for ext in ("png", "csv")}
         expected |= {"cluster_labels_cluster.csv", "cluster_labels_finetune.csv"}
@@ -224,7 +224,9 @@ def test_make_all_plots(tmp_path, labelled):
     for png in (tmp_path / "plots").rglob("*.png"):
         assert_png(png)
     report = (tmp_path / "plots" / "report.html").read_text()
-    assert report.count("<img ") == len(list((tmp_path / "plots").rglob("*.png")))
+    # every picture but k_curve.png, a note that K was given (dvc.yaml declares it)
+    assert report.count("<img ") == len(list((tmp_path / "plots").rglob("*.png"))) - 1
+    assert "Choice of K" not in report
     assert "http://" not in report and "https://" not in report  # nothing to fetch
     if labelled:  # ids joined correctly: every sample lands on its matched class
         rows = (tmp_path / "plots" / "confusion_cluster.csv").read_text().splitlines()[1:]
