@@ -15,6 +15,7 @@ Results are merged into ``--out`` under ``CONFIG/seedN`` and the README's table 
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import statistics
@@ -80,7 +81,9 @@ def refused(project: Path, method: str) -> str | None:
     return None
 
 
-def run(name: str, seed: int, workdir: Path) -> dict:
+def run(name: str, seed: int, workdir: Path, only: list[str] | None = None) -> dict:
+    """One configuration and seed; ``only`` restricts the fine-tuning methods rerun after the
+    preset's own (the default: all of the configuration's)."""
     from imageclust.preset import load_preset
 
     config = CONFIGS[name]
@@ -94,6 +97,9 @@ def run(name: str, seed: int, workdir: Path) -> dict:
                first: {**evaluated_scores(project, "finetune", config.split), "finetune": stages["finetune"]}}
     for method in config.methods:
         if method in methods:
+            continue
+        if only is not None and method not in only:
+            methods[method] = {"not_run": "left out of this run (--methods), to fit its time"}
             continue
         reason = refused(project, method)
         if reason:
@@ -159,4 +165,9 @@ def write_readme_table(report: dict, readme: Path = README) -> None:
 RUNS = {f"{name}/seed{seed}": partial(run, name, seed) for name, config in CONFIGS.items() for seed in config.seeds}
 
 if __name__ == "__main__":
-    run_benchmarks(__doc__.splitlines()[0], RUNS, after_each=write_readme_table)
+    # --methods M...: rerun only these fine-tuning methods after the preset's own (to fit a time budget)
+    choose = argparse.ArgumentParser(add_help=False)
+    choose.add_argument("--methods", nargs="+", choices=METHODS)
+    chosen, sys.argv[1:] = choose.parse_known_args()
+    runs = {key: partial(run, *run_.args, only=chosen.methods) for key, run_ in RUNS.items()}
+    run_benchmarks(__doc__.splitlines()[0], runs, after_each=write_readme_table)
