@@ -379,7 +379,7 @@ def plot_training_curves(curves: dict[str, Path], path: str | Path) -> None:
 FIGURES = (  # (file, heading, caption) of the report, in its order; absent files are left out
     ("overview.png", "Clusters at a glance", "each cluster's most confident images (red frame: not its matched class)"),
     ("embedding.png", "Map of the features", "coloured by cluster and by true class"),
-    ("embedding_thumbnails.png", "Map with images", "one image per cell of a grid over the map"),
+    ("embedding_thumbnails.png", "Map with images", "images at their points, spread so that none covers another"),
     ("confusion_finetune.png", "Confusion: fine-tuned clusters", "rows: true classes; columns: matched clusters"),
     ("confusion_cluster.png", "Confusion: cluster stage", "rows: true classes; columns: matched clusters"),
     ("cluster_sizes.png", "Cluster sizes", "largest first"),
