@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from . import cost
 from .errors import DataError, UserError
+from .io import write_json
 
 EXIT_USER_ERROR = 2
 
@@ -19,11 +21,18 @@ def run_stage(main: Callable[[argparse.Namespace], None], parser: argparse.Argum
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    cost.start()
     try:
         main(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+def write_metrics(path: str | Path, summary: dict, images: int | None = None) -> None:
+    """The stage's metrics JSON: ``summary`` and, under ``cost``, what the stage cost so far
+    (``images``: how many went through a network, for images/s)."""
+    write_json(path, {**summary, "cost": cost.measure(images)})
 
 
 def named_path(text: str) -> tuple[str, Path]:

@@ -160,6 +160,7 @@ class PretrainParams(Section):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: Int = Field(5, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"  # after the warmup
     optimizer: Literal["adamw", "adam", "sgd", "lars"] = "adamw"
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd and lars
     accumulate_steps: Int = Field(1, ge=1)  # batches whose gradients add up before each update
@@ -193,6 +194,8 @@ class PretrainParams(Section):
         if self.widths is not None and self.backbone not in WIDTHS_TAKEN:
             raise ValueError(f"widths={self.widths} is invalid: backbone {self.backbone!r} has fixed widths; "
                              f"widths apply to {', '.join(sorted(WIDTHS_TAKEN))} (or set widths: null)")
+        if self.backbone == "resnet32" and self.widths is not None and len(self.widths) != 3:
+            raise ValueError(f"widths={self.widths} is invalid: resnet32 has three stages, so three widths")
         return self
 
 

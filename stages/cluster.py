@@ -2,10 +2,9 @@
 
 import argparse
 
-from imageclust.cli import run_stage
+from imageclust.cli import run_stage, write_metrics
 from imageclust.clustering import run_clustering
 from imageclust.config import load_params
-from imageclust.io import write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     gparams, data_params, params = load_params("data", "cluster", path=args.params)
-    write_json(args.metrics, run_clustering(args.features, args.out, gparams, data_params, params))
+    write_metrics(args.metrics, run_clustering(args.features, args.out, gparams, data_params, params))
 
 
 if __name__ == "__main__":

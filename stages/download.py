@@ -2,10 +2,9 @@
 
 import argparse
 
-from imageclust.cli import run_stage
+from imageclust.cli import run_stage, write_metrics
 from imageclust.config import load_params
 from imageclust.data import prepare
-from imageclust.io import write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     gparams, data_params = load_params("data", path=args.params)
     meta = prepare(data_params, gparams.seed, args.out)
-    write_json(args.metrics, {k: meta[k] for k in ("name", "num_samples", "labeled", "counts", "skipped")})
+    write_metrics(args.metrics, {k: meta[k] for k in ("name", "num_samples", "labeled", "counts", "skipped")},
+                  images=meta["num_samples"])
 
 
 if __name__ == "__main__":

@@ -2,10 +2,9 @@
 
 import argparse
 
-from imageclust.cli import run_stage
+from imageclust.cli import run_stage, write_metrics
 from imageclust.config import load_params
 from imageclust.features import extract_features
-from imageclust.io import write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +21,7 @@ def main(args: argparse.Namespace) -> None:
     gparams, params = load_params("extract", path=args.params)
     summary = extract_features(args.data, args.encoder, args.out, args.work, gparams, params)
     if summary is not None and args.metrics:  # only the main process of a distributed run reports
-        write_json(args.metrics, summary)
+        write_metrics(args.metrics, summary, images=summary["rows"])
 
 
 if __name__ == "__main__":

@@ -2,10 +2,9 @@
 
 import argparse
 
-from imageclust.cli import run_stage
+from imageclust.cli import run_stage, write_metrics
 from imageclust.config import check_across_sections, load_params
 from imageclust.finetune import run_finetune
-from imageclust.io import write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +25,7 @@ def main(args: argparse.Namespace) -> None:
     check_across_sections(extract, params)
     summary = run_finetune(args.features, args.clusters, args.out, args.live, gparams, data_params, params,
                            prepared_dir=args.data, encoder_path=args.encoder, checkpoint_dir=args.checkpoints)
-    write_json(args.metrics, summary)
+    write_metrics(args.metrics, summary, images=summary.get("images_trained"))
 
 
 if __name__ == "__main__":

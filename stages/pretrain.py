@@ -3,9 +3,8 @@
 import argparse
 from pathlib import Path
 
-from imageclust.cli import run_stage
+from imageclust.cli import run_stage, write_metrics
 from imageclust.config import load_params
-from imageclust.io import write_json
 from imageclust.pretrain import NO_PRETRAINING
 from imageclust.pretrain.loop import pretrain, random_encoder, skip_pretraining
 
@@ -30,7 +29,7 @@ def main(args: argparse.Namespace) -> None:
     else:
         summary = pretrain(args.data, args.encoder, args.checkpoints, args.live, gparams, data_params, params)
     if summary is not None:  # only the main process of a distributed run reports
-        write_json(args.metrics, summary)
+        write_metrics(args.metrics, summary, images=summary.get("images_trained"))
 
 
 if __name__ == "__main__":

@@ -200,6 +200,10 @@ def test_widths_only_where_a_backbone_takes_them(tmp_path):
     message = params_error(write_params(tmp_path, {"pretrain": {"backbone": "resnet18", "widths": [8]}}), "pretrain")
     assert "widths=[8]" in message and "small_cnn" in message
     assert PretrainParams(widths=[8, 16]).widths == [8, 16]
+    assert PretrainParams(backbone="resnet32", widths=[32, 64, 128]).widths == [32, 64, 128]
+    message = params_error(write_params(tmp_path, {"pretrain": {"backbone": "resnet32", "widths": [8, 16]}}),
+                           "pretrain")
+    assert "widths=[8, 16]" in message and "three widths" in message
 
 
 def test_unknown_top_level_key(tmp_path):

@@ -218,6 +218,9 @@ def test_extract_stage_metrics_and_one_line_error(prepared_dir, tmp_path):
     subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
     metrics = json.loads((tmp_path / "extract.json").read_text())
     assert metrics["rows"] == 96 and metrics["images_per_second"] > 0
+    cost = metrics["cost"]  # the stage's own wall time (not the interpreter's start), memory and throughput
+    assert 0 < cost["seconds"] < 60 and cost["peak_memory_mib"] > 50
+    assert cost["images"] == 96 and cost["images_per_s"] == pytest.approx(96 / cost["seconds"], rel=0.02)
 
     cmd[cmd.index("--data") + 1] = str(tmp_path / "absent")
     failed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)

@@ -145,6 +145,8 @@ def test_killed_run_resumes_bit_identically(inputs, tmp_path, monkeypatch):
     assert len(curves.history) == 3  # 2 epochs re-logged from the checkpoint, 1 run
     np.testing.assert_array_equal(resumed.clusters, whole.clusters)
     np.testing.assert_array_equal(resumed.confidence, whole.confidence)
+    # the same run, but images/s counts the images this process trained on: 1 epoch of 3
+    assert resumed.stats.pop("images_trained") * 3 == whole.stats.pop("images_trained")
     assert resumed.stats == whole.stats
     for name, tensor in whole.encoder.state_dict().items():
         assert torch.equal(resumed.encoder.state_dict()[name], tensor), name

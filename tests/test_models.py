@@ -90,6 +90,12 @@ def test_widths_set_the_small_cnn_stages_and_the_mlp_layers():
     assert build_backbone("mlp", 1, 8, widths=[64]).output_dim == 64
     with pytest.raises(ValueError, match="fixed widths"):
         build_backbone("resnet18", 3, widths=[8])
+    wide = build_backbone("resnet32", 1, 16, widths=[32, 64, 128])  # the ablation's larger model
+    assert wide.output_dim == 128 and wide(images(2, 1, 16)).shape == (2, 128)
+    assert sum(p.numel() for p in wide.parameters()) > 3.5 * sum(p.numel() for p in build_backbone(
+        "resnet32", 1, 16).parameters())
+    with pytest.raises(ValueError, match="three stages"):
+        build_backbone("resnet32", 1, widths=[16, 32])
 
 
 def test_backbone_registry_and_dims():

@@ -1,5 +1,6 @@
 """End to end through DVC in a temporary git repository: repro, a no-op repro, an experiment that
-changes cluster.k, exp show, metrics diff, and a bad parameter that leaves the outputs alone."""
+changes cluster.k, exp show, metrics diff, a queued sweep and its comparison, and a bad parameter
+that leaves the outputs alone."""
 
 from __future__ import annotations
 
@@ -134,31 +135,45 @@ def test_pipeline_through_dvc(project):
                      "-S", "finetune.temi.beta=0.5")
     assert stages_run(other_block.stdout) == {"check_params"}
 
-    # clustering methods through `dvc exp run` on the same features (every one runs through the stage's
-    # own function in tests/test_clustering.py; here, what DVC reruns), with the fine-tuning methods on
-    # frozen features: TEMI, none (the cluster stage's assignments), SCAN. Each run keeps the overrides
-    # of the ones before it; the auto-K run after them returns to k-means on the plain features.
-    for overrides, method in ((["cluster.method=gmm", "finetune.method=temi", "finetune.temi.epochs=2"], "gmm"),
-                              (["cluster.method=spectral", "finetune.method=none"], "spectral"),
-                              (["cluster.method=hdbscan", "cluster.umap_dim=8", "finetune.method=scan"], "hdbscan")):
-        run = sh(project, "dvc", "exp", "run", *(arg for o in overrides for arg in ("-S", o)))
-        assert stages_run(run.stdout) == {"check_params", "cluster", "finetune", "evaluate", "export",
-                                          "plot"}, overrides
-        clustered = json.loads((project / "metrics/cluster.json").read_text())
-        evaluated = json.loads((project / "metrics/evaluate.json").read_text())["cluster"]["all"]
-        assert clustered["method"] == method, overrides
-        tuned = json.loads((project / "metrics/finetune.json").read_text())
-        finetuned = [o.split("=")[1] for o in overrides if o.startswith("finetune.method=")]
-        assert tuned["method"] == (finetuned[0] if finetuned else "scan"), overrides
-        if tuned["method"] == "none":
-            assert json.loads((project / "metrics/evaluate.json").read_text())["finetune"]["all"] == evaluated
-        assert clustered["dim"] == (8 if "cluster.umap_dim=8" in overrides else 64), overrides  # UMAP's, or the pixels'
-        assert evaluated["clusters_nonempty"] + evaluated["clusters_empty"] == clustered["k"], overrides
-        if method in ("hdbscan", "pic"):  # they find their own K; HDBSCAN may leave noise, counted as such
+    # clustering methods on the same features as a queued sweep (every one runs through the stage's own
+    # function in tests/test_clustering.py; here, what DVC reruns), with the fine-tuning methods on
+    # frozen features: TEMI, none (the cluster stage's assignments), SCAN; then the comparison command
+    sweep = {"q-gmm": (["cluster.method=gmm", "finetune.method=temi", "finetune.temi.epochs=2"], "gmm"),
+             "q-spectral": (["cluster.method=spectral", "finetune.method=none"], "spectral"),
+             "q-hdbscan": (["cluster.method=hdbscan", "cluster.umap_dim=8", "finetune.method=scan"], "hdbscan")}
+    for name, (overrides, _) in sweep.items():
+        sh(project, "dvc", "exp", "run", "--queue", "-n", name, *(arg for o in overrides for arg in ("-S", o)))
+    queued = sh(project, "dvc", "exp", "run", "--run-all").stdout
+    for name, log in zip(sweep, re.split(r"Reproducing experiment '[^']+'", queued)[1:]):
+        # each queued run takes pretrain and extract from the cache: only the clustering and after rerun
+        assert stages_run(log) == {"check_params", "cluster", "finetune", "evaluate", "export", "plot"}, name
+        assert "Stage 'extract' didn't change, skipping" in log, name
+    (project.parent / "show.json").write_text(sh(project, "dvc", "exp", "show", "--json").stdout)
+    sh(project, sys.executable, "-m", "imageclust", "compare", *sweep, "--json", "../show.json", "--out", "../cmp")
+    table = {row["experiment"]: row for row in csv.DictReader(open(project.parent / "cmp/comparison.csv"))}
+    assert list(table) == list(sweep) and (project.parent / "cmp/comparison.png").stat().st_size > 1000
+    for name, (overrides, method) in sweep.items():
+        row = table[name]
+        assert row["cluster.method"] == method and row["finetune.method"] == overrides[1].split("=")[1], name
+        assert float(row["extract s"]) > 0 and row["extract s"] == table["q-gmm"]["extract s"], name  # cached
+        if method == "hdbscan":  # it finds its own K and may leave noise
+            assert 0 <= float(row["cluster ACC"]) <= 1, name
+        else:
+            assert float(row["cluster ACC"]) > 0.3, name
+        if row["finetune.method"] == "none":
+            assert row["finetune ACC"] == row["cluster ACC"], name
+    from imageclust.compare import records
+
+    for record in records(json.loads((project.parent / "show.json").read_text())):
+        if record["experiment"] not in sweep:
+            continue
+        clustered, evaluated = record["metrics"]["metrics/cluster.json"], record["metrics"]["metrics/evaluate.json"]
+        evaluated = evaluated["cluster"]["all"]
+        assert clustered["dim"] == (8 if record["experiment"] == "q-hdbscan" else 64)  # UMAP's, or the pixels'
+        assert evaluated["clusters_nonempty"] + evaluated["clusters_empty"] == clustered["k"]
+        if record["experiment"] == "q-hdbscan":  # noise is counted as such
             assert clustered["k"] == max(clustered["clusters_found"], 1)
             assert evaluated.get("noise", 0) == round(evaluated.get("noise_fraction", 0.0) * evaluated["n"])
-        else:
-            assert evaluated["acc"] > 0.3, overrides
 
     auto = sh(project, "dvc", "exp", "run", "-S", "cluster.k=auto", "-S", "cluster.method=kmeans",
               "-S", "cluster.umap_dim=null", "-S", "cluster.kmeans.backend=faiss")

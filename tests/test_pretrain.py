@@ -31,6 +31,7 @@ def run(prepared_dir, out: Path, **overrides):
 def test_warmup_cosine_schedule():
     assert loop.warmup_cosine(0, 4, 20) == pytest.approx(0.25)
     assert loop.warmup_cosine(3, 4, 20) == pytest.approx(1.0)
+    assert loop.warmup_cosine(12, 4, 20, "constant") == 1.0 and loop.warmup_cosine(0, 4, 20, "constant") == 0.25
     assert loop.warmup_cosine(12, 4, 20) == pytest.approx(0.5)  # half-way through the decay
     assert loop.warmup_cosine(20, 4, 20) == pytest.approx(0.0)
 

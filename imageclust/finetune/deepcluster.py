@@ -176,6 +176,7 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
         return {"epoch": epoch + 1, "pseudo": pseudo, "previous": previous, "net": net.state_dict(),
                 "optimizer": optimizer.state_dict(), "top_optimizer": top_optimizer.state_dict()}
 
+    images_trained = 0  # by this run, for images/s: not by the run it resumed
     for epoch in run.epochs(start, p.epochs, "deepcluster"):
         rng, generator = _epoch_generators(run.seed, epoch, device)
         row = {}
@@ -218,6 +219,7 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
             optimizer.step()
             top_optimizer.step()
             totals += [loss.item(), classify.item(), contrast.item()]
+            images_trained += len(batch) * (2 if p.contrastive == "views" else 1)
         totals /= max(1, len(batches))
         row.update({"deepcluster/loss": totals[0], "deepcluster/classification": totals[1]})
         if p.contrastive != "none":
@@ -231,7 +233,8 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
                                                        run.seed + p.epochs)
     clusters, confidence = clustering.predict(space(features))
     clusters[run.train] = labels
-    stats = {"train_samples": len(train_rows), "epochs": p.epochs, "contrastive": p.contrastive, "train_k": train_k,
+    stats = {"train_samples": len(train_rows), "epochs": p.epochs,
+             "images_trained": images_trained, "contrastive": p.contrastive, "train_k": train_k,
              "final_reseeded_clusters": info["reseeded"],
              "nmi_to_last_pseudo_labels": nmi(pseudo.numpy(), labels)}
     model = {"centroids": torch.from_numpy(clustering.centroids), **space.to_tensors(),

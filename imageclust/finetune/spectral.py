@@ -108,6 +108,7 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
                 "since_best": since_best, "reclusterings": reclusterings, "stopped": stopped,
                 "generator": generator.get_state(), "image_generator": image_generator.get_state()}
 
+    images_trained = 0  # by this run, for images/s: not by the run it resumed
     for epoch in run.epochs(start, start if stopped else p.epochs, "spectral"):  # a stopped run stays stopped
         row = {}
         if epoch % p.recluster_every == 0:
@@ -129,6 +130,7 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
             loss.backward()
             optimizer.step()
             total += loss.item()
+            images_trained += len(batch)
 
         score = cluster_score(embed(encoder, images, train_rows[scored], batch_size), labels[scored], p.score)
         scores.append(score)
@@ -161,7 +163,8 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
         encoder=encoder,
         stats={"best_epoch": best["epoch"], "best_score": _finite(best["score"]), "score": p.score,
                "scores": [_finite(s) for s in scores],
-               "stopped_early": bool(stopped), "reclusterings": reclusterings, "train_samples": int(n)})
+               "stopped_early": bool(stopped), "reclusterings": reclusterings, "train_samples": int(n),
+               "images_trained": images_trained})
 
 
 def assign_spectral(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

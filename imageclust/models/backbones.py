@@ -97,12 +97,15 @@ class _BasicBlock(nn.Module):
         return torch.relu(self.body(x) + self.shortcut(x))
 
 
-def resnet32(in_channels: int, image_size: int, stem: str):
+def resnet32(in_channels: int, image_size: int, stem: str, widths=(16, 32, 64)):
     """He et al. 2016's CIFAR ResNet-32 (section 4.2): three stages of five basic blocks, 16-32-64
-    channels, projection shortcuts where the shape changes; 64-d features."""
-    layers: list[nn.Module] = _conv_block(in_channels, 16)
-    c = 16
-    for stage, width in enumerate((16, 32, 64)):
+    channels (``widths``: wider stages, as wide ResNets), projection shortcuts where the shape
+    changes; features as wide as the last stage."""
+    if len(widths) != 3:
+        raise ValueError(f"resnet32 has three stages; widths={list(widths)} gives {len(widths)}")
+    layers: list[nn.Module] = _conv_block(in_channels, widths[0])
+    c = widths[0]
+    for stage, width in enumerate(widths):
         for block in range(5):
             layers.append(_BasicBlock(c, width, 2 if stage and not block else 1))
             c = width
@@ -137,7 +140,7 @@ def alexnet(in_channels: int, image_size: int, stem: str):
     return nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 256
 
 
-WIDTHS_TAKEN = {"small_cnn", "mlp"}  # backbones whose widths are an option
+WIDTHS_TAKEN = {"small_cnn", "mlp", "resnet32"}  # backbones whose widths are an option
 BACKBONES = {
     "small_cnn": small_cnn,
     "mlp": mlp,

@@ -34,10 +34,12 @@ CHECKPOINT_FILE = "last.pt"
 LOGGED = ("loss", "lr", "temperature", "images_per_second")  # the DVCLive curves, one point per epoch
 
 
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Learning-rate factor: linear warmup to 1, then cosine decay to 0."""
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, schedule: str = "cosine") -> float:
+    """Learning-rate factor: linear warmup to 1, then cosine decay to 0 (``schedule="constant"``: stays 1)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -107,7 +109,7 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
     optimizer = build_optimizer(params.optimizer, trainable, lr, params.weight_decay, params.momentum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, params.warmup_epochs * updates_per_epoch,
-                                           updates_per_epoch * params.epochs))
+                                           updates_per_epoch * params.epochs, params.schedule))
     augment = build_augmenter(params.augment.preset, **params.augment.strengths())
 
     # A checkpoint resumes only the very run it came from: same parameters, data and training code.
@@ -203,6 +205,7 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
         "final_loss": history[-1]["loss"] if history else None,
         "resumed_from_epoch": start_epoch,
         "train_samples": int(len(indices)),
+        "images_trained": int(trained * steps_per_epoch * batch_size),  # this run's, not resumed epochs'
         "world_size": ddp.world_size,
         "device": device.type,
     }

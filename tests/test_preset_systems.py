@@ -1,0 +1,110 @@
+"""Each replaced system's preset starts and runs a few steps of every stage, as ``dvc repro`` would
+(the commands of dvc.yaml, in-process), with tiny overrides and a stand-in of its dataset's kind:
+digits for the small grayscale presets, a small folder of colour images for the photo presets."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from imageclust import preset
+from imageclust.cli import run_stage
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")
+FEW = {"pretrain.epochs": 1, "pretrain.batch_size": 8, "pretrain.warmup_epochs": 0, "extract.batch_size": 8,
+       "extract.num_workers": 0, "cluster.k": 3, "finetune.batch_size": 8, "device": "cpu"}
+PHOTOS = "photos"  # replaced by the colour folder made below
+# what each system's preset needs on top of FEW to run in seconds: its dataset's stand-in, and the
+# sizes that only fit the real dataset (K = 100, PCA to 100-256 dimensions, a queue of 8,192)
+TINY = {
+    "temi_dinov2": {"data.name": "image_folder", "data.root": PHOTOS, "extract.image_size": 28,
+                    "extract.dinov2.model": "tiny-dinov2", "finetune.temi.epochs": 1,
+                    "finetune.temi.num_neighbors": 3},
+    "deepcluster": {"data.name": "digits", "data.max_per_split": 30, "data.image_size": 16,
+                    "finetune.deepcluster.epochs": 1},
+    "simclr_stl10": {"data.name": "image_folder", "data.root": PHOTOS, "data.image_size": 32,
+                     "cluster.pca_dim": 8},
+    "moco_spectral": {"data.name": "digits", "data.max_per_split": 30, "data.root": None,
+                      "pretrain.moco.queue_size": 16, "cluster.spectral.num_neighbors": 5,
+                      "finetune.spectral.epochs": 1, "finetune.spectral.num_neighbors": 5},
+    "deepcluster_folder": {"data.root": PHOTOS, "data.image_size": 32, "cluster.pca_dim": 8,
+                           "finetune.deepcluster.pca_dim": 8, "finetune.deepcluster.epochs": 1},
+}
+
+
+def test_every_system_preset_is_tested_here():
+    assert set(TINY) <= set(preset.available())
+
+
+def _photos(root: Path) -> None:
+    """Three classes of flat-coloured 40-px images with noise, in train and test, and unlabelled ones."""
+    rng = np.random.default_rng(0)
+    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    for split, per_class in (("train", 8), ("test", 3)):
+        for name, colour in colours.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.clip(np.array(colour) + rng.normal(0, 25, (40, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    (root / "unlabeled").mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / "unlabeled" / f"{i}.png")
+
+
+def _tiny_dinov2(folder: Path) -> None:
+    from transformers import Dinov2Config, Dinov2Model
+
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                             image_size=28, patch_size=14)).save_pretrained(folder)
+
+
+def _set(params: dict, key: str, value) -> None:
+    *parents, leaf = key.split(".")
+    for part in parents:
+        params = params[part]
+    assert leaf in params, key
+    params[leaf] = value
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_system_preset_runs_every_stage_a_few_steps(name, tmp_path, monkeypatch):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key, value in {**preset.load_preset(name), **FEW, **TINY[name]}.items():
+        _set(params, key, value)
+    if params["data"]["root"] == PHOTOS:
+        _photos(tmp_path / PHOTOS)
+    if params["extract"]["backbone"] == "dinov2":
+        _tiny_dinov2(tmp_path / "tiny-dinov2")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    commands = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for stage in STAGES:
+        argv = shlex.split(commands[stage]["cmd"])
+        assert argv[:3] == ["python", "-m", f"stages.{stage}"]
+        module = importlib.import_module(f"stages.{stage}")
+        run_stage(module.main, module.build_parser(), argv[3:])
+    evaluated = json.loads((tmp_path / "metrics/evaluate.json").read_text())
+    assert 0 <= evaluated["finetune"]["all"]["acc"] <= 1
+    tuned = json.loads((tmp_path / "metrics/finetune.json").read_text())
+    assert tuned["method"] == params["finetune"]["method"] and tuned["k"] == 3
+    pretrained = json.loads((tmp_path / "metrics/pretrain.json").read_text())
+    if params["pretrain"]["method"] != "none":
+        assert pretrained["epochs"] == 1 and pretrained["cost"]["images_per_s"] > 0
+    elif params["extract"]["backbone"] == "encoder":  # DeepCluster from the network's random weights
+        assert pretrained["random_init"] and pretrained["backbone"] == params["pretrain"]["backbone"]
+    extracted = json.loads((tmp_path / "metrics/extract.json").read_text())
+    assert extracted["backbone"] == params["extract"]["backbone"] and extracted["rows"] == tuned_rows(tmp_path)
+
+
+def tuned_rows(project: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(project / "artifacts/finetune/assignments.parquet").num_rows
