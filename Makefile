@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test test-fast bench bench-extract bench-clustering bench-pretrain bench-finetune bench-quality
+.PHONY: install repro test test-fast test-faults bench bench-extract bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,9 @@ test: install
 
 test-fast: install
 	python -m pytest -ra -m "not slow"
+
+test-faults: install
+	python -m pytest -ra -m faults
 
 bench: install
 	python benchmarks/digits.py --out benchmarks/results/digits.json
@@ -42,3 +45,6 @@ bench-finetune: install
 
 bench-quality: install
 	python benchmarks/quality.py --out benchmarks/results/quality.json
+
+bench-ablation: install
+	python benchmarks/ablation.py --runs fashion_mnist --out benchmarks/results/ablation.json

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -13,6 +14,22 @@ from .errors import DataError, UserError
 from .io import write_json
 
 EXIT_USER_ERROR = 2
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(err: OSError) -> bool:
+    """The device is full (pyarrow's writers report it in the message, without an errno)."""
+    return err.errno in FULL or "No space left on device" in str(err)
+
+
+def _fail(message: str) -> None:
+    """One line on stderr, on a line of its own (a progress bar the error interrupted is closed first)."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None:
+        for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+            bar.close()
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
 
 
 def run_stage(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
@@ -25,8 +42,13 @@ def run_stage(main: Callable[[argparse.Namespace], None], parser: argparse.Argum
     try:
         main(args)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        _fail(str(err))
+    except OSError as err:
+        if not disk_full(err):
+            raise
+        # every writer wrote to a temporary name: the previous outputs are as they were
+        where = f" writing {err.filename}" if err.filename else ""
+        _fail(f"no space left on the device{where}; the previous outputs are unchanged. Free some space and rerun")
 
 
 def write_metrics(path: str | Path, summary: dict, images: int | None = None) -> None:

@@ -7,6 +7,7 @@ the value and what is allowed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional, Union
 
@@ -90,6 +91,17 @@ class DataParams(Section):
     channels: Optional[Literal[1, 3]] = None
     label_column: str = "label"
     max_image_pixels: Int = Field(89_478_485, ge=1)  # Pillow's own decompression-bomb limit
+    checksum: Optional[str] = None  # md5:HEX or sha256:HEX of the archive data.root names
+
+    @field_validator("checksum")
+    @classmethod
+    def _checksum(cls, value):
+        lengths = {"md5": 32, "sha256": 64}
+        algorithm, _, digest = (value or "").partition(":")
+        if value is not None and not (algorithm in lengths and re.fullmatch(f"[0-9a-fA-F]{{{lengths[algorithm]}}}",
+                                                                            digest)):
+            raise ValueError("must be md5: and 32 hex digits, or sha256: and 64 hex digits")
+        return value
 
     _check_name = field_validator("name")(_registered(_datasets, "dataset"))
 
@@ -583,3 +595,27 @@ def check_across_sections(extract: "ExtractParams", finetune: "FinetuneParams") 
         raise ParamsError(f"params: finetune.method={finetune.method!r} is invalid with extract.backbone="
                           f"{extract.backbone}: it trains the encoder of the pretrain stage; set extract.backbone="
                           "encoder (pretrain.method=none starts it from random weights)")
+
+
+def check_against_prepared(meta: dict, gparams: GlobalParams, data: DataParams, cluster: ClusterParams,
+                           evaluate: EvaluateParams) -> None:
+    """Checks that need the data (its splits and their sizes), made before any stage runs when the
+    prepared data on disk is the one these params make (``meta["prepared_with"]``), so that a bad value
+    stops the run before DVC has removed the outputs of the stage that would have read it."""
+    from .clustering import FINDS_K
+    from .data.prepared import preparation_key
+
+    if meta.get("prepared_with") != preparation_key(data, gparams.seed):
+        return  # the download stage will prepare other data: the stages check it themselves
+    counts = meta["counts"]
+    missing = [s for s in data.train_splits if s not in counts]
+    if missing:
+        raise ParamsError(f"params: data.train_splits={data.train_splits} is invalid: the prepared data holds "
+                          f"splits {sorted(counts)}")
+    unknown = sorted(set(evaluate.splits or []) - set(counts) - {"all"})
+    if unknown:
+        raise ParamsError(f"params: evaluate.splits={evaluate.splits} is invalid: {unknown[0]!r} is not among "
+                          f"the splits {sorted(counts) + ['all']}")
+    train = sum(counts[s] for s in data.train_splits)
+    if cluster.k != "auto" and cluster.k > train and cluster.method not in FINDS_K:
+        raise ParamsError(f"params: cluster.k={cluster.k} is invalid: larger than the {train} training samples")

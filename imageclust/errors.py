@@ -11,3 +11,7 @@ class ParamsError(UserError):
 
 class DataError(UserError):
     """A dataset, a file or an artifact is missing or unreadable."""
+
+
+class TrainingError(UserError):
+    """Training diverged: a loss stopped being a finite number. Nothing is written after it."""

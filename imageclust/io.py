@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from .errors import DataError
 
 
 def _umask() -> int:
@@ -87,18 +90,55 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
             np.save(f, array, allow_pickle=False)
 
 
+CHECKPOINT_FORMAT = "imageclust-checkpoint-1"
+
+
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """A checkpoint as this pipeline writes it: ``obj`` serialised, with the sha256 of those bytes
+    beside them, so that a file altered or damaged afterwards is refused when it is read."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    payload = buffer.getbuffer()
+    wrapped = {"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
+               "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(wrapped, f)  # through a file object: the same bytes whatever the temporary name
 
 
-def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """Load a checkpoint without unpickling arbitrary objects (tensors, dicts, numbers, strings)."""
+def _torch_load(source, map_location: Any, path) -> Any:
+    import pickle
+    import zipfile
+
     import torch
 
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        raise DataError(f"{path}: refused: not a file of tensors, numbers and strings that loads safely "
+                        f"({reason})") from None
+
+
+def load_torch(path: str | os.PathLike, map_location: Any = "cpu", ours: bool = True) -> Any:
+    """Load a checkpoint without unpickling arbitrary objects (tensors, dicts, numbers, strings).
+
+    ``ours``: written by ``save_torch``; its sha256 must match its contents. Third-party weights
+    (``ours=False``) are only loaded with ``weights_only``."""
+    import torch
+
+    loaded = _torch_load(path, map_location, path)
+    if not ours:
+        return loaded
+    if not (isinstance(loaded, dict) and loaded.get("format") == CHECKPOINT_FORMAT):
+        raise DataError(f"{path}: refused: not a checkpoint this pipeline wrote (or one from an older version); "
+                        "rerun the stage that writes it")
+    payload = loaded["payload"].numpy().tobytes() if isinstance(loaded.get("payload"), torch.Tensor) else b""
+    if hashlib.sha256(payload).hexdigest() != loaded.get("sha256"):
+        raise DataError(f"{path}: refused: its contents do not match the sha256 written with them (altered or "
+                        "damaged); rerun the stage that writes it")
+    return _torch_load(io.BytesIO(payload), map_location, path)
 
 
 def fingerprint(*parts) -> str:

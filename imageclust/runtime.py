@@ -8,6 +8,7 @@ and each rank trains on its share of every batch.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import ParamsError
+from .errors import ParamsError, TrainingError
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -138,3 +139,12 @@ def gather(t: torch.Tensor) -> torch.Tensor:
 
 def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def check_finite_loss(value: float, where: str, epoch: int, step: int, hint: str) -> float:
+    """``value``, or a ``TrainingError`` that says where the loss stopped being a number (epoch and step
+    counted from 1): a diverged run stops instead of writing features or clusters made from NaN."""
+    if not math.isfinite(value):
+        raise TrainingError(f"{where}: the loss is {value} at epoch {epoch + 1}, step {step + 1}; stopped before "
+                            f"writing anything (the last checkpoint is kept). {hint}")
+    return value

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import shlex
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from imageclust.config import DataParams, PretrainParams
 from imageclust.data import digits, write_prepared
@@ -67,3 +72,42 @@ def image_run(tmp_path):
         return base
 
     return make
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class StageProject:
+    """A folder with a params.yaml (the repository's, with dotted overrides) in which the commands of
+    dvc.yaml run in this process, as ``dvc repro`` would run them, without DVC's overhead."""
+
+    def __init__(self, root: Path, overrides: dict):
+        self.root = root
+        params = yaml.safe_load((REPO / "params.yaml").read_text())
+        for key, value in overrides.items():
+            *parents, leaf = key.split(".")
+            node = params
+            for part in parents:
+                node = node[part]
+            assert leaf in node, key
+            node[leaf] = value
+        self.params = params
+        (root / "params.yaml").write_text(yaml.safe_dump(params))
+        self.commands = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+    def run(self, *stages: str) -> None:
+        """Run the stages in order; a user error ends in SystemExit(2), as from the command line."""
+        from imageclust.cli import run_stage
+
+        for stage in stages:
+            argv = shlex.split(self.commands[stage]["cmd"])
+            assert argv[:3] == ["python", "-m", f"stages.{stage}"]
+            module = importlib.import_module(f"stages.{stage}")
+            run_stage(module.main, module.build_parser(), [*argv[3:], "--params", str(self.root / "params.yaml")])
+
+
+@pytest.fixture
+def stage_project(tmp_path, monkeypatch):
+    """``make(overrides) -> StageProject`` in ``tmp_path`` (the working folder while the test runs)."""
+    monkeypatch.chdir(tmp_path)
+    return lambda overrides: StageProject(tmp_path, overrides)

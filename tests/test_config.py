@@ -308,3 +308,26 @@ def test_each_stage_depends_on_every_key_of_its_section(section):
         assert f"{section}.${{{section}.{selector}}}" in declared
     missing = [key for key in model.model_fields if key not in blocks and f"{section}.{key}" not in declared]
     assert not missing, f"dvc.yaml stage {section} lacks params {missing}"
+
+
+def test_checks_against_the_prepared_data_only_when_it_is_this_params_data():
+    from imageclust.config import ClusterParams, DataParams, EvaluateParams, GlobalParams, check_against_prepared
+    from imageclust.data.prepared import preparation_key
+
+    data, gparams = DataParams(), GlobalParams()
+    meta = {"counts": {"train": 100, "test": 20}, "prepared_with": preparation_key(data, gparams.seed)}
+
+    def check(meta=meta, data=data, **cluster):
+        check_against_prepared(meta, gparams, data, ClusterParams(**cluster), EvaluateParams())
+
+    check(k=100)
+    with pytest.raises(ParamsError, match=r"cluster.k=101 is invalid: larger than the 100 training samples"):
+        check(k=101)
+    check(k=101, method="hdbscan")  # finds its own K
+    with pytest.raises(ParamsError, match=r"data.train_splits=\['val'\] is invalid: .* splits \['test', 'train'\]"):
+        check(data=data.model_copy(update={"train_splits": ["val"]}), k=3)  # train_splits: same prepared data
+    with pytest.raises(ParamsError, match=r"evaluate.splits=\['val'\] is invalid"):
+        check_against_prepared(meta, gparams, data, ClusterParams(), EvaluateParams(splits=["val"]))
+    # other data params (or an older prepared folder without the key): the download stage will redo it
+    check(data=data.model_copy(update={"max_per_split": 10}), k=500)
+    check(meta={"counts": {"train": 2}}, k=500)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import io
+import os
 import stat
 import tarfile
 import threading
@@ -259,7 +260,8 @@ def test_archives_match_the_folder(tmp_path):
         data, meta = run(tmp_path / name.replace(".", "_"), archive)
         assert np.array_equal(data.images, reference.images), name
         assert list(data.ids) == list(reference.ids) and list(data.splits) == list(reference.splits)
-        assert np.array_equal(data.labels, reference.labels) and meta == ref_meta
+        assert np.array_equal(data.labels, reference.labels)
+        assert {**meta, "prepared_with": None} == {**ref_meta, "prepared_with": None}  # other data.root
         assert unpacked_left(tmp_path / name.replace(".", "_")) == []  # the unpacked copy is gone
 
 
@@ -400,6 +402,69 @@ def test_url_is_downloaded_once(tmp_path, http_root):
         run(tmp_path / "d", f"{base}/page.html")
     assert requests == ["/fake.tgz", "/missing.zip"]
     assert not (tmp_path / "c" / "raw").exists() or not list((tmp_path / "c" / "raw").iterdir())
+
+
+def test_checksum_of_a_download_and_of_a_local_archive(tmp_path, http_root):
+    import hashlib
+
+    base, requests, www = http_root
+    make_archive(fake_dataset(tmp_path / "src"), www / "fake.tgz")
+    md5 = "md5:" + hashlib.md5((www / "fake.tgz").read_bytes()).hexdigest()
+    sha = "sha256:" + hashlib.sha256((www / "fake.tgz").read_bytes()).hexdigest()
+    raw = str(tmp_path / "raw")
+    run(tmp_path / "a", f"{base}/fake.tgz", download_dir=raw, checksum=md5)
+    # a cached copy that was cut short is fetched again, not reused
+    cached = tmp_path / "raw" / "fake.tgz"
+    cached.write_bytes(cached.read_bytes()[:100])
+    data, _ = run(tmp_path / "b", f"{base}/fake.tgz", download_dir=raw, checksum=sha)
+    assert requests == ["/fake.tgz", "/fake.tgz"] and len(data.ids) == 12
+    wrong = "sha256:" + "0" * 64
+    with pytest.raises(DataError, match=r"fake.tgz has sha256 [0-9a-f]{64}, not data.checksum=sha256:0000"):
+        run(tmp_path / "c", f"{base}/fake.tgz", download_dir=str(tmp_path / "raw2"), checksum=wrong)
+    assert not (tmp_path / "raw2" / "fake.tgz").exists()  # a download that fails the check is not kept
+    with pytest.raises(DataError, match="not data.checksum"):
+        run(tmp_path / "d", www / "fake.tgz", checksum=wrong)  # a local archive too
+    run(tmp_path / "e", www / "fake.tgz", checksum=md5)
+    with pytest.raises(DataError, match="applies to an archive"):
+        run(tmp_path / "f", tmp_path / "src", checksum=md5)
+    with pytest.raises(ValueError, match="md5: and 32 hex digits"):
+        DataParams(checksum="md5:abc")
+
+
+def test_a_response_shorter_than_its_content_length_is_refused(tmp_path, monkeypatch):
+    import io as io_module
+
+    class Short(io_module.BytesIO):
+        headers = {"Content-Length": "1000"}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(archives.urllib.request, "urlopen", lambda url, timeout: Short(b"x" * 10))
+    with pytest.raises(DataError, match=r"download truncated \(10 of 1,000 bytes\)"):
+        run(tmp_path, "http://example.invalid/data.zip")
+    assert list((tmp_path / "raw").iterdir()) == []
+
+
+def test_what_a_killed_download_left_is_removed_by_the_next_run(tmp_path):
+    import subprocess
+    import sys
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (raw / f".fake.tgz.pid{dead}.x1.unpacked").mkdir()
+    (raw / f".fake.tgz.pid{dead}.x1.unpacked" / "a.png").write_bytes(b"x")
+    (raw / f".fake.tgz.pid{dead}.x2.part").write_bytes(b"x")
+    live = raw / f".other.tgz.pid{os.getpid()}.x3.unpacked"  # a run still going: left alone
+    live.mkdir()
+    make_archive(fake_dataset(tmp_path / "src"), tmp_path / "fake.tgz")
+    run(tmp_path, tmp_path / "fake.tgz")
+    assert sorted(p.name for p in raw.iterdir()) == [live.name]
 
 
 # ---------------------------------------------------------------- scale and real data

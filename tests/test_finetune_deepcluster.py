@@ -14,6 +14,7 @@ from imageclust.finetune.base import CHECKPOINT_FILE, FinetuneRun
 from imageclust.finetune.deepcluster import (ClusterSpace, finetune_deepcluster, reseed_empty_clusters,
                                              training_clusters, uniform_cluster_sampler)
 from imageclust.features import load_encoder
+from imageclust.io import load_torch
 from imageclust.losses import supervised_contrastive
 from imageclust.metrics import clustering_accuracy
 
@@ -180,7 +181,7 @@ def test_deepcluster_resumes_after_a_kill_as_if_never_stopped(image_run, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         finetune_deepcluster(image_run(params, checkpoint_dir=tmp_path / "ckpt"))
     monkeypatch.setattr(FinetuneRun, "end_epoch", original)
-    assert torch.load(tmp_path / "ckpt" / CHECKPOINT_FILE, weights_only=True)["epoch"] == 2
+    assert load_torch(tmp_path / "ckpt" / CHECKPOINT_FILE)["epoch"] == 2
     torch.manual_seed(123)  # the global generator as another process would find it
     resumed = finetune_deepcluster(image_run(params, checkpoint_dir=tmp_path / "ckpt"))
     np.testing.assert_array_equal(resumed.clusters, uninterrupted.clusters)

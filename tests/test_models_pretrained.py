@@ -4,6 +4,7 @@ models), and EfficientNet-Lite0's shipped ImageNet weights are ported correctly.
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -219,3 +220,19 @@ def test_efficientnet_lite0_features_separate_real_cifar10_classes(tmp_path):
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     found = KMeans(3, n_init=10, random_state=0).fit_predict(x)
     assert clustering_accuracy(labels, found) >= 0.8  # raw pixels of these images score about 0.5
+
+
+def test_hub_model_asking_for_remote_code_is_refused_without_running_it(tmp_path):
+    """A model folder whose config points at its own Python code (``auto_map``): transformers runs
+    that code only with ``trust_remote_code=True``, which is never passed."""
+    folder = tmp_path / "evil-model"
+    folder.mkdir()
+    marker = tmp_path / "code-ran"
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "evil", "auto_map": {"AutoConfig": "configuration_evil.EvilConfig",
+                                           "AutoModel": "modeling_evil.EvilModel"}}))
+    for module in ("configuration_evil", "modeling_evil"):
+        (folder / f"{module}.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    with pytest.raises(DataError, match="extract.huggingface.model=.*evil-model.*cannot load"):
+        pretrained.huggingface(SimpleNamespace(model=str(folder), pooling="cls"))
+    assert not marker.exists()

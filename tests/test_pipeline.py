@@ -216,18 +216,25 @@ def test_bad_parameter_fails_first_and_keeps_outputs(project):
     sh(project, "dvc", "repro")
     before = {p: p.read_bytes() for p in (project / "artifacts/cluster").iterdir()}
     metrics_before = (project / "metrics/cluster.json").read_text()
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["cluster"]["k"] = 1
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    try:
-        failed = sh(project, "dvc", "repro", check=False)
-        assert failed.returncode != 0
-        assert "error: params: cluster.k=1 is invalid" in failed.stdout + failed.stderr
-        assert stages_run(failed.stdout) == {"check_params"}
-        assert {p: p.read_bytes() for p in (project / "artifacts/cluster").iterdir()} == before
-        assert (project / "metrics/cluster.json").read_text() == metrics_before
-    finally:
-        sh(project, "git", "checkout", "params.yaml")
+    pretrained = (project / "artifacts/pretrain/encoder.pt").read_bytes()
+    # a value out of range, and values that only the data shows to be wrong (1,437 training digits)
+    for section, key, value, message in (
+            ("cluster", "k", 1, "cluster.k=1 is invalid"),
+            ("cluster", "k", 5000, "cluster.k=5000 is invalid: larger than the 1437 training samples"),
+            ("data", "train_splits", ["val"], "data.train_splits=['val'] is invalid: the prepared data holds splits")):
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params[section][key] = value
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        try:
+            failed = sh(project, "dvc", "repro", check=False)
+            assert failed.returncode != 0
+            assert f"error: params: {message}" in failed.stdout + failed.stderr
+            assert stages_run(failed.stdout) == {"check_params"}
+            assert {p: p.read_bytes() for p in (project / "artifacts/cluster").iterdir()} == before
+            assert (project / "metrics/cluster.json").read_text() == metrics_before
+            assert (project / "artifacts/pretrain/encoder.pt").read_bytes() == pretrained
+        finally:
+            sh(project, "git", "checkout", "params.yaml")
 
 
 def test_first_experiment_in_a_fresh_clone(tmp_path):

@@ -4,20 +4,15 @@ digits for the small grayscale presets, a small folder of colour images for the 
 
 from __future__ import annotations
 
-import importlib
 import json
-import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from imageclust import preset
-from imageclust.cli import run_stage
 
-REPO = Path(__file__).resolve().parents[1]
 STAGES = ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")
 FEW = {"pretrain.epochs": 1, "pretrain.batch_size": 8, "pretrain.warmup_epochs": 0, "extract.batch_size": 8,
        "extract.num_workers": 0, "cluster.k": 3, "finetune.batch_size": 8, "device": "cpu"}
@@ -35,7 +30,7 @@ TINY = {
     "moco_spectral": {"data.name": "digits", "data.max_per_split": 30, "data.root": None,
                       "pretrain.moco.queue_size": 16, "cluster.spectral.num_neighbors": 5,
                       "finetune.spectral.epochs": 1, "finetune.spectral.num_neighbors": 5},
-    "deepcluster_folder": {"data.root": PHOTOS, "data.image_size": 32, "cluster.pca_dim": 8,
+    "deepcluster_folder": {"data.root": PHOTOS, "data.checksum": None, "data.image_size": 32, "cluster.pca_dim": 8,
                            "finetune.deepcluster.pca_dim": 8, "finetune.deepcluster.epochs": 1},
 }
 
@@ -66,31 +61,15 @@ def _tiny_dinov2(folder: Path) -> None:
                              image_size=28, patch_size=14)).save_pretrained(folder)
 
 
-def _set(params: dict, key: str, value) -> None:
-    *parents, leaf = key.split(".")
-    for part in parents:
-        params = params[part]
-    assert leaf in params, key
-    params[leaf] = value
-
-
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_system_preset_runs_every_stage_a_few_steps(name, tmp_path, monkeypatch):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for key, value in {**preset.load_preset(name), **FEW, **TINY[name]}.items():
-        _set(params, key, value)
+def test_system_preset_runs_every_stage_a_few_steps(name, tmp_path, stage_project):
+    project = stage_project({**preset.load_preset(name), **FEW, **TINY[name]})
+    params = project.params
     if params["data"]["root"] == PHOTOS:
         _photos(tmp_path / PHOTOS)
     if params["extract"]["backbone"] == "dinov2":
         _tiny_dinov2(tmp_path / "tiny-dinov2")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(tmp_path)
-    commands = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for stage in STAGES:
-        argv = shlex.split(commands[stage]["cmd"])
-        assert argv[:3] == ["python", "-m", f"stages.{stage}"]
-        module = importlib.import_module(f"stages.{stage}")
-        run_stage(module.main, module.build_parser(), argv[3:])
+    project.run(*STAGES)
     evaluated = json.loads((tmp_path / "metrics/evaluate.json").read_text())
     assert 0 <= evaluated["finetune"]["all"]["acc"] <= 1
     tuned = json.loads((tmp_path / "metrics/finetune.json").read_text())

@@ -14,7 +14,7 @@ import yaml
 
 from imageclust.config import DataParams, GlobalParams, PretrainParams
 from imageclust.data import load_prepared
-from imageclust.io import load_torch
+from imageclust.io import load_torch, save_torch
 from imageclust.pretrain import loop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,13 +44,13 @@ def test_epoch_batches_drop_the_partial_batch_and_depend_on_the_epoch():
     assert not all((a == b).all() for a, b in zip(batches, loop.epoch_batches(10, 4, seed=0, epoch=1)))
 
 
-def test_one_epoch_writes_encoder_curves_and_checkpoint(prepared_dir, tmp_path):
+def test_one_epoch_writes_encoder_and_curves_and_empties_the_checkpoints(prepared_dir, tmp_path):
     summary, encoder = run(prepared_dir, tmp_path, epochs=1)
     train_samples = (load_prepared(prepared_dir).splits == "train").sum()
     assert summary["epochs"] == 1 and summary["train_samples"] == train_samples < 96
     assert torch.isfinite(torch.tensor(summary["final_loss"]))
     assert encoder["backbone"] == "small_cnn" and encoder["in_channels"] == 1
-    assert (tmp_path / "ckpt" / loop.CHECKPOINT_FILE).exists()
+    assert list((tmp_path / "ckpt").iterdir()) == []  # done: no resume state for DVC to cache
     assert (tmp_path / "live" / "plots" / "metrics" / "loss.tsv").read_text().count("\n") == 2
 
 
@@ -134,11 +134,26 @@ def test_process_killed_with_sigkill_resumes_to_the_same_encoder(prepared_dir, t
         assert torch.equal(value, got["state_dict"][key]), key
 
 
+def checkpoints_written(monkeypatch) -> list[dict]:
+    """What the loop writes as its checkpoints (the last one is removed once training is done)."""
+    written = []
+    real = loop.save_torch
+
+    def record(path, obj):
+        if Path(path).name == loop.CHECKPOINT_FILE:
+            written.append(obj)
+        real(path, obj)
+
+    monkeypatch.setattr(loop, "save_torch", record)
+    return written
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
-def test_precision_on_the_cpu(prepared_dir, tmp_path, precision):
+def test_precision_on_the_cpu(prepared_dir, tmp_path, precision, monkeypatch):
+    written = checkpoints_written(monkeypatch)
     summary, _ = run(prepared_dir, tmp_path, epochs=1, precision=precision)
     assert torch.isfinite(torch.tensor(summary["final_loss"]))
-    assert "scaler" in load_torch(tmp_path / "ckpt" / loop.CHECKPOINT_FILE)
+    assert "scaler" in written[-1]
 
 
 def test_float16_needs_cuda(prepared_dir, tmp_path):
@@ -159,19 +174,23 @@ def test_stop_early_after_patience_epochs_without_improvement():
     assert not loop.stop_early([3.0, 2.0, 2.5, 1.95], EarlyStoppingParams())  # no patience: never
 
 
-def test_early_stopping_ends_training_and_a_rerun_keeps_it_stopped(prepared_dir, tmp_path):
+def test_early_stopping_ends_training_and_a_resumed_run_stays_stopped(prepared_dir, tmp_path, monkeypatch):
     stop = {"early_stopping": {"patience": 1, "min_delta": 100.0}}  # no epoch can improve by 100
+    written = checkpoints_written(monkeypatch)
     summary, _ = run(prepared_dir, tmp_path, epochs=5, **stop)
     assert summary["stopped_early"] and summary["epochs"] == 2
+    # killed after the checkpoint of the stopping epoch, before the encoder: the rerun stops at once
+    save_torch(tmp_path / "ckpt" / loop.CHECKPOINT_FILE, written[-1])
     again, _ = run(prepared_dir, tmp_path, epochs=5, **stop)
-    assert again["resumed_from_epoch"] == 2 and again["epochs"] == 2
+    assert again["resumed_from_epoch"] == 2 and again["epochs"] == 2 and again["images_trained"] == 0
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "lars"])
-def test_every_optimizer_and_accumulated_gradients_train(prepared_dir, tmp_path, optimizer):
+def test_every_optimizer_and_accumulated_gradients_train(prepared_dir, tmp_path, optimizer, monkeypatch):
+    written = checkpoints_written(monkeypatch)
     summary, encoder = run(prepared_dir, tmp_path, epochs=1, optimizer=optimizer, accumulate_steps=2)
     assert torch.isfinite(torch.tensor(summary["final_loss"]))
-    state = load_torch(tmp_path / "ckpt" / loop.CHECKPOINT_FILE)
+    state = written[-1]
     batches = len(loop.epoch_batches(summary["train_samples"], TINY["batch_size"], 0, 0))
     assert state["scheduler"]["last_epoch"] == -(-batches // 2)  # one update per two batches
 

@@ -248,13 +248,43 @@ def test_json_and_npy_and_torch_round_trips(tmp_path):
 
 
 def test_load_torch_refuses_arbitrary_objects(tmp_path):
-    import pickle
-
     import torch
 
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(pickle.UnpicklingError):
-        load_torch(tmp_path / "evil.pt")
+    for ours in (True, False):  # a third-party file too: weights_only, never pickled code
+        with pytest.raises(DataError, match=r"evil.pt: refused: not a file of tensors, numbers and strings"):
+            load_torch(tmp_path / "evil.pt", ours=ours)
+    # inside a file shaped as ours, with a matching sha256: the inner load is weights_only too
+    import hashlib
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"x": Evil()}, buffer)
+    payload = buffer.getvalue()
+    torch.save({"format": "imageclust-checkpoint-1", "sha256": hashlib.sha256(payload).hexdigest(),
+                "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}, tmp_path / "wrapped.pt")
+    with pytest.raises(DataError, match="refused: not a file of tensors"):
+        load_torch(tmp_path / "wrapped.pt")
+
+
+def test_load_torch_refuses_an_altered_damaged_or_foreign_checkpoint(tmp_path):
+    import torch
+
+    save_torch(tmp_path / "t.pt", {"w": torch.arange(1000.0)})
+    data = bytearray((tmp_path / "t.pt").read_bytes())
+    at = data.find(torch.arange(1000.0).numpy().tobytes()[400:408])  # one weight, inside the payload
+    assert at > 0
+    data[at] ^= 0x40
+    (tmp_path / "altered.pt").write_bytes(bytes(data))
+    with pytest.raises(DataError, match="altered.pt: refused: its contents do not match the sha256"):
+        load_torch(tmp_path / "altered.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "t.pt").read_bytes()[:300])
+    with pytest.raises(DataError, match="cut.pt: refused: not a file of tensors"):
+        load_torch(tmp_path / "cut.pt")
+    torch.save({"w": torch.ones(2)}, tmp_path / "plain.pt")  # loads safely, but nothing vouches for it
+    with pytest.raises(DataError, match="plain.pt: refused: not a checkpoint this pipeline wrote"):
+        load_torch(tmp_path / "plain.pt")
+    assert torch.equal(load_torch(tmp_path / "plain.pt", ours=False)["w"], torch.ones(2))
 
 
 # ---------------------------------------------------------------- digests

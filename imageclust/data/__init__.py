@@ -21,7 +21,7 @@ from . import arrays, digits, table
 from . import tiny_imagenet, torchvision_sets
 from . import folder
 from .images import SkipSample, to_canonical
-from .prepared import PreparedData, PreparedWriter, RawDataset, load_prepared, write_prepared
+from .prepared import PreparedData, PreparedWriter, RawDataset, load_prepared, preparation_key, write_prepared
 from .source import Source, log_skip, select_samples, target_shape
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ def prepare(params, seed: int, out_dir) -> dict:
         shape = target_shape(source, indices, params.image_size, params.channels)
         native = source.sizes is not None and bool((source.sizes[indices] == shape[:2]).all())
         log.info("%s: preparing %d samples as %dx%dx%d", source.name, len(indices), *shape)
-        meta = _stream(source, indices, shape, None if native else shape[0], out_dir)
+        meta = _stream(source, indices, shape, None if native else shape[0], out_dir,
+                       preparation_key(params, seed))
     finally:
         source.cleanup()
     log.info("prepared %d samples in %.1fs; skipped %s", meta["num_samples"], time.perf_counter() - started,
@@ -69,7 +70,7 @@ def _convert(source: Source, resize_to: int | None, shape: tuple[int, int, int],
     return pixels, None
 
 
-def _stream(source: Source, indices: np.ndarray, shape, resize_to: int | None, out_dir) -> dict:
+def _stream(source: Source, indices: np.ndarray, shape, resize_to: int | None, out_dir, prepared_with: str) -> dict:
     """Decode ``indices`` of ``source`` into a fresh prepared folder; skipped samples are counted."""
     convert = functools.partial(_convert, source, resize_to, tuple(shape))
     # Pillow releases the GIL while decoding, so threads decode in parallel; chunks keep the order
@@ -88,4 +89,4 @@ def _stream(source: Source, indices: np.ndarray, shape, resize_to: int | None, o
                 log.info("%d/%d samples", done, len(indices))
         if not writer.ids:
             raise DataError(f"{source.name}: no usable images (skipped: {dict(source.skipped)})")
-        return writer.finish(source.name, source.classes, source.skipped, source.notes)
+        return writer.finish(source.name, source.classes, source.skipped, source.notes, prepared_with)

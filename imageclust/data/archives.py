@@ -6,13 +6,21 @@ anything is written; a member whose path is absolute or climbs out with ``..``, 
 or a fifo, refuses the whole archive; links are skipped (never created, never followed); and an
 archive that would unpack to more than ``MAX_UNPACKED_BYTES`` (a zip bomb) or than the free disk
 space is refused up front.
+
+Downloads are checked: a response shorter than its Content-Length is refused, and with
+``data.checksum`` (``md5:HEX`` or ``sha256:HEX``, as the source publishes it) an archive, downloaded
+or local, must match it; a cached download that does not is fetched again. Temporary names carry
+the writing process's id, so what a killed run left behind is removed by the next one.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import http.client
 import logging
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -35,27 +43,35 @@ ACCEPTED = "a folder, or a .tar.gz, .tgz, .tar or .zip archive (a local path or 
 MAX_UNPACKED_BYTES = 64 * 2**30  # far above any image dataset we expect; a bomb goes far beyond
 DOWNLOAD_TIMEOUT_S = 60  # per blocking network operation, not for the whole download
 LINK = "link in archive"
+DEBRIS = re.compile(r"^\..+\.pid(\d+)\..*\.(unpacked|part)$")  # our temporary names, with their writer's pid
 
 log = logging.getLogger(__name__)
 
 
-def resolve_root(root: str, download_dir: str, skipped: Counter | None = None) -> tuple[Path, Callable[[], None]]:
+def resolve_root(root: str, download_dir: str, skipped: Counter | None = None,
+                 checksum: str | None = None) -> tuple[Path, Callable[[], None]]:
     """The folder that ``root`` names, and a callable that removes what was unpacked for it.
 
-    Links skipped while unpacking are counted in ``skipped`` (reason ``"link in archive"``)."""
+    Links skipped while unpacking are counted in ``skipped`` (reason ``"link in archive"``);
+    ``checksum`` (``md5:HEX`` or ``sha256:HEX``) is what the archive must hash to."""
     skipped = Counter() if skipped is None else skipped
+    remove_debris(Path(download_dir))
     url = urllib.parse.urlparse(root).scheme in ("http", "https")
     if url:
-        path = _download(root, Path(download_dir))
+        path = _download(root, Path(download_dir), checksum)
     else:
         path = Path(root).expanduser()
         if not path.exists():
             raise DataError(f"data.root={root} not found")
+        if checksum is not None and path.is_file():
+            _check_digest(path, checksum, f"data.root={root}")
     if path.is_dir():
+        if checksum is not None:
+            raise DataError(f"data.checksum is set but data.root={root} is a folder; a checksum applies to an archive")
         return path, lambda: None
     _check_suffix(path.name, root)
     Path(download_dir).mkdir(parents=True, exist_ok=True)
-    target = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".unpacked", dir=download_dir))
+    target = Path(tempfile.mkdtemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".unpacked", dir=download_dir))
 
     def cleanup() -> None:
         shutil.rmtree(target, ignore_errors=True)
@@ -83,22 +99,77 @@ def _check_suffix(name: str, root: str) -> None:
         raise DataError(f"data.root={root} is not supported: expected {ACCEPTED}")
 
 
-def _download(url: str, download_dir: Path) -> Path:
-    """Fetch ``url`` into ``download_dir`` once; later runs re-use the file."""
+def remove_debris(download_dir: Path) -> list[Path]:
+    """Remove the temporary downloads and unpacked folders of processes that no longer run (a killed
+    download stage); those of a live process (another run using the same folder) are left alone."""
+    removed = []
+    if not download_dir.is_dir():
+        return removed
+    for entry in download_dir.iterdir():
+        match = DEBRIS.match(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        removed.append(entry)
+        log.info("removed %s, left by a run that was killed", entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def file_digest(path: Path, algorithm: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_digest(path: Path, checksum: str, what: str, name: str | None = None) -> None:
+    algorithm, expected = checksum.split(":", 1)
+    got = file_digest(path, algorithm)
+    if got != expected.lower():
+        raise DataError(f"{what}: {name or path.name} has {algorithm} {got}, not data.checksum={checksum} "
+                        "(a truncated or altered file, or the wrong checksum)")
+
+
+def _download(url: str, download_dir: Path, checksum: str | None = None) -> Path:
+    """Fetch ``url`` into ``download_dir`` once; later runs re-use the file if it matches ``checksum``."""
     name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
     _check_suffix(name, url)  # refuse before spending a download on it
     path = download_dir / name
     if path.is_file():
-        return path
+        if checksum is None:
+            return path
+        try:
+            _check_digest(path, checksum, f"data.root={url}")
+            return path
+        except DataError as err:
+            log.warning("%s; downloading it again", err)
+            path.unlink()
     download_dir.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s into %s", url, download_dir)
     # A temporary name, renamed once complete: an interrupted download is never mistaken for the archive.
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=download_dir)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.pid{os.getpid()}.", suffix=".part", dir=download_dir)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             shutil.copyfileobj(response, out, length=1 << 20)
+            declared = response.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and out.tell() != int(declared):
+                raise DataError(f"data.root={url}: download truncated ({out.tell():,} of {int(declared):,} bytes); "
+                                "rerun to download it again")
+        if checksum is not None:
+            _check_digest(Path(tmp), checksum, f"data.root={url}", name)
         os.replace(tmp, path)
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise DataError(f"data.root={url}: download failed ({getattr(exc, 'reason', exc)})") from None
     finally:
         if os.path.exists(tmp):

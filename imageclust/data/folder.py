@@ -40,7 +40,7 @@ def load(params, seed: int) -> Source:
     if params.root is None:
         raise ParamsError(f"params: data.root=None is invalid: {NAME} needs a folder, an archive or a URL")
     skipped: Counter = Counter()
-    folder, cleanup = resolve_root(params.root, params.download_dir, skipped)
+    folder, cleanup = resolve_root(params.root, params.download_dir, skipped, params.checksum)
     try:  # prepare() cleans up once it holds the source; until then, it is ours to do
         return _load(params, seed, folder, skipped, cleanup)
     except BaseException:

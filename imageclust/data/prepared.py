@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DataError
-from ..io import atomic_dir, read_json, write_json
+from ..io import atomic_dir, fingerprint, read_json, write_json
 from ..tables import UNLABELED, _labels_from_arrow, _labels_to_arrow
 
 IMAGES_FILE = "images.npy"
@@ -121,7 +121,8 @@ class PreparedWriter:
         self.splits.append(str(split))
         self.labels.append(int(label))
 
-    def finish(self, name: str, classes: list[str], skipped: dict, notes: list[str] = ()) -> dict:
+    def finish(self, name: str, classes: list[str], skipped: dict, notes: list[str] = (),
+               prepared_with: str | None = None) -> dict:
         n = len(self.ids)
         self.images.flush()
         shrunk = n < len(self.images)
@@ -144,6 +145,7 @@ class PreparedWriter:
             "counts": {str(s): int(c) for s, c in zip(splits, counts)},
             "skipped": {str(k): int(v) for k, v in sorted(skipped.items())},
             "notes": list(notes),
+            "prepared_with": prepared_with,  # preparation_key() of the params it was made with
         }
         table = pa.table(
             {
@@ -163,6 +165,12 @@ class PreparedWriter:
                 f, {"descr": "|u1", "fortran_order": False, "shape": (n, *self.shape)})
             for start in range(0, n, chunk):
                 f.write(np.ascontiguousarray(self.images[start : min(n, start + chunk)]).tobytes())
+
+
+def preparation_key(data_params, seed: int) -> str:
+    """Identifies the params a prepared folder was made with: the ``data`` keys the download stage
+    reads (not ``train_splits``, which only later stages read) and the seed."""
+    return fingerprint(data_params.model_dump(exclude={"train_splits"}), seed)
 
 
 def write_prepared(out_dir: str | Path, data: RawDataset) -> dict:

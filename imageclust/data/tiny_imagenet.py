@@ -18,6 +18,7 @@ from .images import open_image
 from .source import Source
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # the zip's published md5: a truncated or altered copy is fetched again
 FOLDER = "tiny-imagenet-200"
 SPLITS = ("train", "val", "test")
 SIZE = 64
@@ -30,7 +31,7 @@ def _find_or_download(root: Path) -> Path:
     from torchvision.datasets import utils  # lazily: importing torch costs seconds
 
     try:
-        utils.download_and_extract_archive(URL, download_root=str(root))
+        utils.download_and_extract_archive(URL, download_root=str(root), md5=MD5)
     except Exception as exc:  # URLError, HTTP errors, a bad zip, a full disk: all mean "not available"
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise DataError(f"tiny_imagenet: cannot download to {root} (no network?): {reason}") from None

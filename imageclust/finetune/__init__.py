@@ -19,7 +19,7 @@ from ..io import atomic_dir, digest_files, fingerprint, save_torch
 from ..metrics import nmi
 from ..runtime import resolve_device
 from ..tables import Assignments, read_assignments, read_features, write_assignments
-from .base import Curves, FinetuneResult, FinetuneRun
+from .base import CHECKPOINT_FILE, Curves, FinetuneResult, FinetuneRun
 from .deepcluster import assign_deepcluster, finetune_deepcluster
 from .scan import assign_scan, finetune_scan
 from .spectral import assign_spectral, finetune_spectral
@@ -113,6 +113,8 @@ def run_finetune(features_dir, cluster_dir, out_dir, live_dir, gparams, data_par
             from .images import save_trained_encoder
 
             save_trained_encoder(tmp / ENCODER_FILE, result.encoder, encoder_path)
+    if checkpoint_dir is not None:  # done: the resume state goes (DVC would cache it with every experiment)
+        (Path(checkpoint_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)
     agreement = nmi(initial.clusters, result.clusters)
     log.info("%s: %.1fs, NMI with the cluster stage's assignments %.3f", params.method, seconds, agreement)
     return {"method": params.method, "k": num_clusters, "seconds": round(seconds, 3),

@@ -35,10 +35,12 @@ from ..losses import nt_xent, supervised_contrastive
 from ..metrics import clustering_accuracy, nmi, purity
 from ..models import projection_head
 from ..tables import UNLABELED
+from ..runtime import check_finite_loss
 from .base import FinetuneResult, FinetuneRun
 from .images import Images, embed, trainable_encoder
 
 log = logging.getLogger(__name__)
+HINT = "Try a lower finetune.deepcluster.lr"  # when the loss stops being a number
 
 
 def uniform_cluster_sampler(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -200,7 +202,7 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
         order = torch.from_numpy(uniform_cluster_sampler(pseudo.numpy(), len(train_rows), rng))
         totals = np.zeros(3)
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size) if len(order) - i >= 2]
-        for batch in batches:
+        for step, batch in enumerate(batches):
             x = images.batch(train_rows[batch.numpy()])
             target = pseudo[batch].to(device)
             logits, z = net(augment(x, generator))
@@ -218,7 +220,8 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
             loss.backward()
             optimizer.step()
             top_optimizer.step()
-            totals += [loss.item(), classify.item(), contrast.item()]
+            totals += [check_finite_loss(loss.item(), "finetune deepcluster", epoch, step, HINT), classify.item(),
+                       contrast.item()]
             images_trained += len(batch) * (2 if p.contrastive == "views" else 1)
         totals /= max(1, len(batches))
         row.update({"deepcluster/loss": totals[0], "deepcluster/classification": totals[1]})

@@ -29,9 +29,11 @@ from ..clustering.base import cluster_means, distances_to_centres
 from ..losses import confident_self_label_loss, scan_loss
 from ..models import MultiHead, cluster_head
 from ..tables import UNLABELED
+from ..runtime import check_finite_loss
 from .base import FinetuneResult, FinetuneRun, shuffled_batches
 
 log = logging.getLogger(__name__)
+HINT = "Try a lower finetune.scan.lr"  # when the loss stops being a number
 
 
 def mine_neighbors(x: torch.Tensor, num_neighbors: int, chunk: int = 2048) -> torch.Tensor:
@@ -201,12 +203,13 @@ def finetune_scan(run: FinetuneRun) -> FinetuneResult:
             model.train()
             totals = np.zeros(3)
             batches = shuffled_batches(len(x), run.params.batch_size, generator)
-            for batch in batches:
+            for step, batch in enumerate(batches):
                 pick = torch.randint(neighbors.shape[1], (len(batch),), generator=generator)
                 anchor = views.weak_view(batch.to(device))
                 neighbor = views.weak_view(neighbors[batch.to(device), pick.to(device)])
                 losses = [scan_loss(a, n, p.entropy_weight) for a, n in zip(model(anchor), model(neighbor))]
                 loss = torch.stack([total for total, _, _ in losses]).sum()
+                check_finite_loss(loss.item(), "finetune scan", epoch, step, HINT)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -222,7 +225,7 @@ def finetune_scan(run: FinetuneRun) -> FinetuneResult:
             head.train()
             total, confident = 0.0, 0.0
             batches = shuffled_batches(len(x), run.params.batch_size, generator)
-            for batch in batches:
+            for step, batch in enumerate(batches):
                 batch = batch.to(device)
                 with torch.no_grad():
                     clean = head(views.clean(batch))
@@ -231,7 +234,8 @@ def finetune_scan(run: FinetuneRun) -> FinetuneResult:
                 head_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 head_optimizer.step()
-                total, confident = total + loss.item(), confident + fraction
+                total += check_finite_loss(loss.item(), "finetune scan (self-labelling)", epoch, step, HINT)
+                confident += fraction
             row = {"selflabel/loss": total / len(batches), "selflabel/confident_fraction": confident / len(batches)}
         run.end_epoch(epoch, total_epochs, row, state)
 

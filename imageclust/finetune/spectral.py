@@ -38,10 +38,12 @@ from ..clustering.graph import fit_spectral, knn_vote_clustering
 from ..config import ClusterParams
 from ..losses import prototype_loss
 from ..metrics import nmi
+from ..runtime import check_finite_loss
 from .base import FinetuneResult, FinetuneRun, shuffled_batches
 from .images import Images, embed, trainable_encoder
 
 log = logging.getLogger(__name__)
+HINT = "Try a lower finetune.spectral.lr"  # when the loss stops being a number
 LOWER_IS_BETTER = {"davies_bouldin"}
 
 
@@ -123,13 +125,13 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
         targets = torch.from_numpy(labels).to(device)
         batches = shuffled_batches(n, batch_size, generator)
         total = 0.0
-        for batch in batches:
+        for step, batch in enumerate(batches):
             views = augment(images.batch(train_rows[batch.numpy()]), image_generator)
             loss = prototype_loss(encoder(views), centres, targets[batch.to(device)], p.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item()
+            total += check_finite_loss(loss.item(), "finetune spectral", epoch, step, HINT)
             images_trained += len(batch)
 
         score = cluster_score(embed(encoder, images, train_rows[scored], batch_size), labels[scored], p.score)

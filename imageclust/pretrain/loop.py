@@ -25,7 +25,8 @@ from ..data.prepared import META_FILE, SAMPLES_FILE
 from ..errors import DataError
 from ..io import atomic_dir, digest_files, fingerprint, load_torch, save_torch, write_json
 from ..models import build_backbone
-from ..runtime import amp_dtype, autocast, init_distributed, resolve_device, seed_everything, to_float_images
+from ..runtime import (amp_dtype, autocast, check_finite_loss, init_distributed, resolve_device, seed_everything,
+                       to_float_images)
 from . import METHODS
 from .optim import build_optimizer
 
@@ -121,8 +122,13 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
                          list(data.images.shape))
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE
     start_epoch, history = 0, []
+    state = None
     if checkpoint_path.exists():
-        state = load_torch(checkpoint_path)
+        try:
+            state = load_torch(checkpoint_path)
+        except DataError as err:  # a foreign, altered or damaged file: start afresh rather than trust it
+            log.warning("ignoring the checkpoint: %s", err)
+    if state is not None:
         if state.get("run_id") == run_id:
             method.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -163,7 +169,8 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
                 scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(check_finite_loss(loss.item(), f"pretrain {params.method}", epoch, step,
+                                            "Try a lower pretrain.lr, or pretrain.precision: fp32"))
             bar.update(len(batch))
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         bar.close()
@@ -194,6 +201,8 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
     if ddp.is_main:
         live.end()
         save_encoder(encoder_path, method.backbone, params, channels, image_size)
+        # the run is done: its resume state goes, so DVC caches an empty folder, not a copy of the model
+        checkpoint_path.unlink(missing_ok=True)
     ddp.barrier()
     ddp.close()
     if not ddp.is_main:
