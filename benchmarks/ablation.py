@@ -14,7 +14,6 @@ Usage: ``python benchmarks/ablation.py --runs fashion_mnist --out benchmarks/res
 from __future__ import annotations
 
 import csv
-import json
 import re
 import subprocess
 import sys
@@ -24,7 +23,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.common import TORCHVISION_ROOT, clone, dvc_env, run_benchmarks, set_params  # noqa: E402
+from benchmarks.common import (TORCHVISION_ROOT, clone, dvc_env, run_benchmarks, set_params,  # noqa: E402
+                               write_between_markers)
+from imageclust.preset import set_args  # noqa: E402
 
 README = REPO / "README.md"
 BEGIN, END = "<!-- ablation:begin -->", "<!-- ablation:end -->"
@@ -72,10 +73,8 @@ def run(name: str, workdir: Path) -> dict:
         if adds == "double":
             adds = {"pretrain.epochs": 2 * CONFIGS[name]["pretrain.epochs"]}
         overrides.update(adds)
-        args = [a for key, value in overrides.items()
-                for a in ("-S", f"{key}={json.dumps(value) if value is not None else 'null'}")]
-        subprocess.run(["dvc", "exp", "run", "--queue", "-n", _slug(step), *args], cwd=project, env=env, check=True,
-                       capture_output=True)
+        subprocess.run(["dvc", "exp", "run", "--queue", "-n", _slug(step), *set_args(overrides)], cwd=project, env=env,
+                       check=True, capture_output=True)
     started = time.perf_counter()
     sweep = subprocess.run(["dvc", "exp", "run", "--run-all"], cwd=project, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -107,14 +106,8 @@ def markdown_table(result: dict) -> str:
 
 
 def write_readme_table(report: dict, readme: Path = README) -> None:
-    if "fashion_mnist" not in report:
-        return
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        sys.exit(f"{readme}: the markers {BEGIN} and {END} are missing")
-    table = markdown_table(report["fashion_mnist"])
-    readme.write_text(re.sub(f"{re.escape(BEGIN)}.*?{re.escape(END)}", lambda _: f"{BEGIN}\n{table}\n{END}", text,
-                             flags=re.S))
+    if "fashion_mnist" in report:
+        write_between_markers(readme, BEGIN, END, markdown_table(report["fashion_mnist"]))
 
 
 RUNS = {name: partial(run, name) for name in CONFIGS}

@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,15 @@ def timed_stage(project: Path, stage: str) -> dict:
     peak = [line for line in result.stderr.splitlines() if line.startswith("peak_kib=")]
     # /usr/bin/time reports dvc's own process tree's largest member
     return {"seconds": round(seconds, 1), "peak_mib": round(int(peak[-1].split("=")[1]) / 1024) if peak else None}
+
+
+def write_between_markers(readme: Path, begin: str, end: str, text: str) -> None:
+    """Replace what lies between the ``begin`` and ``end`` markers of ``readme`` with ``text``."""
+    content = readme.read_text()
+    if begin not in content or end not in content:
+        sys.exit(f"{readme}: the markers {begin} and {end} are missing")
+    readme.write_text(re.sub(f"{re.escape(begin)}.*?{re.escape(end)}", lambda _: f"{begin}\n{text}\n{end}", content,
+                             flags=re.S))
 
 
 def run_benchmarks(description: str, runs: dict[str, Callable[[Path], dict]],

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.common import (TORCHVISION_ROOT, clone, evaluated_scores, run_benchmarks,  # noqa: E402
-                               set_params, timed_stage)
+                               set_params, timed_stage, write_between_markers)
 
 CIFAR10_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 STAGES = ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")
@@ -154,12 +153,7 @@ def markdown_table(report: dict) -> str:
 
 
 def write_readme_table(report: dict, readme: Path = README) -> None:
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        sys.exit(f"{readme}: the markers {BEGIN} and {END} are missing")
-    table = markdown_table(report)
-    readme.write_text(re.sub(f"{re.escape(BEGIN)}.*?{re.escape(END)}", lambda _: f"{BEGIN}\n{table}\n{END}", text,
-                             flags=re.S))
+    write_between_markers(readme, BEGIN, END, markdown_table(report))
 
 
 RUNS = {f"{name}/seed{seed}": partial(run, name, seed) for name, config in CONFIGS.items() for seed in config.seeds}

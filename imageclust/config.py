@@ -602,8 +602,9 @@ def check_against_prepared(meta: dict, gparams: GlobalParams, data: DataParams, 
     """Checks that need the data (its splits and their sizes), made before any stage runs when the
     prepared data on disk is the one these params make (``meta["prepared_with"]``), so that a bad value
     stops the run before DVC has removed the outputs of the stage that would have read it."""
-    from .clustering import FINDS_K
+    from .clustering import check_k_fits
     from .data.prepared import preparation_key
+    from .evaluate import check_report_splits
 
     if meta.get("prepared_with") != preparation_key(data, gparams.seed):
         return  # the download stage will prepare other data: the stages check it themselves
@@ -612,10 +613,5 @@ def check_against_prepared(meta: dict, gparams: GlobalParams, data: DataParams, 
     if missing:
         raise ParamsError(f"params: data.train_splits={data.train_splits} is invalid: the prepared data holds "
                           f"splits {sorted(counts)}")
-    unknown = sorted(set(evaluate.splits or []) - set(counts) - {"all"})
-    if unknown:
-        raise ParamsError(f"params: evaluate.splits={evaluate.splits} is invalid: {unknown[0]!r} is not among "
-                          f"the splits {sorted(counts) + ['all']}")
-    train = sum(counts[s] for s in data.train_splits)
-    if cluster.k != "auto" and cluster.k > train and cluster.method not in FINDS_K:
-        raise ParamsError(f"params: cluster.k={cluster.k} is invalid: larger than the {train} training samples")
+    check_report_splits(evaluate.splits, sorted(counts))
+    check_k_fits(cluster, sum(counts[s] for s in data.train_splits))

@@ -55,14 +55,18 @@ def score_split(labels, clusters, vectors, confidence, k: int, max_silhouette_sa
     return scores
 
 
-def evaluate_sources(features: FeatureTable, sources: dict[str, Assignments], max_silhouette_samples: int,
-                     seed: int, report_splits: list[str] | None = None) -> dict:
-    """``{source: {split: metrics}}`` for ``report_splits`` (default: every split plus ``all``)."""
-    present = sorted(set(features.splits))
+def check_report_splits(report_splits: list[str] | None, present: list[str]) -> None:
+    """Every split asked for is one the data has, or ``all``."""
     unknown = sorted(set(report_splits or []) - set(present) - {ALL_SPLITS})
     if unknown:
         raise ParamsError(f"params: evaluate.splits={report_splits} is invalid: {unknown[0]!r} is not among "
                           f"the splits {present + [ALL_SPLITS]}")
+
+
+def evaluate_sources(features: FeatureTable, sources: dict[str, Assignments], max_silhouette_samples: int,
+                     seed: int, report_splits: list[str] | None = None) -> dict:
+    """``{source: {split: metrics}}`` for ``report_splits`` (default: every split plus ``all``)."""
+    check_report_splits(report_splits, sorted(set(features.splits)))
     results = {}
     for name, source in sources.items():
         if len(source) == 0:

@@ -42,6 +42,12 @@ K_CURVE_FILE = "k_curve.csv"
 ASSIGNMENTS_FILE = "assignments.parquet"
 
 
+def check_k_fits(params, train_samples: int) -> None:
+    """A given K must not exceed the training samples (methods that find their own K ignore it)."""
+    if params.k != "auto" and params.k > train_samples and params.method not in FINDS_K:
+        raise ParamsError(f"params: cluster.k={params.k} is invalid: larger than the {train_samples} training samples")
+
+
 def run_clustering(features_dir, out_dir, gparams, data_params, params) -> dict:
     """Fit ``params.method`` on the training splits, assign every sample, write the results."""
     features = read_features(features_dir)
@@ -51,8 +57,7 @@ def run_clustering(features_dir, out_dir, gparams, data_params, params) -> dict:
             f"params: data.train_splits={data_params.train_splits} is invalid: the features hold splits "
             f"{sorted(set(features.splits))}"
         )
-    if params.k != "auto" and params.k > train.sum() and params.method not in FINDS_K:
-        raise ParamsError(f"params: cluster.k={params.k} is invalid: larger than the {train.sum()} training samples")
+    check_k_fits(params, int(train.sum()))
     started = time.perf_counter()
     transform, fitted = FeatureTransform.fit(features.vectors[train], params, gparams.seed)
     x = np.empty((len(train), fitted.shape[1]), dtype=np.float32)
