@@ -21,8 +21,7 @@ def _blobs(n=200, seed=0):
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 4
     centres = np.eye(4, 8) * 5
-    return labels, centres[labels] + rng.normal(size=(n, 8)), ["train" if i % 4 != 3 or i >= n // 2 else "test"
-                                                                 for i in range(n)]
+    return labels, centres[labels] + rng.normal(size=(n, 8)), ["test" if i % 5 == 0 else "train" for i in range(n)]
 
 
 def test_separable_classes_reach_the_ceiling_and_shuffled_labels_do_not(tmp_path):
