@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test test-fast test-faults bench bench-extract bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation
+.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,11 @@ $(VENV)/.installed: requirements.txt
 repro: install
 	dvc repro
 
-test: install
+lint: install
+	ruff check .
+	ruff format --check .
+
+test: lint
 	OMP_NUM_THREADS=1 python -m pytest -ra --durations=10 -n 2 --dist loadfile
 
 test-fast: install

@@ -13,8 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -24,9 +24,15 @@ TORCHVISION_ROOT = REPO.parent / "shared" / "datasets" / "torchvision"
 
 def dvc_env() -> dict:
     """This Python's DVC, no analytics, and a git identity for the commits ``dvc exp`` makes."""
-    return {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@b",
-            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@b",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "b@b",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "b@b",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
 
 
 def clone(workdir: Path, name: str) -> Path:
@@ -64,8 +70,13 @@ def timed_stage(project: Path, stage: str) -> dict:
     """``dvc repro --single-item stage`` under /usr/bin/time: wall seconds and the peak RSS of the
     largest process (the stage's python)."""
     started = time.perf_counter()
-    result = subprocess.run(["/usr/bin/time", "-f", "peak_kib=%M", "dvc", "repro", "--single-item", stage],
-                            cwd=project, env=dvc_env(), capture_output=True, text=True)
+    result = subprocess.run(
+        ["/usr/bin/time", "-f", "peak_kib=%M", "dvc", "repro", "--single-item", stage],
+        cwd=project,
+        env=dvc_env(),
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if result.returncode:
         sys.exit(f"{stage} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -74,17 +85,19 @@ def timed_stage(project: Path, stage: str) -> dict:
     return {"seconds": round(seconds, 1), "peak_mib": round(int(peak[-1].split("=")[1]) / 1024) if peak else None}
 
 
-def write_between_markers(readme: Path, begin: str, end: str, text: str) -> None:
-    """Replace what lies between the ``begin`` and ``end`` markers of ``readme`` with ``text``."""
-    content = readme.read_text()
+def write_between_markers(page: Path, begin: str, end: str, text: str) -> None:
+    """Replace what lies between the ``begin`` and ``end`` markers of ``page`` (a Markdown file) with ``text``."""
+    content = page.read_text()
     if begin not in content or end not in content:
-        sys.exit(f"{readme}: the markers {begin} and {end} are missing")
-    readme.write_text(re.sub(f"{re.escape(begin)}.*?{re.escape(end)}", lambda _: f"{begin}\n{text}\n{end}", content,
-                             flags=re.S))
+        sys.exit(f"{page}: the markers {begin} and {end} are missing")
+    page.write_text(
+        re.sub(f"{re.escape(begin)}.*?{re.escape(end)}", lambda _: f"{begin}\n{text}\n{end}", content, flags=re.S)
+    )
 
 
-def run_benchmarks(description: str, runs: dict[str, Callable[[Path], dict]],
-                   after_each: Callable[[dict], None] | None = None) -> None:
+def run_benchmarks(
+    description: str, runs: dict[str, Callable[[Path], dict]], after_each: Callable[[dict], None] | None = None
+) -> None:
     """The command line of a benchmark made of named runs: ``--runs`` (default all), ``--out`` (the
     JSON file each run's result is merged into as soon as it ends) and ``--workdir`` (keep clones).
     ``after_each`` gets the whole report after each run (to rewrite a table from it)."""

@@ -30,9 +30,15 @@ BASELINES = {
 
 
 def sh(cwd: Path, *cmd: str) -> float:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@localhost",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@localhost",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     started = time.perf_counter()
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode:
@@ -42,21 +48,28 @@ def sh(cwd: Path, *cmd: str) -> float:
 
 def scores(project: Path) -> dict:
     evaluate = json.loads((project / "metrics/evaluate.json").read_text())
-    return {source: {split: {k: round(v, 4) for k, v in values.items() if k in ("acc", "nmi", "ari")}
-                     for split, values in splits.items()} for source, splits in evaluate.items()}
+    return {
+        source: {
+            split: {k: round(v, 4) for k, v in values.items() if k in ("acc", "nmi", "ari")}
+            for split, values in splits.items()
+        }
+        for source, splits in evaluate.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    report: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                                "platform": platform.platform()}}
+    report: dict = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    }
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "project"
         subprocess.run(["git", "clone", "-q", str(REPO), str(project)], check=True)
-        report["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True,
-                                          text=True).stdout.strip()
+        report["commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True
+        ).stdout.strip()
         report["stage_seconds"] = {stage: sh(project, "dvc", "repro", "--single-item", stage) for stage in STAGES}
         report["repro_seconds"] = round(sum(report["stage_seconds"].values()), 2)
         report["default"] = scores(project)

@@ -41,13 +41,31 @@ def main() -> None:
             params_file = Path(tmp) / "params.yaml"
             params_file.write_text(yaml.safe_dump(params))
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "stages.download", "--params", str(params_file), "--out",
-                            f"{tmp}/{label}", "--metrics", f"{tmp}/{label}.json"], cwd=REPO, check=True,
-                           env={**os.environ, "PYTHONPATH": str(REPO)})
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "stages.download",
+                    "--params",
+                    str(params_file),
+                    "--out",
+                    f"{tmp}/{label}",
+                    "--metrics",
+                    f"{tmp}/{label}.json",
+                ],
+                cwd=REPO,
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
             seconds = round(time.perf_counter() - started, 2)
             meta = json.loads((Path(tmp) / label / "meta.json").read_text())
-            report[label] = {"seconds": seconds, "samples": meta["num_samples"], "counts": meta["counts"],
-                             "shape": [meta["height"], meta["width"], meta["channels"]], "skipped": meta["skipped"]}
+            report[label] = {
+                "seconds": seconds,
+                "samples": meta["num_samples"],
+                "counts": meta["counts"],
+                "shape": [meta["height"], meta["width"], meta["channels"]],
+                "skipped": meta["skipped"],
+            }
             print(label, report[label], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -38,8 +38,8 @@ def write_params(path: Path, **sections) -> Path:
 
 
 def prepare_cifar10(tmp: Path) -> Path:
-    from imageclust.config import DataParams
-    from imageclust.data import prepare
+    from imageclust.data.params import DataParams
+    from imageclust.data.stage import prepare
 
     out = tmp / "cifar10"
     started = time.perf_counter()
@@ -65,8 +65,11 @@ def run_stage(stage: str, params: Path, *args: str) -> tuple[float, float]:
     The peak is read from /proc while it runs (getrusage would report the benchmark's own size,
     which a child inherits across fork and exec)."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}", "--params", str(params), *map(str, args)],
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"stages.{stage}", "--params", str(params), *map(str, args)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     peak = 0.0
     while proc.poll() is None:
         peak = max(peak, _peak_rss_mib(proc.pid) or 0.0)
@@ -80,24 +83,38 @@ def throughput(tmp: Path, cifar: Path, n: int = 4096, side: int = 160, repeats: 
     """Stage throughput (``extract_features`` in-process, model build excluded) over a bare loop."""
     import torch
 
-    from imageclust.config import ExtractParams, GlobalParams
-    from imageclust.data import RawDataset, load_prepared, write_prepared
-    from imageclust.features import extract_features
+    from imageclust.config import GlobalParams
+    from imageclust.data.prepared import RawDataset, load_prepared, write_prepared
+    from imageclust.features.params import ExtractParams
     from imageclust.features.preprocess import Preprocess
+    from imageclust.features.stage import extract_features
     from imageclust.models.pretrained import efficientnet_lite0
 
     full = load_prepared(cifar)
     rows = np.arange(n)
     subset = tmp / "subset"
-    write_prepared(subset, RawDataset(name="cifar10", images=np.asarray(full.images[rows]), labels=full.labels[rows],
-                                      splits=full.splits[rows], ids=full.ids[rows], classes=full.classes))
+    write_prepared(
+        subset,
+        RawDataset(
+            name="cifar10",
+            images=np.asarray(full.images[rows]),
+            labels=full.labels[rows],
+            splits=full.splits[rows],
+            ids=full.ids[rows],
+            classes=full.classes,
+        ),
+    )
     params = ExtractParams(backbone="efficientnet_lite0", image_size=side, batch_size=32)
     backbone = efficientnet_lite0(None)
     model = backbone.model.eval().to(memory_format=torch.channels_last)
     preprocess = Preprocess(3, 3, side, backbone.mean, backbone.std)
     with torch.inference_mode():
-        batches = [preprocess(torch.from_numpy(np.asarray(full.images[s : s + 32]))).contiguous(
-            memory_format=torch.channels_last) for s in range(0, n, 32)]
+        batches = [
+            preprocess(torch.from_numpy(np.asarray(full.images[s : s + 32]))).contiguous(
+                memory_format=torch.channels_last
+            )
+            for s in range(0, n, 32)
+        ]
     stage, bare = [], []
     for r in range(repeats):  # interleaved, so a noisy neighbour slows both alike
         with torch.inference_mode():
@@ -108,30 +125,57 @@ def throughput(tmp: Path, cifar: Path, n: int = 4096, side: int = 160, repeats: 
         summary = extract_features(subset, None, tmp / f"f{r}", tmp / f"w{r}", GlobalParams(device="cpu"), params)
         stage.append(summary["images_per_second"])
         print(f"throughput run {r}: stage {stage[-1]:.1f} img/s, bare loop {bare[-1]:.1f} img/s", flush=True)
-    return {"model": "efficientnet_lite0", "input_size": side, "batch_size": 32, "images": n,
-            "stage_images_per_second": round(float(np.median(stage)), 1),
-            "bare_loop_images_per_second": round(float(np.median(bare)), 1),
-            "ratio": round(float(np.median(stage) / np.median(bare)), 3), "runs": {"stage": stage, "bare": bare}}
+    return {
+        "model": "efficientnet_lite0",
+        "input_size": side,
+        "batch_size": 32,
+        "images": n,
+        "stage_images_per_second": round(float(np.median(stage)), 1),
+        "bare_loop_images_per_second": round(float(np.median(bare)), 1),
+        "ratio": round(float(np.median(stage) / np.median(bare)), 3),
+        "runs": {"stage": stage, "bare": bare},
+    }
 
 
 def memory(tmp: Path, sizes=(10_000, 60_000)) -> dict:
-    from imageclust.data import RawDataset, write_prepared
+    from imageclust.data.prepared import RawDataset, write_prepared
 
     report = {}
     for n in sizes:
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
         prepared = tmp / f"random{n}"
-        write_prepared(prepared, RawDataset(name="random", images=images, labels=rng.integers(0, 10, n),
-                                            splits=np.array(["train"] * n), ids=np.array([f"r{i}" for i in range(n)]),
-                                            classes=[str(c) for c in range(10)]))
+        write_prepared(
+            prepared,
+            RawDataset(
+                name="random",
+                images=images,
+                labels=rng.integers(0, 10, n),
+                splits=np.array(["train"] * n),
+                ids=np.array([f"r{i}" for i in range(n)]),
+                classes=[str(c) for c in range(10)],
+            ),
+        )
         del images
         params = write_params(tmp / "params.yaml", extract={"backbone": "pixels", "shard_rows": 10_000})
-        seconds, peak = run_stage("extract", params, "--data", prepared, "--encoder", "none", "--out",
-                                  tmp / f"mf{n}", "--work", tmp / f"mw{n}")
+        seconds, peak = run_stage(
+            "extract",
+            params,
+            "--data",
+            prepared,
+            "--encoder",
+            "none",
+            "--out",
+            tmp / f"mf{n}",
+            "--work",
+            tmp / f"mw{n}",
+        )
         vectors_mib = n * 3072 * 4 / 2**20
-        report[str(n)] = {"peak_rss_mib": round(peak, 1), "seconds": round(seconds, 2),
-                          "vectors_if_held_mib": round(vectors_mib, 1)}
+        report[str(n)] = {
+            "peak_rss_mib": round(peak, 1),
+            "seconds": round(seconds, 2),
+            "vectors_if_held_mib": round(vectors_mib, 1),
+        }
         print(f"memory at {n}: peak {peak:.0f} MiB (the vectors alone would be {vectors_mib:.0f} MiB)", flush=True)
     return report
 
@@ -142,22 +186,43 @@ def cifar10(tmp: Path, cifar: Path, sides=(96, 160)) -> dict:
 
     report = {}
     for side in sides:
-        params = write_params(tmp / "params.yaml", extract={"backbone": "efficientnet_lite0", "image_size": side},
-                              cluster={"method": "kmeans", "k": 10})
+        params = write_params(
+            tmp / "params.yaml",
+            extract={"backbone": "efficientnet_lite0", "image_size": side},
+            cluster={"method": "kmeans", "k": 10},
+        )
         features, clusters = tmp / f"features{side}", tmp / f"cluster{side}"
-        extract_s, extract_mib = run_stage("extract", params, "--data", cifar, "--encoder", "none", "--out", features,
-                                           "--work", tmp / f"work{side}", "--metrics", tmp / f"extract{side}.json")
-        cluster_s, _ = run_stage("cluster", params, "--features", features, "--out", clusters, "--metrics",
-                                 tmp / f"cluster{side}.json")
+        extract_s, extract_mib = run_stage(
+            "extract",
+            params,
+            "--data",
+            cifar,
+            "--encoder",
+            "none",
+            "--out",
+            features,
+            "--work",
+            tmp / f"work{side}",
+            "--metrics",
+            tmp / f"extract{side}.json",
+        )
+        cluster_s, _ = run_stage(
+            "cluster", params, "--features", features, "--out", clusters, "--metrics", tmp / f"cluster{side}.json"
+        )
         a = read_assignments(clusters / "assignments.parquet")
         test = a.splits == "test"
         y, c = a.labels[test], a.clusters[test]
         report[str(side)] = {
-            "test_acc": round(clustering_accuracy(y, c), 4), "test_nmi": round(nmi(y, c), 4),
-            "test_ari": round(ari(y, c), 4), "train_acc": round(clustering_accuracy(a.labels[~test], a.clusters[~test]), 4),
-            "extract_seconds": round(extract_s, 1), "extract_peak_rss_mib": round(extract_mib, 1),
+            "test_acc": round(clustering_accuracy(y, c), 4),
+            "test_nmi": round(nmi(y, c), 4),
+            "test_ari": round(ari(y, c), 4),
+            "train_acc": round(clustering_accuracy(a.labels[~test], a.clusters[~test]), 4),
+            "extract_seconds": round(extract_s, 1),
+            "extract_peak_rss_mib": round(extract_mib, 1),
             "extract_images_per_second": json.loads((tmp / f"extract{side}.json").read_text())["images_per_second"],
-            "cluster_seconds": round(cluster_s, 1), "fit_samples": int((~test).sum()), "test_samples": int(test.sum()),
+            "cluster_seconds": round(cluster_s, 1),
+            "fit_samples": int((~test).sum()),
+            "test_samples": int(test.sum()),
         }
         print(f"CIFAR-10 at {side} px: {report[str(side)]}", flush=True)
     return report

@@ -27,8 +27,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.common import (TORCHVISION_ROOT, clone, dvc_env, evaluated_scores, run_benchmarks,  # noqa: E402
-                               set_params, timed_stage)
+from benchmarks.common import (  # noqa: E402
+    TORCHVISION_ROOT,
+    clone,
+    dvc_env,
+    evaluated_scores,
+    run_benchmarks,
+    set_params,
+    timed_stage,
+)
 
 # name -> the -S overrides of one experiment on the digits features
 DIGITS_EXPERIMENTS = {
@@ -42,19 +49,33 @@ DIGITS_EXPERIMENTS = {
     "none": ["finetune.method=none"],
     # from scratch, as the paper: the small CNN at its random initialisation, the paper's learning rate
     "deepcluster_scratch": ["pretrain.method=none", "finetune.method=deepcluster", "finetune.deepcluster.lr=0.05"],
-    "deepcluster_scratch_views": ["pretrain.method=none", "finetune.method=deepcluster",
-                                  "finetune.deepcluster.lr=0.05", "finetune.deepcluster.contrastive=views"],
+    "deepcluster_scratch_views": [
+        "pretrain.method=none",
+        "finetune.method=deepcluster",
+        "finetune.deepcluster.lr=0.05",
+        "finetune.deepcluster.contrastive=views",
+    ],
 }
 MNIST_DEEPCLUSTER = {
-    "data.name": "mnist", "data.root": str(TORCHVISION_ROOT), "data.train_splits": ["train", "test"],
-    "data.image_size": 16, "pretrain.method": "none", "pretrain.backbone": "small_cnn",
-    "cluster.method": "kmeans", "finetune.method": "deepcluster",
+    "data.name": "mnist",
+    "data.root": str(TORCHVISION_ROOT),
+    "data.train_splits": ["train", "test"],
+    "data.image_size": 16,
+    "pretrain.method": "none",
+    "pretrain.backbone": "small_cnn",
+    "cluster.method": "kmeans",
+    "finetune.method": "deepcluster",
 }
 # the paper's learning rate, from scratch; epochs sized to at most 20 minutes on a 2-core CPU
 MNIST_DEEPCLUSTER_BLOCKS = {
     "mnist_deepcluster": {"epochs": 15, "lr": 0.05, "augment": "gray", "kmeans_n_init": 3},
-    "mnist_deepcluster_views": {"epochs": 13, "lr": 0.05, "augment": "gray", "kmeans_n_init": 3,
-                                "contrastive": "views"},
+    "mnist_deepcluster_views": {
+        "epochs": 13,
+        "lr": 0.05,
+        "augment": "gray",
+        "kmeans_n_init": 3,
+        "contrastive": "views",
+    },
 }
 
 
@@ -69,15 +90,23 @@ def digits(workdir: Path) -> dict:
     project = clone(workdir, "digits")
     sh(project, "dvc", "repro")  # a fresh clone's lock names outputs its cache lacks: build them first
     sh(project, "git", "commit", "-qam", "baseline")
-    result = {"kmeans (cluster stage)": {**evaluated_scores(project, "cluster"), "seconds": json.loads(
-        (project / "metrics/cluster.json").read_text())["seconds"]}}
+    result = {
+        "kmeans (cluster stage)": {
+            **evaluated_scores(project, "cluster"),
+            "seconds": json.loads((project / "metrics/cluster.json").read_text())["seconds"],
+        }
+    }
     for name, overrides in DIGITS_EXPERIMENTS.items():
         started = time.perf_counter()
         sh(project, "dvc", "exp", "run", *(arg for o in overrides for arg in ("-S", o)))
         finetune = json.loads((project / "metrics/finetune.json").read_text())
-        result[name] = {**evaluated_scores(project, "finetune"), "seconds": round(finetune["seconds"], 1),
-                        "experiment_seconds": round(time.perf_counter() - started, 1), "overrides": overrides,
-                        "kmeans_on_these_features": evaluated_scores(project, "cluster")}
+        result[name] = {
+            **evaluated_scores(project, "finetune"),
+            "seconds": round(finetune["seconds"], 1),
+            "experiment_seconds": round(time.perf_counter() - started, 1),
+            "overrides": overrides,
+            "kmeans_on_these_features": evaluated_scores(project, "cluster"),
+        }
         sh(project, "git", "checkout", "--", "params.yaml")  # each experiment from the baseline's params
         print(name, result[name], flush=True)
     return result
@@ -91,19 +120,25 @@ def read_tsv(path: Path) -> list[float]:
 def mnist_deepcluster(workdir: Path, name: str) -> dict:
     block = MNIST_DEEPCLUSTER_BLOCKS[name]
     project = clone(workdir, name)
-    set_params(project / "params.yaml", {**MNIST_DEEPCLUSTER, **{f"finetune.deepcluster.{k}": v
-                                                                 for k, v in block.items()}})
-    stages = {stage: timed_stage(project, stage) for stage in
-              ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")}
+    set_params(
+        project / "params.yaml", {**MNIST_DEEPCLUSTER, **{f"finetune.deepcluster.{k}": v for k, v in block.items()}}
+    )
+    stages = {
+        stage: timed_stage(project, stage)
+        for stage in ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")
+    }
     curves = project / "artifacts/finetune-live/plots/metrics"
-    return {"overrides": {**MNIST_DEEPCLUSTER, "finetune.deepcluster": block},
-            "stages": stages, "finetune_minutes": round(stages["finetune"]["seconds"] / 60, 2),
-            "kmeans_on_random_network": evaluated_scores(project, "cluster"),
-            "deepcluster": evaluated_scores(project, "finetune"),
-            "per_epoch_purity_with_labels": read_tsv(curves / "diagnostic/purity_with_labels.tsv"),
-            "per_epoch_nmi_with_labels": read_tsv(curves / "diagnostic/nmi_with_labels.tsv"),
-            "per_epoch_nmi_to_previous": read_tsv(curves / "deepcluster/nmi_to_previous.tsv"),
-            "per_epoch_loss": read_tsv(curves / "deepcluster/loss.tsv")}
+    return {
+        "overrides": {**MNIST_DEEPCLUSTER, "finetune.deepcluster": block},
+        "stages": stages,
+        "finetune_minutes": round(stages["finetune"]["seconds"] / 60, 2),
+        "kmeans_on_random_network": evaluated_scores(project, "cluster"),
+        "deepcluster": evaluated_scores(project, "finetune"),
+        "per_epoch_purity_with_labels": read_tsv(curves / "diagnostic/purity_with_labels.tsv"),
+        "per_epoch_nmi_with_labels": read_tsv(curves / "diagnostic/nmi_with_labels.tsv"),
+        "per_epoch_nmi_to_previous": read_tsv(curves / "deepcluster/nmi_to_previous.tsv"),
+        "per_epoch_loss": read_tsv(curves / "deepcluster/loss.tsv"),
+    }
 
 
 RUNS = {"digits": digits, **{name: partial(mnist_deepcluster, name=name) for name in MNIST_DEEPCLUSTER_BLOCKS}}

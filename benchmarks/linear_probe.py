@@ -33,8 +33,9 @@ from imageclust.finetune.scan import mine_neighbors, neighbor_label_agreement  #
 from imageclust.tables import read_features  # noqa: E402
 
 
-def probe(features_dir: Path, fit_split: str = "train", score_split: str = "test", num_neighbors: int = 10,
-          c: float = 10.0) -> dict:
+def probe(
+    features_dir: Path, fit_split: str = "train", score_split: str = "test", num_neighbors: int = 10, c: float = 10.0
+) -> dict:
     """Linear-probe accuracy (fit on ``fit_split``, scored on ``score_split``) and the neighbour
     agreement over both splits."""
     table = read_features(features_dir)
@@ -47,19 +48,29 @@ def probe(features_dir: Path, fit_split: str = "train", score_split: str = "test
     classifier = LogisticRegression(C=c, max_iter=500).fit(vectors[fit], table.labels[fit])
     both = fit | score
     neighbors = mine_neighbors(torch.from_numpy(vectors[both]).float(), num_neighbors)
-    return {"fit_split": fit_split, "score_split": score_split, "dim": int(vectors.shape[1]),
-            "linear_probe_acc": round(float(classifier.score(vectors[score], table.labels[score])), 4),
-            "linear_probe_fit_acc": round(float(classifier.score(vectors[fit], table.labels[fit])), 4),
-            "num_neighbors": num_neighbors,
-            "neighbor_label_agreement": round(neighbor_label_agreement(table.labels[both], neighbors)
-                                              ["neighbor_label_agreement"], 4),
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "fit_split": fit_split,
+        "score_split": score_split,
+        "dim": int(vectors.shape[1]),
+        "linear_probe_acc": round(float(classifier.score(vectors[score], table.labels[score])), 4),
+        "linear_probe_fit_acc": round(float(classifier.score(vectors[fit], table.labels[fit])), 4),
+        "num_neighbors": num_neighbors,
+        "neighbor_label_agreement": round(
+            neighbor_label_agreement(table.labels[both], neighbors)["neighbor_label_agreement"], 4
+        ),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", action="append", required=True, metavar="NAME=PROJECT",
-                        help="a benchmark run's name and its project folder (repeatable)")
+    parser.add_argument(
+        "--run",
+        action="append",
+        required=True,
+        metavar="NAME=PROJECT",
+        help="a benchmark run's name and its project folder (repeatable)",
+    )
     parser.add_argument("--fit-split", default="train")
     parser.add_argument("--score-split", default="test")
     parser.add_argument("--out", type=Path, required=True, help="JSON file the results are merged into")

@@ -36,7 +36,8 @@ DATASETS = {
 # run name -> (dataset, preset, overrides after the preset's)
 RUNS = {
     f"{dataset}_{method}": (dataset, "small_gray", {"pretrain.method": method})
-    for dataset in DATASETS for method in ("simclr", "moco")
+    for dataset in DATASETS
+    for method in ("simclr", "moco")
 }
 
 
@@ -68,11 +69,19 @@ def scores(project: Path) -> dict:
     plain = KMeans(len(np.unique(labels)), n_init=10, random_state=0).fit_predict(unit)
 
     def rounded(truth, found):
-        return {"acc": round(clustering_accuracy(truth, found), 4), "nmi": round(nmi(truth, found), 4),
-                "ari": round(ari(truth, found), 4), "samples": int(len(truth))}
+        return {
+            "acc": round(clustering_accuracy(truth, found), 4),
+            "nmi": round(nmi(truth, found), 4),
+            "ari": round(ari(truth, found), 4),
+            "samples": int(len(truth)),
+        }
 
-    return {"kmeans": rounded(labels, clusters), "kmeans_l2_only": rounded(features.labels, plain),
-            "knn20_test_accuracy": round(knn_accuracy(features, unit), 4), "feature_dim": int(features.vectors.shape[1])}
+    return {
+        "kmeans": rounded(labels, clusters),
+        "kmeans_l2_only": rounded(features.labels, plain),
+        "knn20_test_accuracy": round(knn_accuracy(features, unit), 4),
+        "feature_dim": int(features.vectors.shape[1]),
+    }
 
 
 def run(name: str, workdir: Path) -> dict:
@@ -84,11 +93,18 @@ def run(name: str, workdir: Path) -> dict:
     set_params(project / "params.yaml", overrides)
     stages = {stage: timed_stage(project, stage) for stage in STAGES}
     pretrain = json.loads((project / "metrics/pretrain.json").read_text())
-    result = {"dataset": dataset, "preset": preset, "overrides": extra, "stages": stages,
-              "pretrain_minutes": round(stages["pretrain"]["seconds"] / 60, 2),
-              "pretrain_images_per_second": round(pretrain["epochs"] * pretrain["train_samples"]
-                                                  / stages["pretrain"]["seconds"]),
-              "epochs": pretrain["epochs"], **scores(project)}
+    result = {
+        "dataset": dataset,
+        "preset": preset,
+        "overrides": extra,
+        "stages": stages,
+        "pretrain_minutes": round(stages["pretrain"]["seconds"] / 60, 2),
+        "pretrain_images_per_second": round(
+            pretrain["epochs"] * pretrain["train_samples"] / stages["pretrain"]["seconds"]
+        ),
+        "epochs": pretrain["epochs"],
+        **scores(project),
+    }
     return result
 
 

@@ -46,11 +46,11 @@ def images(n: int, seed: int = 0) -> np.ndarray:
 def bare_loop(x: np.ndarray, params, seed: int, epochs: int) -> float:
     """Images per second of the plain loop: the same model, loss, augmentations and optimizer."""
     from imageclust.augment import build_augmenter
-    from imageclust.models import build_backbone
-    from imageclust.pretrain import METHODS
+    from imageclust.models.backbones import build_backbone
+    from imageclust.pretrain.registry import METHODS
 
     torch.manual_seed(seed)
-    method = METHODS[params.method](build_backbone(params.backbone, 1, 28, widths=params.widths), params)
+    method = METHODS[params.method].build(build_backbone(params.backbone, 1, 28, widths=params.widths), params)
     optimizer = torch.optim.AdamW(method.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     augment = build_augmenter(params.augment.preset)
     data = torch.from_numpy(x).permute(0, 3, 1, 2).float().div_(255)
@@ -62,7 +62,7 @@ def bare_loop(x: np.ndarray, params, seed: int, epochs: int) -> float:
             started = time.perf_counter()
         order = torch.randperm(len(x), generator=generator)
         for step in range(steps):
-            batch = data[order[step * params.batch_size:(step + 1) * params.batch_size]]
+            batch = data[order[step * params.batch_size : (step + 1) * params.batch_size]]
             loss = method(augment(batch, generator), augment(batch, generator))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -72,40 +72,64 @@ def bare_loop(x: np.ndarray, params, seed: int, epochs: int) -> float:
 
 def stage_loop(x: np.ndarray, params, seed: int, epochs: int, workdir: Path) -> float:
     """Images per second of the stage's loop (its own per-epoch measure), after the first epoch."""
-    from imageclust.config import DataParams, GlobalParams
+    from imageclust.config import GlobalParams
     from imageclust.data.prepared import RawDataset, write_prepared
     from imageclust.pretrain import loop
 
     n = len(x)
-    raw = RawDataset(name="bench", images=x, labels=np.zeros(n, np.int64), splits=np.array(["train"] * n),
-                     ids=np.array([f"s{i}" for i in range(n)]), classes=["0"])
+    raw = RawDataset(
+        name="bench",
+        images=x,
+        labels=np.zeros(n, np.int64),
+        splits=np.array(["train"] * n),
+        ids=np.array([f"s{i}" for i in range(n)]),
+        classes=["0"],
+    )
     write_prepared(workdir / "prepared", raw)
-    loop.pretrain(workdir / "prepared", workdir / "encoder.pt", workdir / "ckpt", workdir / "live",
-                  GlobalParams(seed=seed, device="cpu"), DataParams(), params)
+    loop.pretrain(
+        workdir / "prepared",
+        workdir / "encoder.pt",
+        workdir / "ckpt",
+        workdir / "live",
+        GlobalParams(seed=seed, device="cpu"),
+        ["train"],
+        params,
+    )
     rows = (workdir / "live/plots/metrics/images_per_second.tsv").read_text().splitlines()[2:]  # header, epoch 1
     seconds = sum(params.batch_size * (n // params.batch_size) / float(r.split("\t")[-1]) for r in rows)
     return len(rows) * params.batch_size * (n // params.batch_size) / seconds
 
 
 def main() -> None:
-    from imageclust.config import PretrainParams
+    from imageclust.pretrain.params import PretrainParams
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--images", type=int, default=10_240)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    report = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                          "threads": torch.get_num_threads(), "platform": platform.platform()},
-              "images": args.images, "epochs_timed": args.epochs - 1}
+    report = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
+        "images": args.images,
+        "epochs_timed": args.epochs - 1,
+    }
     x = images(args.images)
     for name, options in CASES.items():
         params = PretrainParams(epochs=args.epochs, batch_size=256, warmup_epochs=1, checkpoint_every=1, **options)
         with tempfile.TemporaryDirectory() as tmp:
             stage = stage_loop(x, params, 0, args.epochs, Path(tmp))
         bare = bare_loop(x, params, 0, args.epochs)
-        report[name] = {"stage_images_per_second": round(stage), "bare_images_per_second": round(bare),
-                        "ratio": round(stage / bare, 3)}
+        report[name] = {
+            "stage_images_per_second": round(stage),
+            "bare_images_per_second": round(bare),
+            "ratio": round(stage / bare, 3),
+        }
         print(name, report[name], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

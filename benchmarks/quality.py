@@ -7,7 +7,7 @@ on the same features (``finetune.method=...``; the stages before it come from DV
 method's ACC, NMI and ARI come from the evaluate stage; ``kmeans`` is the cluster stage's result.
 Methods that train the encoder cannot follow a frozen pretrained backbone and are recorded as such.
 
-Results are merged into ``--out`` under ``CONFIG/seedN`` and the README's table (between the
+Results are merged into ``--out`` under ``CONFIG/seedN`` and the table of docs/results.md (between the
 ``quality:begin`` and ``quality:end`` markers) is rewritten from all results in the file. Usage:
 ``python benchmarks/quality.py --runs digits/seed0 mnist/seed0 --out benchmarks/results/quality.json``
 (``make bench-quality`` runs every configuration and seed: hours on a 2-core CPU).
@@ -25,13 +25,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.common import (TORCHVISION_ROOT, clone, evaluated_scores, run_benchmarks,  # noqa: E402
-                               set_params, timed_stage, write_between_markers)
+from benchmarks.common import (  # noqa: E402
+    TORCHVISION_ROOT,
+    clone,
+    evaluated_scores,
+    run_benchmarks,
+    set_params,
+    timed_stage,
+    write_between_markers,
+)
 
 CIFAR10_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 STAGES = ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")
 METHODS = ("scan", "temi", "spectral", "deepcluster")
-README = REPO / "README.md"
+RESULTS = REPO / "docs" / "results.md"
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 
 
@@ -57,8 +64,14 @@ CONFIGS = {
     "mnist": Config("MNIST", _torchvision("mnist"), "small_gray", (0, 1, 2), "all", 0.99),
     "fashion_mnist": Config("Fashion-MNIST", _torchvision("fashion_mnist"), "small_gray", (0, 1, 2), "all", 0.78),
     # scored on the 10,000 test images, fitted on the 50,000 training images
-    "cifar10": Config("CIFAR-10", {"data.name": "image_folder", "data.root": str(CIFAR10_ARCHIVE),
-                                   "data.train_splits": ["train"]}, "photos_frozen", (0,), "test", 0.65),
+    "cifar10": Config(
+        "CIFAR-10",
+        {"data.name": "image_folder", "data.root": str(CIFAR10_ARCHIVE), "data.train_splits": ["train"]},
+        "photos_frozen",
+        (0,),
+        "test",
+        0.65,
+    ),
 }
 
 
@@ -69,12 +82,14 @@ def finetune_method(project: Path) -> str:
 def refused(project: Path, method: str) -> str | None:
     """Why ``method`` cannot follow this configuration's extract stage, else None (the check the
     pipeline makes before running)."""
-    from imageclust.config import check_across_sections, load_params
+    from imageclust.config import load_params
     from imageclust.errors import ParamsError
+    from imageclust.features.params import ExtractParams
+    from imageclust.finetune.params import FinetuneParams, check_backbone
 
-    _, extract, finetune = load_params("extract", "finetune", path=project / "params.yaml")
+    _, extract, finetune = load_params(ExtractParams, FinetuneParams, path=project / "params.yaml")
     try:
-        check_across_sections(extract, finetune.model_copy(update={"method": method}))
+        check_backbone(finetune.model_copy(update={"method": method}), extract.backbone)
     except ParamsError:
         return f"{method} trains the encoder; this preset's features come from a frozen {extract.backbone}"
     return None
@@ -87,13 +102,19 @@ def run(name: str, seed: int, workdir: Path, only: list[str] | None = None) -> d
 
     config = CONFIGS[name]
     project = clone(workdir, f"{name}-seed{seed}")
-    overrides = {**(load_preset(config.preset) if config.preset else {}), **config.dataset, **config.extra,
-                 "seed": seed}
+    overrides = {
+        **(load_preset(config.preset) if config.preset else {}),
+        **config.dataset,
+        **config.extra,
+        "seed": seed,
+    }
     set_params(project / "params.yaml", overrides)
     stages = {stage: timed_stage(project, stage) for stage in STAGES}
     first = finetune_method(project)
-    methods = {"kmeans": {**evaluated_scores(project, "cluster", config.split)},
-               first: {**evaluated_scores(project, "finetune", config.split), "finetune": stages["finetune"]}}
+    methods = {
+        "kmeans": {**evaluated_scores(project, "cluster", config.split)},
+        first: {**evaluated_scores(project, "finetune", config.split), "finetune": stages["finetune"]},
+    }
     for method in config.methods:
         if method in methods:
             continue
@@ -108,8 +129,16 @@ def run(name: str, seed: int, workdir: Path, only: list[str] | None = None) -> d
         finetune = timed_stage(project, "finetune")
         timed_stage(project, "evaluate")
         methods[method] = {**evaluated_scores(project, "finetune", config.split), "finetune": finetune}
-    return {"config": name, "dataset": config.title, "preset": config.preset, "seed": seed, "split": config.split,
-            "overrides": overrides, "stages": stages, "methods": methods}
+    return {
+        "config": name,
+        "dataset": config.title,
+        "preset": config.preset,
+        "seed": seed,
+        "split": config.split,
+        "overrides": overrides,
+        "stages": stages,
+        "methods": methods,
+    }
 
 
 def summary_rows(report: dict) -> list[list[str]]:
@@ -125,8 +154,9 @@ def summary_rows(report: dict) -> list[list[str]]:
             done = [r for r in runs if "acc" in r["methods"].get(method, {})]
             if not done:
                 reason = next(r["methods"][method]["not_run"] for r in runs if method in r["methods"])
-                rows.append([config.title, config.preset or "defaults", method, f"not run: {reason}",
-                             "", "", "", "", "", ""])
+                rows.append(
+                    [config.title, config.preset or "defaults", method, f"not run: {reason}", "", "", "", "", "", ""]
+                )
                 continue
             acc = [r["methods"][method]["acc"] for r in done]
             shared = statistics.mean(sum(s["seconds"] for k, s in r["stages"].items() if k != "finetune") for r in done)
@@ -135,25 +165,45 @@ def summary_rows(report: dict) -> list[list[str]]:
             mean = statistics.mean(acc)
             met = mean >= config.target and (config.worst_target is None or min(acc) >= config.worst_target)
             met = " (target met)" if met and method != "kmeans" else ""
-            rows.append([config.title, config.preset or "defaults", method, f"{mean:.3f}{met}", f"{min(acc):.3f}",
-                         f"{statistics.mean(r['methods'][method]['nmi'] for r in done):.3f}",
-                         f"{statistics.mean(r['methods'][method]['ari'] for r in done):.3f}",
-                         ", ".join(str(r["seed"]) for r in done),
-                         f"{shared / 60:.1f} + {statistics.mean(finetune) / 60:.1f} min" if finetune
-                         else f"{shared / 60:.1f} min", f"{peak:,} MiB"])
+            rows.append(
+                [
+                    config.title,
+                    config.preset or "defaults",
+                    method,
+                    f"{mean:.3f}{met}",
+                    f"{min(acc):.3f}",
+                    f"{statistics.mean(r['methods'][method]['nmi'] for r in done):.3f}",
+                    f"{statistics.mean(r['methods'][method]['ari'] for r in done):.3f}",
+                    ", ".join(str(r["seed"]) for r in done),
+                    f"{shared / 60:.1f} + {statistics.mean(finetune) / 60:.1f} min"
+                    if finetune
+                    else f"{shared / 60:.1f} min",
+                    f"{peak:,} MiB",
+                ]
+            )
     return rows
 
 
 def markdown_table(report: dict) -> str:
-    header = ["dataset", "preset", "method", "ACC (mean)", "worst seed", "NMI", "ARI", "seeds",
-              "time: stages before finetune + finetune", "peak memory"]
+    header = [
+        "dataset",
+        "preset",
+        "method",
+        "ACC (mean)",
+        "worst seed",
+        "NMI",
+        "ARI",
+        "seeds",
+        "time: stages before finetune + finetune",
+        "peak memory",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(report)]
     return "\n".join(lines)
 
 
-def write_readme_table(report: dict, readme: Path = README) -> None:
-    write_between_markers(readme, BEGIN, END, markdown_table(report))
+def write_results_table(report: dict, page: Path = RESULTS) -> None:
+    write_between_markers(page, BEGIN, END, markdown_table(report))
 
 
 RUNS = {f"{name}/seed{seed}": partial(run, name, seed) for name, config in CONFIGS.items() for seed in config.seeds}
@@ -164,4 +214,4 @@ if __name__ == "__main__":
     choose.add_argument("--methods", nargs="+", choices=METHODS)
     chosen, sys.argv[1:] = choose.parse_known_args()
     runs = {key: partial(run, *run_.args, only=chosen.methods) for key, run_ in RUNS.items()}
-    run_benchmarks(__doc__.splitlines()[0], runs, after_each=write_readme_table)
+    run_benchmarks(__doc__.splitlines()[0], runs, after_each=write_results_table)

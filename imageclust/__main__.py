@@ -6,8 +6,10 @@ import importlib
 import sys
 
 # command -> (module with main(argv) -> exit code, what it does)
-COMMANDS = {"predict": ("imageclust.predict", "sort new images into the last run's clusters"),
-            "compare": ("imageclust.compare", "chosen DVC experiments side by side: table, CSV and bar chart")}
+COMMANDS = {
+    "predict": ("imageclust.predict", "sort new images into the last run's clusters"),
+    "compare": ("imageclust.compare", "chosen DVC experiments side by side: table, CSV and bar chart"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

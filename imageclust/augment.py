@@ -17,6 +17,9 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
+
+from .config import Section, interval, one_of
 
 
 @dataclass(frozen=True)
@@ -41,18 +44,77 @@ class AugmentConfig:
 PRESETS: dict[str, AugmentConfig] = {
     # Small grayscale images (digits, scans, Fashion-MNIST): no flips (they change a digit's meaning;
     # set hflip for clothes), mild crops and rotations, the background stays black outside the image.
-    "gray": AugmentConfig(
-        crop_scale=(0.5, 1.0), rotation_degrees=15.0, brightness=0.4, contrast=0.4, noise_std=0.05
-    ),
+    "gray": AugmentConfig(crop_scale=(0.5, 1.0), rotation_degrees=15.0, brightness=0.4, contrast=0.4, noise_std=0.05),
     # Photos: SimCLR's recipe (Chen et al. 2020, appendix A), without hue jitter; its blur is off at
     # CIFAR's 32 px, as the paper's CIFAR experiments do (appendix B.9): set blur_prob for larger photos.
     "color": AugmentConfig(
-        crop_scale=(0.2, 1.0), hflip=True, brightness=0.4, contrast=0.4, saturation=0.4,
-        grayscale_prob=0.2, padding_mode="reflection",
+        crop_scale=(0.2, 1.0),
+        hflip=True,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.4,
+        grayscale_prob=0.2,
+        padding_mode="reflection",
     ),
     # No augmentation: two identical views; useful as an ablation.
     "none": AugmentConfig(crop_scale=(1.0, 1.0), aspect_ratio=(1.0, 1.0), jitter_prob=0.0),
 }
+
+
+PresetName = one_of(lambda: PRESETS, "augmentation preset")
+
+
+class AugmentParams(Section):
+    """A preset and the strengths that replace its own; null keeps the preset's."""
+
+    preset: PresetName = Field(
+        "gray",
+        description=(
+            "augmentation preset (`imageclust/augment.py`), batched on the device: `gray` for small grayscale "
+            "images (crop, rotation, brightness/contrast, noise; no flips, which change digits), `color` for "
+            "photos (SimCLR's: resized crop, flip, colour jitter, grayscale), `none` two identical views. The "
+            "keys below replace the preset's strengths; `null` keeps them. A fixed Sobel filter is "
+            "`pretrain.sobel`, part of the network"
+        ),
+    )
+    crop_min_scale: float | None = Field(
+        None, gt=0, le=1, description="smallest area fraction a random resized crop keeps (`gray` 0.5, `color` 0.2)"
+    )
+    rotation_degrees: float | None = Field(
+        None, ge=0, le=180, description="random rotation within plus or minus this (`gray` 15)"
+    )
+    hflip: bool | None = Field(
+        None, description="random horizontal flips (`color` true; clothes and photos, not digits)"
+    )
+    jitter: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description=(
+            "colour jitter strength: brightness, contrast and saturation factors drawn from [1 - s, 1 + s] (0.4)"
+        ),
+    )
+    jitter_prob: float | None = Field(None, ge=0, le=1, description="share of images jittered (0.8)")
+    grayscale_prob: float | None = Field(
+        None, ge=0, le=1, description="share of colour images turned gray (`color` 0.2)"
+    )
+    blur_prob: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description=(
+            "share of images blurred by a Gaussian (0: SimCLR leaves it off at 32 px; about 0.5 for larger photos)"
+        ),
+    )
+    blur_sigma: interval(0.0) = Field(None, description="the blur's sigma in pixels, drawn per image (`[0.1, 2.0]`)")
+    noise_std: float | None = Field(None, ge=0, description="additive Gaussian pixel noise (`gray` 0.05)")
+    erase_prob: float | None = Field(
+        None, ge=0, le=1, description="random erasing (Zhong et al. 2020): share of images with one black rectangle (0)"
+    )
+    erase_scale: interval(0.0, 1.0) = Field(None, description="the erased rectangle's area fraction (`[0.02, 0.25]`)")
+
+    def strengths(self) -> dict:
+        return self.model_dump(exclude={"preset"})
 
 
 def _uniform(n: int, low: float, high: float, device, generator=None) -> torch.Tensor:
@@ -127,8 +189,9 @@ def gaussian_blur(x: torch.Tensor, prob: float, sigma: tuple[float, float], gene
     return torch.where(blurred.view(n, 1, 1, 1), flat.reshape(n, c, h, w), x)
 
 
-def random_erasing(x: torch.Tensor, prob: float, scale: tuple[float, float], generator=None,
-                   ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+def random_erasing(
+    x: torch.Tensor, prob: float, scale: tuple[float, float], generator=None, ratio: tuple[float, float] = (0.3, 3.3)
+) -> torch.Tensor:
     """Random erasing (Zhong et al., AAAI 2020): with probability ``prob`` a rectangle of ``scale``
     of the image's area and aspect ratio in ``ratio`` is set to 0, independently per image."""
     n, _, h, w = x.shape
@@ -141,8 +204,12 @@ def random_erasing(x: torch.Tensor, prob: float, scale: tuple[float, float], gen
     left = (torch.rand(n, device=x.device, generator=generator) * (w - ew + 1)).floor()
     rows = torch.arange(h, device=x.device)[None, :, None]
     cols = torch.arange(w, device=x.device)[None, None, :]
-    inside = ((rows >= top[:, None, None]) & (rows < (top + eh)[:, None, None])
-              & (cols >= left[:, None, None]) & (cols < (left + ew)[:, None, None]))
+    inside = (
+        (rows >= top[:, None, None])
+        & (rows < (top + eh)[:, None, None])
+        & (cols >= left[:, None, None])
+        & (cols < (left + ew)[:, None, None])
+    )
     return x.masked_fill((inside & erased[:, None, None]).unsqueeze(1), 0.0)
 
 

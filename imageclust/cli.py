@@ -6,8 +6,8 @@ import argparse
 import errno
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from . import cost
 from .errors import DataError, UserError
@@ -32,8 +32,9 @@ def _fail(message: str) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
-def run_stage(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
-              argv: Sequence[str] | None = None) -> None:
+def run_stage(
+    main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> None:
     """Parse arguments, run ``main`` and exit 2 with a one-line message on a ``UserError``."""
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     args = parser.parse_args(argv)

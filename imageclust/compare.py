@@ -104,8 +104,10 @@ def bar_chart(frame, source: str, path: Path) -> None:
     columns = [f"{source} {s.upper()}" for s in SCORES if f"{source} {s.upper()}" in frame]
     if not columns:
         found = sorted({c.rsplit(" ", 1)[0] for c in frame.columns if c.endswith(" ACC")})
-        raise UserError(f"--source {source}: no such scores in {EVALUATE} of the chosen experiments "
-                        f"(there: {', '.join(found) or 'none'})")
+        raise UserError(
+            f"--source {source}: no such scores in {EVALUATE} of the chosen experiments "
+            f"(there: {', '.join(found) or 'none'})"
+        )
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(frame) + 2), 3.6))
     frame[columns].astype(float).rename(columns=lambda c: c.split()[-1]).plot.bar(ax=ax, rot=30, width=0.8)
     ax.set_ylim(0, 1)
@@ -120,8 +122,12 @@ def bar_chart(frame, source: str, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imageclust compare", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m imageclust compare",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     parser.add_argument("experiments", nargs="*", help="experiment names or revisions (default: all)")
     parser.add_argument("--json", type=Path, help="saved `dvc exp show --json` output (default: run it here)")
     parser.add_argument("--out", type=Path, default=Path("comparison"), help="folder to write (default: comparison)")

@@ -8,12 +8,24 @@ is scored on the same silhouette subsample.
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
+from .config import Int, Section
 from .errors import DataError, ParamsError
 from .metrics import NOISE, ari, cluster_statistics, clustering_accuracy, label_free_scores, nmi, purity
 from .tables import UNLABELED, Assignments, FeatureTable
 
 ALL_SPLITS = "all"
+
+
+class EvaluateParams(Section):
+    """``evaluate``: label-based and label-free scores of each source of assignments."""
+
+    key = "evaluate"
+    splits: list[str] | None = Field(
+        None, min_length=1, description="splits to report on, and `all`; null: every prepared split and `all`"
+    )
+    max_silhouette_samples: Int = Field(5000, ge=10, description="subsample for the silhouette score")
 
 
 def _first_duplicate(ids: np.ndarray):
@@ -39,7 +51,9 @@ def source_rows(features: FeatureTable, source: Assignments, name: str) -> np.nd
     # Same ids but other splits or labels means the source was made from another version of the data.
     differs = np.flatnonzero((source.splits[rows] != features.splits) | (source.labels[rows] != features.labels))
     if differs.size:
-        raise DataError(f"source {name}: id {features.ids[differs[0]]!r} has another split or label than in the features")
+        raise DataError(
+            f"source {name}: id {features.ids[differs[0]]!r} has another split or label than in the features"
+        )
     return rows
 
 
@@ -59,12 +73,19 @@ def check_report_splits(report_splits: list[str] | None, present: list[str]) -> 
     """Every split asked for is one the data has, or ``all``."""
     unknown = sorted(set(report_splits or []) - set(present) - {ALL_SPLITS})
     if unknown:
-        raise ParamsError(f"params: evaluate.splits={report_splits} is invalid: {unknown[0]!r} is not among "
-                          f"the splits {present + [ALL_SPLITS]}")
+        raise ParamsError(
+            f"params: evaluate.splits={report_splits} is invalid: {unknown[0]!r} is not among "
+            f"the splits {present + [ALL_SPLITS]}"
+        )
 
 
-def evaluate_sources(features: FeatureTable, sources: dict[str, Assignments], max_silhouette_samples: int,
-                     seed: int, report_splits: list[str] | None = None) -> dict:
+def evaluate_sources(
+    features: FeatureTable,
+    sources: dict[str, Assignments],
+    max_silhouette_samples: int,
+    seed: int,
+    report_splits: list[str] | None = None,
+) -> dict:
     """``{source: {split: metrics}}`` for ``report_splits`` (default: every split plus ``all``)."""
     check_report_splits(report_splits, sorted(set(features.splits)))
     results = {}
@@ -75,8 +96,9 @@ def evaluate_sources(features: FeatureTable, sources: dict[str, Assignments], ma
         clusters = source.clusters[rows]
         confidence = source.confidence[rows].astype(np.float64)
         if clusters.min() < NOISE:
-            raise DataError(f"source {name}: cluster id {clusters.min()}; ids must lie in [0, k), or be {NOISE} "
-                            "for noise")
+            raise DataError(
+                f"source {name}: cluster id {clusters.min()}; ids must lie in [0, k), or be {NOISE} for noise"
+            )
         # K as the method set it, so clusters left empty are counted; older files: the largest id + 1
         k = source.num_clusters or int(clusters.max()) + 1
         if clusters.max() >= k:
@@ -89,8 +111,15 @@ def evaluate_sources(features: FeatureTable, sources: dict[str, Assignments], ma
         if report_splits is not None:
             masks = {split: masks[split] for split in report_splits}
         results[name] = {
-            split: score_split(features.labels[mask], clusters[mask], features.vectors[mask], confidence[mask], k,
-                               max_silhouette_samples, seed)
+            split: score_split(
+                features.labels[mask],
+                clusters[mask],
+                features.vectors[mask],
+                confidence[mask],
+                k,
+                max_silhouette_samples,
+                seed,
+            )
             for split, mask in masks.items()
         }
     return results

@@ -28,8 +28,7 @@ def _aligned(prepared_ids: np.ndarray, a: Assignments, name: str) -> np.ndarray:
     position = {sample_id: row for row, sample_id in enumerate(a.ids.tolist())}
     rows = np.array([position.pop(i, -1) for i in prepared_ids.tolist()], dtype=np.int64)
     if position:  # ids left over are in no prepared sample
-        raise DataError(f"source {name}: id {next(iter(position))!r} is not in the prepared data; "
-                        "is the source stale?")
+        raise DataError(f"source {name}: id {next(iter(position))!r} is not in the prepared data; is the source stale?")
     return rows
 
 
@@ -43,14 +42,17 @@ def assignments_frame(prepared, sources: dict[str, Assignments]) -> pd.DataFrame
     labels = prepared.labels[keep]
     labelled = labels != UNLABELED
     classes = np.asarray(prepared.classes, dtype=object)
-    frame = pd.DataFrame({
-        "id": prepared.ids[keep].astype(str),
-        "index": keep,
-        "split": prepared.splits[keep].astype(str),
-        "label": pd.array(np.where(labelled, labels, 0), dtype="Int64"),
-        "class": pd.array(np.where(labelled, classes[np.maximum(labels, 0)] if len(classes) else "", None),
-                          dtype="string"),
-    })
+    frame = pd.DataFrame(
+        {
+            "id": prepared.ids[keep].astype(str),
+            "index": keep,
+            "split": prepared.splits[keep].astype(str),
+            "label": pd.array(np.where(labelled, labels, 0), dtype="Int64"),
+            "class": pd.array(
+                np.where(labelled, classes[np.maximum(labels, 0)] if len(classes) else "", None), dtype="string"
+            ),
+        }
+    )
     frame.loc[~labelled, "label"] = pd.NA
     for name in [final_name, *(n for n in sources if n != final_name)]:
         a, at = sources[name], rows[name][keep]

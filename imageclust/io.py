@@ -13,8 +13,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -101,8 +102,11 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     payload = buffer.getbuffer()
-    wrapped = {"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
-               "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
+    wrapped = {
+        "format": CHECKPOINT_FORMAT,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
+    }
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(wrapped, f)  # through a file object: the same bytes whatever the temporary name
 
@@ -117,8 +121,9 @@ def _torch_load(source, map_location: Any, path) -> Any:
         return torch.load(source, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
         reason = " ".join(str(err).split())[:160] or type(err).__name__
-        raise DataError(f"{path}: refused: not a file of tensors, numbers and strings that loads safely "
-                        f"({reason})") from None
+        raise DataError(
+            f"{path}: refused: not a file of tensors, numbers and strings that loads safely ({reason})"
+        ) from None
 
 
 def load_torch(path: str | os.PathLike, map_location: Any = "cpu", ours: bool = True) -> Any:
@@ -132,19 +137,24 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu", ours: bool = 
     if not ours:
         return loaded
     if not (isinstance(loaded, dict) and loaded.get("format") == CHECKPOINT_FORMAT):
-        raise DataError(f"{path}: refused: not a checkpoint this pipeline wrote (or one from an older version); "
-                        "rerun the stage that writes it")
+        raise DataError(
+            f"{path}: refused: not a checkpoint this pipeline wrote (or one from an older version); "
+            "rerun the stage that writes it"
+        )
     payload = loaded["payload"].numpy().tobytes() if isinstance(loaded.get("payload"), torch.Tensor) else b""
     if hashlib.sha256(payload).hexdigest() != loaded.get("sha256"):
-        raise DataError(f"{path}: refused: its contents do not match the sha256 written with them (altered or "
-                        "damaged); rerun the stage that writes it")
+        raise DataError(
+            f"{path}: refused: its contents do not match the sha256 written with them (altered or "
+            "damaged); rerun the stage that writes it"
+        )
     return _torch_load(io.BytesIO(payload), map_location, path)
 
 
 def fingerprint(*parts) -> str:
     """Identifies the run a checkpoint or partial output belongs to, so a changed config never resumes a stale one."""
-    text = json.dumps([p.model_dump() if hasattr(p, "model_dump") else p for p in parts], sort_keys=True,
-                      default=_json_default)
+    text = json.dumps(
+        [p.model_dump() if hasattr(p, "model_dump") else p for p in parts], sort_keys=True, default=_json_default
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -22,7 +22,6 @@ from sklearn.metrics import (
     silhouette_score,
 )
 
-
 NOISE = -1
 
 

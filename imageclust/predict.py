@@ -27,19 +27,28 @@ import numpy as np
 import torch
 
 from .cli import EXIT_USER_ERROR
-from .clustering import load_cluster_model
+from .clustering.base import distances_to_centres
+from .clustering.stage import MODEL_FILE as CLUSTER_MODEL_FILE
+from .clustering.stage import load_cluster_model
+from .config import load_params
 from .data.images import SkipSample, is_image_file, open_image, to_canonical
+from .data.params import DataParams
+from .data.prepared import META_FILE
 from .errors import DataError, UserError
+from .features.embedder import Embedder
+from .features.params import ExtractParams
+from .features.registry import EXTRACTORS
+from .finetune.registry import METHODS
+from .finetune.stage import ASSIGNMENTS_FILE, ENCODER_FILE, MODEL_FILE
 from .io import atomic_dir, atomic_path, load_torch, read_json
+from .metrics import hungarian_match
+from .models.encoder import load_encoder
+from .paths import artifact_paths
+from .runtime import resolve_device, to_float_images
+from .tables import FEATURES_META as FEATURES_META_FILE
+from .tables import UNLABELED, read_assignments
 
 log = logging.getLogger("predict")
-
-# where `dvc repro` leaves what prediction needs, relative to the project
-PREPARED_META = Path("data/prepared/meta.json")
-FEATURES_META = Path("artifacts/features/_meta.json")
-PRETRAINED_ENCODER = Path("artifacts/pretrain/encoder.pt")
-CLUSTER_DIR = Path("artifacts/cluster")
-FINETUNE_DIR = Path("artifacts/finetune")
 
 
 def image_paths(inputs: list[Path]) -> list[Path]:
@@ -72,47 +81,51 @@ class Predictor:
     """Everything the last run saved to assign new images, loaded once; ``predict(paths)`` in batches."""
 
     def __init__(self, project: Path = Path("."), params_path: Path | None = None, batch_size: int = 64):
-        from .config import load_params
-        from .features import EXTRACTORS, Embedder
-        from .finetune import ASSIGNERS, ENCODER_FILE, MODEL_FILE
-        from .runtime import resolve_device
-
         self.project, self.batch_size = Path(project), batch_size
-        gparams, self.data_params, extract = load_params("data", "extract",
-                                                         path=params_path or self.project / "params.yaml")
-        for needed in (PREPARED_META, FEATURES_META, CLUSTER_DIR / "model.npz", FINETUNE_DIR / MODEL_FILE):
-            if not (self.project / needed).is_file():
-                raise DataError(f"{self.project / needed}: not found; run `dvc repro` first")
-        meta = read_json(self.project / PREPARED_META)
+        gparams, self.data_params, extract = load_params(
+            DataParams, ExtractParams, path=params_path or self.project / "params.yaml"
+        )
+        paths = artifact_paths(self.project)
+        self.finetune_dir = paths["finetune"]
+        prepared_meta, features_meta = paths["prepared"] / META_FILE, paths["features"] / FEATURES_META_FILE
+        for needed in (
+            prepared_meta,
+            features_meta,
+            paths["cluster"] / CLUSTER_MODEL_FILE,
+            self.finetune_dir / MODEL_FILE,
+        ):
+            if not needed.is_file():
+                raise DataError(f"{needed}: not found; run `dvc repro` first")
+        meta = read_json(prepared_meta)
         self.shape = (int(meta["height"]), int(meta["width"]), int(meta["channels"]))
-        features = read_json(self.project / FEATURES_META)
+        features = read_json(features_meta)
         if features.get("backbone") != extract.backbone:
-            raise DataError(f"params: extract.backbone={extract.backbone!r} but {FEATURES_META} was made with "
-                            f"{features.get('backbone')!r}; run `dvc repro` so the artifacts match params.yaml")
+            raise DataError(
+                f"params: extract.backbone={extract.backbone!r} but {features_meta} was made with "
+                f"{features.get('backbone')!r}; run `dvc repro` so the artifacts match params.yaml"
+            )
         self.device = resolve_device(gparams.device)
-        backbone = EXTRACTORS[extract.backbone](extract, self.project / PRETRAINED_ENCODER)
+        backbone = EXTRACTORS[extract.backbone].build(extract.block, paths["encoder"])
         self.embedder = Embedder(backbone, self.shape[2], extract.image_size, self.device)
-        self.transform, self.clustering = load_cluster_model(self.project / CLUSTER_DIR)
-        self.model = load_torch(self.project / FINETUNE_DIR / MODEL_FILE)
-        method = self.model.get("method")
-        self.assign = ASSIGNERS.get(method)
-        if method != "none" and (self.assign is None or "trains_encoder" not in self.model):
-            raise DataError(f"{FINETUNE_DIR / MODEL_FILE}: finetune.method={method!r} saved no model that assigns "
-                            "new images (written by an older version?); rerun the finetune stage")
+        self.transform, self.clustering = load_cluster_model(paths["cluster"])
+        self.model = load_torch(self.finetune_dir / MODEL_FILE)
+        method = METHODS.get(self.model.get("method"))
+        self.assign = method.assign if method is not None else None
+        if method is None or (method.assign is not None and "trains_encoder" not in self.model):
+            raise DataError(
+                f"{self.finetune_dir / MODEL_FILE}: finetune.method={self.model.get('method')!r} saved "
+                "no model that assigns new images (written by an older version?); rerun the finetune "
+                "stage"
+            )
         self.encoder = None
         if self.model.get("trains_encoder"):
-            from .features import load_encoder
-
-            self.encoder, _ = load_encoder(self.project / FINETUNE_DIR / ENCODER_FILE)
+            self.encoder, _ = load_encoder(self.finetune_dir / ENCODER_FILE)
             self.encoder = self.encoder.to(self.device)
         self.matched = self._matched_classes(meta["classes"])
 
     def _matched_classes(self, classes: list[str]) -> dict[int, str]:
         """Cluster -> class as the run matched them (one to one), when its samples had labels."""
-        from .metrics import hungarian_match
-        from .tables import UNLABELED, read_assignments
-
-        path = self.project / FINETUNE_DIR / "assignments.parquet"
+        path = self.finetune_dir / ASSIGNMENTS_FILE
         if not path.is_file() or not classes:
             return {}
         a = read_assignments(path)
@@ -137,15 +150,16 @@ class Predictor:
 
     @torch.no_grad()
     def _assign(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
-        from .clustering.base import distances_to_centres
-        from .runtime import to_float_images
-
         vectors = self.embedder(torch.from_numpy(pixels)).cpu().numpy()
         x = self.transform.apply(vectors)
         stage_clusters, stage_confidence = self.clustering.predict(x)
         if self.assign is None:  # finetune.method: none
-            return (stage_clusters, stage_confidence,
-                    distances_to_centres(x, self.clustering.centroids, stage_clusters), stage_clusters)
+            return (
+                stage_clusters,
+                stage_confidence,
+                distances_to_centres(x, self.clustering.centroids, stage_clusters),
+                stage_clusters,
+            )
         if self.encoder is not None:
             self.encoder.eval()
             vectors = self.encoder(to_float_images(pixels, self.device)).float().cpu().numpy()
@@ -154,8 +168,14 @@ class Predictor:
 
     def predict(self, paths: list[Path]) -> Predictions:
         n = len(paths)
-        out = Predictions(paths, np.full(n, -1, np.int64), np.full(n, np.nan, np.float32),
-                          np.full(n, np.nan, np.float32), np.full(n, -1, np.int64), matched=self.matched)
+        out = Predictions(
+            paths,
+            np.full(n, -1, np.int64),
+            np.full(n, np.nan, np.float32),
+            np.full(n, np.nan, np.float32),
+            np.full(n, -1, np.int64),
+            matched=self.matched,
+        )
         for start in range(0, n, self.batch_size):
             batch, positions = [], []
             for i in range(start, min(n, start + self.batch_size)):
@@ -176,14 +196,24 @@ def write_csv(path: Path, p: Predictions) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["path", "cluster", "confidence", "distance", "matched_class", "cluster_stage_cluster",
-                             "error"])
+            writer.writerow(
+                ["path", "cluster", "confidence", "distance", "matched_class", "cluster_stage_cluster", "error"]
+            )
             for i, image in enumerate(p.paths):
                 if i in p.errors:
                     writer.writerow([str(image), "", "", "", "", "", p.errors[i]])
                     continue
-                writer.writerow([str(image), int(p.clusters[i]), f"{p.confidence[i]:.6f}", f"{p.distance[i]:.6f}",
-                                 p.matched.get(int(p.clusters[i]), ""), int(p.stage_clusters[i]), ""])
+                writer.writerow(
+                    [
+                        str(image),
+                        int(p.clusters[i]),
+                        f"{p.confidence[i]:.6f}",
+                        f"{p.distance[i]:.6f}",
+                        p.matched.get(int(p.clusters[i]), ""),
+                        int(p.stage_clusters[i]),
+                        "",
+                    ]
+                )
 
 
 def check_new_folder(folder: Path) -> None:
@@ -245,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     read = len(paths) - len(predictions.errors)
-    log.info("%d images assigned, %d could not be read; wrote %s%s", read, len(predictions.errors), args.out,
-             f" and {args.sort_into}/" if args.sort_into else "")
+    log.info(
+        "%d images assigned, %d could not be read; wrote %s%s",
+        read,
+        len(predictions.errors),
+        args.out,
+        f" and {args.sort_into}/" if args.sort_into else "",
+    )
     return 0

@@ -49,8 +49,10 @@ def amp_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | No
         return None
     if device.type != "cuda":
         if precision == "fp16":
-            raise ParamsError(f"params: pretrain.precision='fp16' is invalid on {device.type}: float16 needs a CUDA "
-                              "device; use bf16 or fp32")
+            raise ParamsError(
+                f"params: pretrain.precision='fp16' is invalid on {device.type}: float16 needs a CUDA "
+                "device; use bf16 or fp32"
+            )
         return torch.bfloat16 if precision == "bf16" else None
     if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
@@ -145,6 +147,8 @@ def check_finite_loss(value: float, where: str, epoch: int, step: int, hint: str
     """``value``, or a ``TrainingError`` that says where the loss stopped being a number (epoch and step
     counted from 1): a diverged run stops instead of writing features or clusters made from NaN."""
     if not math.isfinite(value):
-        raise TrainingError(f"{where}: the loss is {value} at epoch {epoch + 1}, step {step + 1}; stopped before "
-                            f"writing anything (the last checkpoint is kept). {hint}")
+        raise TrainingError(
+            f"{where}: the loss is {value} at epoch {epoch + 1}, step {step + 1}; stopped before "
+            f"writing anything (the last checkpoint is kept). {hint}"
+        )
     return value

@@ -41,7 +41,7 @@ class FeatureTable:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def select(self, mask: np.ndarray) -> "FeatureTable":
+    def select(self, mask: np.ndarray) -> FeatureTable:
         return FeatureTable(self.ids[mask], self.splits[mask], self.labels[mask], self.vectors[mask])
 
 
@@ -50,20 +50,26 @@ VECTOR_TYPES = {"float32": pa.float32(), "float16": pa.float16()}
 
 def feature_schema(dim: int, dtype: str = "float32") -> pa.Schema:
     """The schema of every feature shard: plain columns any parquet reader understands."""
-    return pa.schema([
-        ("id", pa.string()),
-        ("split", pa.string()),
-        ("label", pa.int64()),
-        ("vector", pa.list_(VECTOR_TYPES[dtype], dim)),
-    ])
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("split", pa.string()),
+            ("label", pa.int64()),
+            ("vector", pa.list_(VECTOR_TYPES[dtype], dim)),
+        ]
+    )
 
 
 def feature_batch(ids, splits, labels, vectors: np.ndarray, dtype: str = "float32") -> pa.Table:
     vectors = np.ascontiguousarray(vectors, dtype=np.dtype(dtype))
     flat = pa.array(vectors.reshape(-1), type=VECTOR_TYPES[dtype])
     return pa.Table.from_arrays(
-        [pa.array(np.asarray(ids, dtype=str)), pa.array(np.asarray(splits, dtype=str)), _labels_to_arrow(labels),
-         pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])],
+        [
+            pa.array(np.asarray(ids, dtype=str)),
+            pa.array(np.asarray(splits, dtype=str)),
+            _labels_to_arrow(labels),
+            pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+        ],
         schema=feature_schema(vectors.shape[1], dtype),
     )
 
@@ -76,7 +82,7 @@ class FeatureShardWriter:
     def __init__(self, path: str | Path, dim: int, dtype: str = "float32"):
         self.path, self.dim, self.dtype, self.rows = Path(path), dim, dtype, 0
 
-    def __enter__(self) -> "FeatureShardWriter":
+    def __enter__(self) -> FeatureShardWriter:
         self._atomic = atomic_path(self.path)
         self._writer = pq.ParquetWriter(self._atomic.__enter__(), feature_schema(self.dim, self.dtype))
         return self
@@ -90,21 +96,29 @@ class FeatureShardWriter:
         return self._atomic.__exit__(*exc)
 
 
-def write_features_meta(folder: str | Path, meta: dict, shard_rows: dict[str, int], dim: int,
-                        dtype: str = "float32") -> None:
+def write_features_meta(
+    folder: str | Path, meta: dict, shard_rows: dict[str, int], dim: int, dtype: str = "float32"
+) -> None:
     """``_meta.json``: what the vectors are, and the shards that make up the table (a reader checks them)."""
-    write_json(Path(folder) / FEATURES_META, {
-        **meta, "rows": int(sum(shard_rows.values())), "dim": int(dim), "dtype": dtype,
-        "shards": [{"file": name, "rows": int(rows)} for name, rows in sorted(shard_rows.items())],
-    })
+    write_json(
+        Path(folder) / FEATURES_META,
+        {
+            **meta,
+            "rows": int(sum(shard_rows.values())),
+            "dim": int(dim),
+            "dtype": dtype,
+            "shards": [{"file": name, "rows": int(rows)} for name, rows in sorted(shard_rows.items())],
+        },
+    )
 
 
 def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def write_features(out_dir: str | Path, table: FeatureTable, meta: dict, shard_rows: int = 100_000,
-                   dtype: str = "float32") -> None:
+def write_features(
+    out_dir: str | Path, table: FeatureTable, meta: dict, shard_rows: int = 100_000, dtype: str = "float32"
+) -> None:
     """Write an in-memory table as shards of ``shard_rows`` rows plus ``_meta.json``, atomically as a folder.
     (The extract stage streams instead: see ``imageclust.features``.)"""
     dim = int(table.vectors.shape[1])
@@ -136,8 +150,9 @@ def feature_shards(features_dir: str | Path) -> list[Path]:
             raise DataError(f"{shard}: feature shard missing; rerun the extract stage")
         rows = pq.read_metadata(shard).num_rows
         if rows != expected["rows"]:
-            raise DataError(f"{shard}: holds {rows} rows, {FEATURES_META} says {expected['rows']}; "
-                            "rerun the extract stage")
+            raise DataError(
+                f"{shard}: holds {rows} rows, {FEATURES_META} says {expected['rows']}; rerun the extract stage"
+            )
     return shards
 
 
@@ -148,8 +163,10 @@ def read_features(features_dir: str | Path, splits: list[str] | None = None) -> 
     wanted = None if splits is None else pa.array(splits, pa.string())
     n, dim = int(meta["rows"]), int(meta["dim"])
     if wanted is not None:  # a first pass over the split column alone sizes the array
-        n = sum(int(pc.sum(pc.is_in(pq.read_table(s, columns=["split"]).column("split"), value_set=wanted)).as_py()
-                    or 0) for s in shards)
+        n = sum(
+            int(pc.sum(pc.is_in(pq.read_table(s, columns=["split"]).column("split"), value_set=wanted)).as_py() or 0)
+            for s in shards
+        )
     vectors = np.empty((n, dim), dtype=np.float32)
     ids, split_parts, labels, filled = [], [], [], 0
     for shard in shards:
@@ -186,6 +203,11 @@ class Assignments:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @classmethod
+    def of(cls, features: FeatureTable, clusters, confidence, num_clusters: int) -> Assignments:
+        """Every row of ``features`` (ids, splits, labels carried through) with its cluster."""
+        return cls(features.ids, features.splits, features.labels, clusters, confidence, num_clusters)
 
 
 def write_assignments(path: str | Path, a: Assignments) -> None:

@@ -14,9 +14,9 @@ import argparse
 from pathlib import Path
 
 from imageclust.cli import run_stage
-from imageclust.config import SECTIONS, check_across_sections, check_against_prepared, load_params
 from imageclust.data.prepared import META_FILE
 from imageclust.io import read_json
+from imageclust.schema import check_across_sections, check_against_prepared, load_all
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,12 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    gparams, *sections = load_params(*SECTIONS, path=args.params)
-    named = dict(zip(SECTIONS, sections))
-    check_across_sections(named["extract"], named["finetune"])
+    gparams, sections = load_all(args.params)
+    check_across_sections(sections)
     if args.prepared is not None and (args.prepared / META_FILE).is_file():
-        check_against_prepared(read_json(args.prepared / META_FILE), gparams, named["data"], named["cluster"],
-                               named["evaluate"])
+        check_against_prepared(read_json(args.prepared / META_FILE), gparams, sections)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("params.yaml is valid\n")
 

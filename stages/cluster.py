@@ -3,8 +3,10 @@
 import argparse
 
 from imageclust.cli import run_stage, write_metrics
-from imageclust.clustering import run_clustering
-from imageclust.config import load_params
+from imageclust.clustering.params import ClusterParams
+from imageclust.clustering.stage import run_clustering
+from imageclust.config import load_params, read_params_file
+from imageclust.data.prepared import train_splits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,8 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    gparams, data_params, params = load_params("data", "cluster", path=args.params)
-    write_metrics(args.metrics, run_clustering(args.features, args.out, gparams, data_params, params))
+    gparams, params = load_params(ClusterParams, path=args.params)
+    splits = train_splits(read_params_file(args.params))
+    write_metrics(args.metrics, run_clustering(args.features, args.out, gparams.seed, splits, params))
 
 
 if __name__ == "__main__":

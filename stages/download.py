@@ -4,7 +4,8 @@ import argparse
 
 from imageclust.cli import run_stage, write_metrics
 from imageclust.config import load_params
-from imageclust.data import prepare
+from imageclust.data.params import DataParams
+from imageclust.data.stage import prepare
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,10 +16,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    gparams, data_params = load_params("data", path=args.params)
+    gparams, data_params = load_params(DataParams, path=args.params)
     meta = prepare(data_params, gparams.seed, args.out)
-    write_metrics(args.metrics, {k: meta[k] for k in ("name", "num_samples", "labeled", "counts", "skipped")},
-                  images=meta["num_samples"])
+    write_metrics(
+        args.metrics,
+        {k: meta[k] for k in ("name", "num_samples", "labeled", "counts", "skipped")},
+        images=meta["num_samples"],
+    )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,14 @@ from imageclust.tables import read_assignments
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prepared", type=Path, required=True, help="prepared data folder (download stage)")
-    parser.add_argument("--source", type=named_path, action="append", required=True, metavar="NAME=PATH",
-                        help="assignments parquet; repeatable; the last one is the final assignment")
+    parser.add_argument(
+        "--source",
+        type=named_path,
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="assignments parquet; repeatable; the last one is the final assignment",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder, replaced as a whole")
     return parser
 

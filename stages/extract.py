@@ -4,7 +4,8 @@ import argparse
 
 from imageclust.cli import run_stage, write_metrics
 from imageclust.config import load_params
-from imageclust.features import extract_features
+from imageclust.features.params import ExtractParams
+from imageclust.features.stage import extract_features
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    gparams, params = load_params("extract", path=args.params)
+    gparams, params = load_params(ExtractParams, path=args.params)
     summary = extract_features(args.data, args.encoder, args.out, args.work, gparams, params)
     if summary is not None and args.metrics:  # only the main process of a distributed run reports
         write_metrics(args.metrics, summary, images=summary["rows"])

@@ -3,8 +3,11 @@
 import argparse
 
 from imageclust.cli import run_stage, write_metrics
-from imageclust.config import check_across_sections, load_params
-from imageclust.finetune import run_finetune
+from imageclust.config import load_params, raw_value, read_params_file
+from imageclust.data.prepared import train_splits
+from imageclust.finetune.params import FinetuneParams, check_backbone
+from imageclust.finetune.stage import run_finetune
+from imageclust.models.encoder import EXTRACTOR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,10 +24,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    gparams, data_params, extract, params = load_params("data", "extract", "finetune", path=args.params)
-    check_across_sections(extract, params)
-    summary = run_finetune(args.features, args.clusters, args.out, args.live, gparams, data_params, params,
-                           prepared_dir=args.data, encoder_path=args.encoder, checkpoint_dir=args.checkpoints)
+    gparams, params = load_params(FinetuneParams, path=args.params)
+    raw = read_params_file(args.params)
+    check_backbone(params, raw_value(raw, "extract.backbone", EXTRACTOR))
+    summary = run_finetune(
+        args.features,
+        args.clusters,
+        args.out,
+        args.live,
+        gparams,
+        train_splits(raw),
+        params,
+        prepared_dir=args.data,
+        encoder_path=args.encoder,
+        checkpoint_dir=args.checkpoints,
+    )
     write_metrics(args.metrics, summary, images=summary.get("images_trained"))
 
 

@@ -1,12 +1,13 @@
 """pretrain: self-supervised training of a backbone on the prepared training splits."""
 
 import argparse
-from pathlib import Path
 
 from imageclust.cli import run_stage, write_metrics
-from imageclust.config import load_params
-from imageclust.pretrain import NO_PRETRAINING
-from imageclust.pretrain.loop import pretrain, random_encoder, skip_pretraining
+from imageclust.config import load_params, raw_value, read_params_file
+from imageclust.data.prepared import train_splits
+from imageclust.models.encoder import EXTRACTOR
+from imageclust.pretrain.params import PretrainParams
+from imageclust.pretrain.stage import run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,14 +21,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    gparams, data_params, params, extract = load_params("data", "pretrain", "extract", path=args.params)
-    Path(args.checkpoints).mkdir(parents=True, exist_ok=True)  # a declared output, even with nothing to train
-    if extract.backbone != "encoder":  # a frozen pretrained backbone makes the features: nothing to train
-        summary = skip_pretraining(args.encoder, args.live, f"extract.backbone={extract.backbone!r} needs no encoder")
-    elif params.method == NO_PRETRAINING:
-        summary = random_encoder(args.data, args.encoder, args.live, gparams, params)
-    else:
-        summary = pretrain(args.data, args.encoder, args.checkpoints, args.live, gparams, data_params, params)
+    gparams, params = load_params(PretrainParams, path=args.params)
+    raw = read_params_file(args.params)
+    summary = run(
+        args.data,
+        args.encoder,
+        args.checkpoints,
+        args.live,
+        gparams,
+        train_splits(raw),
+        params,
+        extract_backbone=raw_value(raw, "extract.backbone", EXTRACTOR),
+    )
     if summary is not None:  # only the main process of a distributed run reports
         write_metrics(args.metrics, summary, images=summary.get("images_trained"))
 

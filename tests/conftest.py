@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import shlex
 from pathlib import Path
 
@@ -11,17 +12,24 @@ import pytest
 import torch
 import yaml
 
-from imageclust.config import DataParams, PretrainParams
-from imageclust.data import digits, write_prepared
-from imageclust.data.prepared import RawDataset
+from imageclust.data import digits
+from imageclust.data.params import DataParams
+from imageclust.data.prepared import RawDataset, write_prepared
+from imageclust.pretrain.params import PretrainParams
 
 
 def tiny_digits(n: int = 96, seed: int = 0) -> RawDataset:
     full = digits.load(DataParams(test_fraction=0.25), seed)
     keep = np.sort(np.random.default_rng(seed).choice(len(full.ids), n, replace=False))
     images = np.stack([full.read(i) for i in keep])
-    return RawDataset(name="digits", images=images, labels=full.labels[keep], splits=full.splits[keep],
-                      ids=full.ids[keep], classes=full.classes)
+    return RawDataset(
+        name="digits",
+        images=images,
+        labels=full.labels[keep],
+        splits=full.splits[keep],
+        ids=full.ids[keep],
+        classes=full.classes,
+    )
 
 
 @pytest.fixture
@@ -47,11 +55,10 @@ def three_shapes(n=60, size=8, seed=0):
 def image_run(tmp_path):
     """A prepared folder of 60 tiny images and a randomly initialised small CNN as the encoder; returns
     a function that builds a FinetuneRun for given params."""
-    from imageclust.features import load_encoder
     from imageclust.finetune.base import FinetuneRun
     from imageclust.finetune.images import Images, embed
-    from imageclust.models import build_backbone
-    from imageclust.pretrain.loop import save_encoder
+    from imageclust.models.backbones import build_backbone
+    from imageclust.models.encoder import load_encoder, save_encoder
 
     images, labels = three_shapes()
     n = len(images)
@@ -63,11 +70,22 @@ def image_run(tmp_path):
     save_encoder(tmp_path / "encoder.pt", build_backbone("small_cnn", 1, 8, widths=[4, 8]), pretrain, 1, 8)
 
     def make(params, checkpoint_dir=None, run_id="test", seed=0):
-        base = FinetuneRun(vectors=np.zeros((n, 1), np.float32), labels=labels, train=splits == "train",
-                           initial_clusters=labels.copy(), initial_confidence=np.ones(n, np.float32),
-                           num_clusters=3, params=params, seed=seed, device=torch.device("cpu"),
-                           prepared_dir=tmp_path / "prepared", encoder_path=tmp_path / "encoder.pt",
-                           row_images=np.arange(n), checkpoint_dir=checkpoint_dir, run_id=run_id)
+        base = FinetuneRun(
+            vectors=np.zeros((n, 1), np.float32),
+            labels=labels,
+            train=splits == "train",
+            initial_clusters=labels.copy(),
+            initial_confidence=np.ones(n, np.float32),
+            num_clusters=3,
+            params=params,
+            seed=seed,
+            device=torch.device("cpu"),
+            prepared_dir=tmp_path / "prepared",
+            encoder_path=tmp_path / "encoder.pt",
+            row_images=np.arange(n),
+            checkpoint_dir=checkpoint_dir,
+            run_id=run_id,
+        )
         base.vectors = embed(load_encoder(base.encoder_path)[0], Images(base), np.arange(n), 32)
         return base
 
@@ -93,14 +111,20 @@ class StageProject:
             node[leaf] = value
         self.params = params
         (root / "params.yaml").write_text(yaml.safe_dump(params))
-        self.commands = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+        dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+        self.commands = dvc_yaml["stages"]
+        self.paths = next(v["paths"] for v in dvc_yaml["vars"] if isinstance(v, dict) and "paths" in v)
+
+    def argv(self, stage: str) -> list[str]:
+        """The stage's command line, its ``${paths.*}`` filled in as DVC fills them."""
+        return shlex.split(re.sub(r"\$\{paths\.(\w+)\}", lambda m: self.paths[m.group(1)], self.commands[stage]["cmd"]))
 
     def run(self, *stages: str) -> None:
         """Run the stages in order; a user error ends in SystemExit(2), as from the command line."""
         from imageclust.cli import run_stage
 
         for stage in stages:
-            argv = shlex.split(self.commands[stage]["cmd"])
+            argv = self.argv(stage)
             assert argv[:3] == ["python", "-m", f"stages.{stage}"]
             module = importlib.import_module(f"stages.{stage}")
             run_stage(module.main, module.build_parser(), [*argv[3:], "--params", str(self.root / "params.yaml")])

@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from imageclust.augment import PRESETS, AugmentConfig, Augmenter, build_augmenter, configure, gaussian_blur, random_erasing
+from imageclust.augment import (
+    PRESETS,
+    AugmentConfig,
+    Augmenter,
+    build_augmenter,
+    configure,
+    gaussian_blur,
+    random_erasing,
+)
 
 IDENTITY = dict(crop_scale=(1.0, 1.0), aspect_ratio=(1.0, 1.0), jitter_prob=0.0)
 
@@ -84,8 +92,8 @@ def test_hflip_mirrors_about_half_of_the_batch():
     x = asymmetric_images(n)
     mirrored = x.flip(-1)
     out = Augmenter(AugmentConfig(hflip=True, **IDENTITY))(x, gen(0))
-    same = ((out - x).abs().amax(dim=(1, 2, 3)) < 1e-5)
-    flipped = ((out - mirrored).abs().amax(dim=(1, 2, 3)) < 1e-5)
+    same = (out - x).abs().amax(dim=(1, 2, 3)) < 1e-5
+    flipped = (out - mirrored).abs().amax(dim=(1, 2, 3)) < 1e-5
     assert (same ^ flipped).all(), "every output is either the image or its mirror"
     assert 16 <= flipped.sum() <= 48
     # without hflip nothing is mirrored
@@ -117,8 +125,13 @@ def test_brightness_jitter_scales_within_bounds():
 
 def test_jitter_prob_zero_disables_colour_jitter():
     x = batch(c=3)
-    cfg = AugmentConfig(brightness=0.9, contrast=0.9, saturation=0.9, jitter_prob=0.0, **{
-        k: v for k, v in IDENTITY.items() if k != "jitter_prob"})
+    cfg = AugmentConfig(
+        brightness=0.9,
+        contrast=0.9,
+        saturation=0.9,
+        jitter_prob=0.0,
+        **{k: v for k, v in IDENTITY.items() if k != "jitter_prob"},
+    )
     torch.testing.assert_close(Augmenter(cfg)(x, gen(0)), x, atol=1e-5, rtol=0)
 
 
@@ -161,7 +174,7 @@ def test_gaussian_blur_by_hand():
     x[:, :, 4, 4] = 1.0
     sigma = 1.0
     out = gaussian_blur(x, prob=1.0, sigma=(sigma, sigma), generator=gen(0))
-    taps = torch.exp(-torch.arange(-2.0, 3.0) ** 2 / (2 * sigma**2))
+    taps = torch.exp(-(torch.arange(-2.0, 3.0) ** 2) / (2 * sigma**2))
     taps = taps / taps.sum()
     expected = torch.zeros(9, 9)
     expected[2:7, 2:7] = torch.outer(taps, taps)
@@ -175,9 +188,9 @@ def test_blur_applies_to_about_prob_of_the_batch_each_with_its_own_sigma():
     out = gaussian_blur(x, prob=0.5, sigma=(0.5, 2.0), generator=gen(1))
     changed = (out - x).abs().amax(dim=(1, 2, 3)) > 1e-6
     assert 70 <= changed.sum() <= 130
-    smoothness = (out[changed].diff(dim=-1).abs().mean(dim=(1, 2, 3)))
+    smoothness = out[changed].diff(dim=-1).abs().mean(dim=(1, 2, 3))
     assert smoothness.std() > 0  # different sigmas blur differently
-    assert (out[changed].diff(dim=-1).abs().mean() < x.diff(dim=-1).abs().mean() * 0.8)
+    assert out[changed].diff(dim=-1).abs().mean() < x.diff(dim=-1).abs().mean() * 0.8
 
 
 def test_random_erasing_sets_one_rectangle_to_black():
@@ -190,7 +203,7 @@ def test_random_erasing_sets_one_rectangle_to_black():
     assert fraction.min() >= 0.02 and fraction.max() <= 0.3  # the drawn area, up to rounding
     for image in out[hit][:20, 0]:  # the zeros form one axis-aligned rectangle
         rows, cols = (image == 0).nonzero(as_tuple=True)
-        box = image[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+        box = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
         assert (box == 0).all()
     assert torch.equal(random_erasing(x, prob=0.0, scale=(0.1, 0.2), generator=gen(0)), x)
 

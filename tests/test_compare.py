@@ -11,26 +11,62 @@ from imageclust.compare import main
 
 def _data(rev, k, method, acc, seconds):
     scores = {"acc": acc, "nmi": acc - 0.1, "ari": acc - 0.2, "n": 100}
-    return {"rev": rev, "timestamp": None,
-            "params": {"params.yaml": {"data": {"seed": 0, "cluster": {"k": k, "method": method}}}},
-            "metrics": {"metrics/evaluate.json": {"data": {"cluster": {"all": scores},
-                                                           "finetune": {"all": {**scores, "acc": acc + 0.01}}}},
-                        "metrics/cluster.json": {"data": {"k": k, "cost": {"seconds": seconds,
-                                                                            "peak_memory_mib": 300}}},
-                        "metrics/pretrain.json": {"data": {"cost": {"seconds": 40.0, "peak_memory_mib": 900}}}}}
+    return {
+        "rev": rev,
+        "timestamp": None,
+        "params": {"params.yaml": {"data": {"seed": 0, "cluster": {"k": k, "method": method}}}},
+        "metrics": {
+            "metrics/evaluate.json": {
+                "data": {"cluster": {"all": scores}, "finetune": {"all": {**scores, "acc": acc + 0.01}}}
+            },
+            "metrics/cluster.json": {"data": {"k": k, "cost": {"seconds": seconds, "peak_memory_mib": 300}}},
+            "metrics/pretrain.json": {"data": {"cost": {"seconds": 40.0, "peak_memory_mib": 900}}},
+        },
+    }
 
 
 SHOW = [
-    {"rev": "workspace", "name": None, "error": None, "experiments": None,
-     "data": _data("workspace", 10, "kmeans", 0.9, 1.0)},
-    {"rev": "a" * 40, "name": "main", "error": None, "data": _data("a" * 40, 10, "kmeans", 0.9, 1.0),
-     "experiments": [
-         {"name": "gmm-k12", "executor": None, "revs": [{"rev": "b" * 40, "name": "gmm-k12", "error": None,
-                                                         "experiments": None,
-                                                         "data": _data("b" * 40, 12, "gmm", 0.8, 2.5)}]},
-         {"name": "queued", "executor": "workspace", "revs": [{"rev": "c" * 40, "name": "queued", "error": None,
-                                                              "experiments": None,
-                                                              "data": {"rev": "c" * 40, "metrics": {}}}]}]},
+    {
+        "rev": "workspace",
+        "name": None,
+        "error": None,
+        "experiments": None,
+        "data": _data("workspace", 10, "kmeans", 0.9, 1.0),
+    },
+    {
+        "rev": "a" * 40,
+        "name": "main",
+        "error": None,
+        "data": _data("a" * 40, 10, "kmeans", 0.9, 1.0),
+        "experiments": [
+            {
+                "name": "gmm-k12",
+                "executor": None,
+                "revs": [
+                    {
+                        "rev": "b" * 40,
+                        "name": "gmm-k12",
+                        "error": None,
+                        "experiments": None,
+                        "data": _data("b" * 40, 12, "gmm", 0.8, 2.5),
+                    }
+                ],
+            },
+            {
+                "name": "queued",
+                "executor": "workspace",
+                "revs": [
+                    {
+                        "rev": "c" * 40,
+                        "name": "queued",
+                        "error": None,
+                        "experiments": None,
+                        "data": {"rev": "c" * 40, "metrics": {}},
+                    }
+                ],
+            },
+        ],
+    },
 ]
 
 

@@ -2,20 +2,17 @@
 
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 
-from imageclust.config import (
-    SECTIONS,
-    ClusterParams,
-    DataParams,
-    FinetuneParams,
-    GlobalParams,
-    PretrainParams,
-    load_params,
-    read_params_file,
-)
+from imageclust.clustering.params import ClusterParams
+from imageclust.config import GlobalParams, load_params, read_params_file
+from imageclust.data.params import DataParams
 from imageclust.errors import ParamsError, UserError
+from imageclust.finetune.params import FinetuneParams
+from imageclust.pretrain.params import PretrainParams
+from imageclust.schema import SECTIONS
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -29,7 +26,7 @@ def write_params(tmp_path, data) -> Path:
 def params_error(path, *sections) -> str:
     """The message of the ParamsError that loading ``sections`` from ``path`` raises; checks its form."""
     with pytest.raises(ParamsError) as info:
-        load_params(*sections, path=path)
+        load_params(*(SECTIONS[s] if isinstance(s, str) else s for s in sections), path=path)
     message = str(info.value)
     assert "\n" not in message, message
     assert message.startswith("params:"), message
@@ -37,7 +34,7 @@ def params_error(path, *sections) -> str:
 
 
 def test_repo_params_validate_every_section():
-    gparams, *sections = load_params(*SECTIONS, path=REPO_PARAMS)
+    gparams, *sections = load_params(*SECTIONS.values(), path=REPO_PARAMS)
     raw = yaml.safe_load(REPO_PARAMS.read_text())
     assert gparams.seed == raw["seed"]
     assert gparams.device == raw["device"]
@@ -53,7 +50,7 @@ def test_repo_params_validate_every_section():
 
 def test_load_params_returns_only_requested_sections_in_order(tmp_path):
     path = write_params(tmp_path, {"seed": 3, "cluster": {"k": 4}, "data": {"test_fraction": 0.0}})
-    gparams, cluster, data = load_params("cluster", "data", path=path)
+    gparams, cluster, data = load_params(SECTIONS["cluster"], SECTIONS["data"], path=path)
     assert (gparams.seed, gparams.device) == (3, "auto")
     assert isinstance(cluster, ClusterParams) and cluster.k == 4
     assert isinstance(data, DataParams) and data.test_fraction == 0.0
@@ -61,7 +58,9 @@ def test_load_params_returns_only_requested_sections_in_order(tmp_path):
 
 def test_defaults_for_empty_file_and_missing_sections(tmp_path):
     path = write_params(tmp_path, "")
-    gparams, data, cluster, finetune = load_params("data", "cluster", "finetune", path=path)
+    gparams, data, cluster, finetune = load_params(
+        SECTIONS["data"], SECTIONS["cluster"], SECTIONS["finetune"], path=path
+    )
     assert gparams == GlobalParams(seed=0, device="auto")
     assert data.name == "digits" and data.test_fraction == 0.2 and data.train_splits == ["train"]
     assert cluster.method == "kmeans" and cluster.k == 10 and cluster.pca_dim is None
@@ -71,12 +70,12 @@ def test_defaults_for_empty_file_and_missing_sections(tmp_path):
 
 def test_null_section_means_defaults(tmp_path):
     path = write_params(tmp_path, "cluster:\n")
-    _, cluster = load_params("cluster", path=path)
+    _, cluster = load_params(SECTIONS["cluster"], path=path)
     assert cluster == ClusterParams()
 
 
 def test_sections_are_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         ClusterParams().k = 3  # type: ignore[misc]
 
 
@@ -92,7 +91,7 @@ def test_unknown_key_in_section_names_key_and_allowed_keys(tmp_path):
 def test_unknown_key_only_checked_for_loaded_sections(tmp_path):
     # Each stage validates the sections it reads; a typo elsewhere does not stop it.
     path = write_params(tmp_path, {"cluster": {"kk": 10}})
-    _, data = load_params("data", path=path)
+    _, data = load_params(SECTIONS["data"], path=path)
     assert data == DataParams()
 
 
@@ -128,16 +127,21 @@ def test_a_method_block_key_is_named_in_full(tmp_path):
 
 
 def test_a_method_that_trains_the_encoder_needs_it(tmp_path):
-    from imageclust.config import ExtractParams, FinetuneParams, check_across_sections
+    from imageclust.features.params import ExtractParams
+    from imageclust.finetune.params import FinetuneParams, check_backbone
 
-    for finetune in (FinetuneParams(method="deepcluster"), FinetuneParams(method="spectral"),
-                     FinetuneParams(scan={"train_backbone": True})):
-        with pytest.raises(ParamsError, match=f"finetune.method='{finetune.method}' is invalid with "
-                                              "extract.backbone=pixels"):
-            check_across_sections(ExtractParams(backbone="pixels"), finetune)
-        check_across_sections(ExtractParams(), finetune)
+    for finetune in (
+        FinetuneParams(method="deepcluster"),
+        FinetuneParams(method="spectral"),
+        FinetuneParams(scan={"train_backbone": True}),
+    ):
+        with pytest.raises(
+            ParamsError, match=f"finetune.method='{finetune.method}' is invalid with extract.backbone=pixels"
+        ):
+            check_backbone(finetune, ExtractParams(backbone="pixels").backbone)
+        check_backbone(finetune, ExtractParams().backbone)
     for method in ("scan", "temi", "none"):  # on frozen features, any backbone
-        check_across_sections(ExtractParams(backbone="pixels"), FinetuneParams(method=method))
+        check_backbone(FinetuneParams(method=method), "pixels")
 
 
 def test_temi_centroid_init_needs_linear_heads(tmp_path):
@@ -184,13 +188,16 @@ def test_registered_names_accepted():
     assert FinetuneParams(method="scan", scan={"hidden_dim": 0}).scan.hidden_dim == 0
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("blur_sigma", [2.0, 1.0], "pretrain.augment.blur_sigma=[2.0, 1.0]"),
-    ("erase_scale", [0.1, 1.5], "pretrain.augment.erase_scale=[0.1, 1.5]"),
-    ("jitter", 1.5, "pretrain.augment.jitter=1.5"),
-    ("crop_min_scale", 0, "pretrain.augment.crop_min_scale=0"),
-    ("strength", 1.0, "pretrain.augment.strength"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("blur_sigma", [2.0, 1.0], "pretrain.augment.blur_sigma=[2.0, 1.0]"),
+        ("erase_scale", [0.1, 1.5], "pretrain.augment.erase_scale=[0.1, 1.5]"),
+        ("jitter", 1.5, "pretrain.augment.jitter=1.5"),
+        ("crop_min_scale", 0, "pretrain.augment.crop_min_scale=0"),
+        ("strength", 1.0, "pretrain.augment.strength"),
+    ],
+)
 def test_augment_strengths_checked(tmp_path, key, value, expected):
     message = params_error(write_params(tmp_path, {"pretrain": {"augment": {key: value}}}), "pretrain")
     assert expected in message
@@ -201,8 +208,9 @@ def test_widths_only_where_a_backbone_takes_them(tmp_path):
     assert "widths=[8]" in message and "small_cnn" in message
     assert PretrainParams(widths=[8, 16]).widths == [8, 16]
     assert PretrainParams(backbone="resnet32", widths=[32, 64, 128]).widths == [32, 64, 128]
-    message = params_error(write_params(tmp_path, {"pretrain": {"backbone": "resnet32", "widths": [8, 16]}}),
-                           "pretrain")
+    message = params_error(
+        write_params(tmp_path, {"pretrain": {"backbone": "resnet32", "widths": [8, 16]}}), "pretrain"
+    )
     assert "widths=[8, 16]" in message and "three widths" in message
 
 
@@ -229,7 +237,7 @@ def test_bad_seed(tmp_path, value):
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "mps"])
 def test_good_devices(tmp_path, device):
-    gparams, = load_params(path=write_params(tmp_path, {"device": device, "seed": 7}))
+    (gparams,) = load_params(path=write_params(tmp_path, {"device": device, "seed": 7}))
     assert gparams.device == device and gparams.seed == 7
 
 
@@ -282,8 +290,9 @@ def test_counts_must_be_real_integers(tmp_path, value):
 
 def test_float_keys_accept_integers_and_exponent_strings(tmp_path):
     # `dvc exp run -S finetune.scan.lr=1e-3` reaches params.yaml as the YAML string "1e-3"
-    _, params = load_params("finetune", path=write_params(
-        tmp_path, {"finetune": {"scan": {"lr": "1e-3", "entropy_weight": 2}}}))
+    _, params = load_params(
+        SECTIONS["finetune"], path=write_params(tmp_path, {"finetune": {"scan": {"lr": "1e-3", "entropy_weight": 2}}})
+    )
     assert params.scan.lr == 0.001 and params.scan.entropy_weight == 2.0
 
 
@@ -291,17 +300,17 @@ def test_float_keys_accept_integers_and_exponent_strings(tmp_path):
 def test_each_stage_depends_on_every_key_of_its_section(section):
     """A key missing from the stage's params in dvc.yaml would change nothing on `dvc exp run -S`:
     every shared key is listed, and the method blocks come in through the template only."""
-    from imageclust import config
-    from imageclust.clustering import METHODS as CLUSTER_METHODS
-    from imageclust.features import EXTRACTORS
-    from imageclust.finetune import METHODS as FINETUNE_METHODS
-    from imageclust.pretrain import METHODS as PRETRAIN_METHODS, NO_PRETRAINING
+    from imageclust.clustering.registry import METHODS as CLUSTER_METHODS
+    from imageclust.features.registry import EXTRACTORS
+    from imageclust.finetune.registry import METHODS as FINETUNE_METHODS
+    from imageclust.pretrain.registry import METHODS as PRETRAIN_METHODS
+    from imageclust.schema import SECTIONS
 
     model, selector, blocks = {
-        "pretrain": (config.PretrainParams, "method", {*PRETRAIN_METHODS, NO_PRETRAINING}),
-        "extract": (config.ExtractParams, "backbone", set(EXTRACTORS)),
-        "cluster": (config.ClusterParams, "method", set(CLUSTER_METHODS)),
-        "finetune": (config.FinetuneParams, "method", set(FINETUNE_METHODS)),
+        "pretrain": (SECTIONS["pretrain"], "method", set(PRETRAIN_METHODS)),
+        "extract": (SECTIONS["extract"], "backbone", set(EXTRACTORS)),
+        "cluster": (SECTIONS["cluster"], "method", set(CLUSTER_METHODS)),
+        "finetune": (SECTIONS["finetune"], "method", set(FINETUNE_METHODS)),
     }[section]
     declared = set(yaml.safe_load((REPO_PARAMS.parent / "dvc.yaml").read_text())["stages"][section]["params"])
     if selector:
@@ -311,14 +320,20 @@ def test_each_stage_depends_on_every_key_of_its_section(section):
 
 
 def test_checks_against_the_prepared_data_only_when_it_is_this_params_data():
-    from imageclust.config import ClusterParams, DataParams, EvaluateParams, GlobalParams, check_against_prepared
+    from imageclust.clustering.params import ClusterParams
+    from imageclust.config import GlobalParams
+    from imageclust.data.params import DataParams
     from imageclust.data.prepared import preparation_key
+    from imageclust.evaluate import EvaluateParams
+    from imageclust.schema import check_against_prepared
 
     data, gparams = DataParams(), GlobalParams()
     meta = {"counts": {"train": 100, "test": 20}, "prepared_with": preparation_key(data, gparams.seed)}
 
     def check(meta=meta, data=data, **cluster):
-        check_against_prepared(meta, gparams, data, ClusterParams(**cluster), EvaluateParams())
+        check_against_prepared(
+            meta, gparams, {"data": data, "cluster": ClusterParams(**cluster), "evaluate": EvaluateParams()}
+        )
 
     check(k=100)
     with pytest.raises(ParamsError, match=r"cluster.k=101 is invalid: larger than the 100 training samples"):
@@ -327,7 +342,9 @@ def test_checks_against_the_prepared_data_only_when_it_is_this_params_data():
     with pytest.raises(ParamsError, match=r"data.train_splits=\['val'\] is invalid: .* splits \['test', 'train'\]"):
         check(data=data.model_copy(update={"train_splits": ["val"]}), k=3)  # train_splits: same prepared data
     with pytest.raises(ParamsError, match=r"evaluate.splits=\['val'\] is invalid"):
-        check_against_prepared(meta, gparams, data, ClusterParams(), EvaluateParams(splits=["val"]))
+        check_against_prepared(
+            meta, gparams, {"data": data, "cluster": ClusterParams(), "evaluate": EvaluateParams(splits=["val"])}
+        )
     # other data params (or an older prepared folder without the key): the download stage will redo it
     check(data=data.model_copy(update={"max_per_split": 10}), k=500)
     check(meta={"counts": {"train": 2}}, k=500)

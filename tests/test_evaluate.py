@@ -33,8 +33,13 @@ def features() -> FeatureTable:
 def assignments_for(features: FeatureTable, clusters, order=None) -> Assignments:
     order = np.arange(len(features)) if order is None else np.asarray(order)
     confidence = np.linspace(0.5, 1.0, len(features)).astype(np.float32)
-    return Assignments(features.ids[order], features.splits[order], features.labels[order],
-                       np.asarray(clusters)[order], confidence[order])
+    return Assignments(
+        features.ids[order],
+        features.splits[order],
+        features.labels[order],
+        np.asarray(clusters)[order],
+        confidence[order],
+    )
 
 
 # Cluster ids 3 and 7 (k inferred as 8, so 6 empty clusters); perfect on the labelled rows.
@@ -128,8 +133,17 @@ def workspace(tmp_path, features):
 
 
 def test_stage_writes_metrics(workspace):
-    result = run_stage_script(workspace, "--features", "features", "--source", "cluster=cluster.parquet",
-                              "--source", "finetune=finetune.parquet", "--out", "metrics/evaluate.json")
+    result = run_stage_script(
+        workspace,
+        "--features",
+        "features",
+        "--source",
+        "cluster=cluster.parquet",
+        "--source",
+        "finetune=finetune.parquet",
+        "--out",
+        "metrics/evaluate.json",
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((workspace / "metrics" / "evaluate.json").read_text())
     assert set(metrics) == {"cluster", "finetune"}
@@ -139,15 +153,27 @@ def test_stage_writes_metrics(workspace):
     assert "cluster/all: acc=1.0000" in result.stderr
 
 
-@pytest.mark.parametrize("features_arg, source_arg, expected", [
-    ("features", "finetune=missing.parquet", "missing.parquet: not found"),
-    ("nowhere", "finetune=finetune.parquet", "nowhere: no feature shards"),
-])
+@pytest.mark.parametrize(
+    "features_arg, source_arg, expected",
+    [
+        ("features", "finetune=missing.parquet", "missing.parquet: not found"),
+        ("nowhere", "finetune=finetune.parquet", "nowhere: no feature shards"),
+    ],
+)
 def test_stage_missing_input_leaves_output_untouched(workspace, features_arg, source_arg, expected):
     out = workspace / "metrics.json"
     out.write_text("previous\n")
-    result = run_stage_script(workspace, "--features", features_arg, "--source", "cluster=cluster.parquet",
-                              "--source", source_arg, "--out", "metrics.json")
+    result = run_stage_script(
+        workspace,
+        "--features",
+        features_arg,
+        "--source",
+        "cluster=cluster.parquet",
+        "--source",
+        source_arg,
+        "--out",
+        "metrics.json",
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {expected}")

@@ -13,8 +13,8 @@ import pytest
 from imageclust.data.prepared import RawDataset, load_prepared, write_prepared
 from imageclust.errors import DataError
 from imageclust.export import CSV_FILE, PARQUET_FILE, assignments_frame, write_export
+from imageclust.imports import REPO
 from imageclust.tables import UNLABELED, Assignments, write_assignments
-from tests.test_plots import REPO
 
 IDS = np.array(["a.png", "b.png", "sub/c.png", "d.png"], dtype=object)
 LABELS = np.array([0, 1, 1, UNLABELED])
@@ -29,8 +29,14 @@ def prepared(tmp_path):
 
 def assignments(order, clusters, confidence) -> Assignments:
     order = np.asarray(order)
-    return Assignments(IDS[order], SPLITS[order], LABELS[order], np.asarray(clusters),
-                       np.asarray(confidence, np.float32), num_clusters=2)
+    return Assignments(
+        IDS[order],
+        SPLITS[order],
+        LABELS[order],
+        np.asarray(clusters),
+        np.asarray(confidence, np.float32),
+        num_clusters=2,
+    )
 
 
 def test_frame_joins_sources_on_ids(tmp_path):
@@ -38,8 +44,18 @@ def test_frame_joins_sources_on_ids(tmp_path):
     first = assignments([3, 2, 1, 0], [0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4])  # another row order
     final = assignments([0, 1, 2, 3], [1, 0, 0, 1], [0.9, 0.8, 0.7, 0.6])
     frame = assignments_frame(data, {"cluster": first, "finetune": final})
-    assert list(frame.columns) == ["id", "index", "split", "label", "class", "cluster", "confidence", "matched_class",
-                                   "cluster_stage_cluster", "cluster_stage_confidence"]
+    assert list(frame.columns) == [
+        "id",
+        "index",
+        "split",
+        "label",
+        "class",
+        "cluster",
+        "confidence",
+        "matched_class",
+        "cluster_stage_cluster",
+        "cluster_stage_confidence",
+    ]
     assert frame["id"].tolist() == IDS.tolist() and frame["index"].tolist() == [0, 1, 2, 3]
     assert frame["cluster"].tolist() == [1, 0, 0, 1]
     assert frame["cluster_stage_cluster"].tolist() == [1, 1, 0, 0]
@@ -63,17 +79,32 @@ def test_written_files_agree(tmp_path):
 
 def test_a_stale_source_is_refused(tmp_path):
     data = prepared(tmp_path)
-    stale = Assignments(np.array(["a.png", "zzz.png"], dtype=object), SPLITS[:2], LABELS[:2], np.array([0, 1]),
-                        np.ones(2, np.float32))
+    stale = Assignments(
+        np.array(["a.png", "zzz.png"], dtype=object), SPLITS[:2], LABELS[:2], np.array([0, 1]), np.ones(2, np.float32)
+    )
     with pytest.raises(DataError, match="zzz.png"):
         assignments_frame(data, {"finetune": stale})
 
 
 def export_stage(tmp_path, source, out) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.export", "--prepared", str(tmp_path / "prepared"),
-                           "--source", f"finetune={source}", "--out", str(out)],
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stages.export",
+            "--prepared",
+            str(tmp_path / "prepared"),
+            "--source",
+            f"finetune={source}",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_stage_end_to_end(tmp_path):

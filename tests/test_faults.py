@@ -3,7 +3,7 @@ determinism, degenerate data and a download killed while unpacking. Stages run a
 would run them (in-process, through ``run_stage``) on 120 digits. ``pytest -m faults`` runs them
 alone (with the fuzzing of every params key, ``tests/test_params_fuzz.py``).
 
-The cases and what happens are tabled in the README ("Faults")."""
+The cases and what happens are tabled in docs/faults.md."""
 
 from __future__ import annotations
 
@@ -16,18 +16,32 @@ import torch.nn.functional as F
 
 pytestmark = pytest.mark.faults
 
-TINY = {"data.max_per_split": 60, "pretrain.epochs": 1, "pretrain.batch_size": 32, "pretrain.warmup_epochs": 0,
-        "extract.num_workers": 0, "cluster.k": 5, "finetune.batch_size": 32, "device": "cpu",
-        "finetune.scan.epochs": 1, "finetune.scan.self_label_epochs": 1, "finetune.scan.num_heads": 1,
-        "finetune.temi.epochs": 1, "finetune.deepcluster.epochs": 1, "finetune.spectral.epochs": 1,
-        "finetune.spectral.num_neighbors": 5}
+TINY = {
+    "data.max_per_split": 60,
+    "pretrain.epochs": 1,
+    "pretrain.batch_size": 32,
+    "pretrain.warmup_epochs": 0,
+    "extract.num_workers": 0,
+    "cluster.k": 5,
+    "finetune.batch_size": 32,
+    "device": "cpu",
+    "finetune.scan.epochs": 1,
+    "finetune.scan.self_label_epochs": 1,
+    "finetune.scan.num_heads": 1,
+    "finetune.temi.epochs": 1,
+    "finetune.deepcluster.epochs": 1,
+    "finetune.spectral.epochs": 1,
+    "finetune.spectral.num_neighbors": 5,
+}
 
 
 def nan_of(fn):
     """``fn`` whose results are NaN (still attached to the graph, so backward runs as it would)."""
+
     def poisoned(*args, **kwargs):
         out = fn(*args, **kwargs)
         return tuple(o * float("nan") for o in out) if isinstance(out, tuple) else out * float("nan")
+
     return poisoned
 
 
@@ -70,19 +84,26 @@ def _poison_deepcluster(monkeypatch):
 
 
 POISON = {
-    "scan": lambda mp: mp.setattr("imageclust.finetune.scan.scan_loss",
-                                  nan_of(__import__("imageclust.losses", fromlist=["x"]).scan_loss)),
-    "temi": lambda mp: mp.setattr("imageclust.finetune.temi.temi_loss",
-                                  nan_of(__import__("imageclust.losses", fromlist=["x"]).temi_loss)),
-    "spectral": lambda mp: mp.setattr("imageclust.finetune.spectral.prototype_loss",
-                                      nan_of(__import__("imageclust.losses", fromlist=["x"]).prototype_loss)),
+    "scan": lambda mp: mp.setattr(
+        "imageclust.finetune.scan.scan_loss",
+        nan_of(__import__("imageclust.losses.clustering", fromlist=["x"]).scan_loss),
+    ),
+    "temi": lambda mp: mp.setattr(
+        "imageclust.finetune.temi.temi_loss",
+        nan_of(__import__("imageclust.losses.clustering", fromlist=["x"]).temi_loss),
+    ),
+    "spectral": lambda mp: mp.setattr(
+        "imageclust.finetune.spectral.prototype_loss",
+        nan_of(__import__("imageclust.losses.prototypes", fromlist=["x"]).prototype_loss),
+    ),
     "deepcluster": _poison_deepcluster,
 }
 
 
 @pytest.mark.parametrize("method", sorted(POISON))
-def test_nan_loss_in_finetuning_stops_and_keeps_the_previous_outputs(method, through_extract, stage_project,
-                                                                     monkeypatch, capsys, tmp_path):
+def test_nan_loss_in_finetuning_stops_and_keeps_the_previous_outputs(
+    method, through_extract, stage_project, monkeypatch, capsys, tmp_path
+):
     through_extract.run("finetune")
     before = {p.name: p.read_bytes() for p in (tmp_path / "artifacts/finetune").iterdir()}
     metrics = (tmp_path / "metrics/finetune.json").read_text()
@@ -108,7 +129,7 @@ def test_disk_full_while_writing_keeps_the_previous_outputs(through_extract, mon
 
     monkeypatch.setattr(pq, "write_table", full)
     for stage in ("cluster", "finetune"):
-        message = failed(capsys, lambda: through_extract.run(stage))
+        message = failed(capsys, lambda stage=stage: through_extract.run(stage))
         assert message.startswith("error: no space left on the device writing ") and "unchanged" in message
     assert {p.name: p.read_bytes() for p in (tmp_path / "artifacts/finetune").iterdir()} == before
     assert (tmp_path / "artifacts/cluster/assignments.parquet").read_bytes() == clustered
@@ -145,6 +166,7 @@ def test_same_seed_same_assignments_other_seed_other_run(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- degenerate data
 
+
 def _digits(n: int, one_class: bool = False):
     from sklearn.datasets import load_digits
 
@@ -162,17 +184,32 @@ def _npz(path, **arrays):
 DEGENERATE = {
     # case: (arrays in the .npz, params, what must happen: "runs" or the start of the one-line error)
     "one class": (lambda: dict(zip(("images", "labels"), _digits(60, one_class=True))), {}, "runs"),
-    "fewer samples than clusters": (lambda: dict(zip(("images", "labels"), _digits(8))), {"data.test_fraction": 0.0},
-                                    "error: params: cluster.k=10 is invalid: larger than the 8 training samples"),
-    "identical images": (lambda: {"images": np.repeat(_digits(1)[0], 40, axis=0), "labels": np.zeros(40, int)},
-                         {}, "runs"),
+    "fewer samples than clusters": (
+        lambda: dict(zip(("images", "labels"), _digits(8))),
+        {"data.test_fraction": 0.0},
+        "error: params: cluster.k=10 is invalid: larger than the 8 training samples",
+    ),
+    "identical images": (
+        lambda: {"images": np.repeat(_digits(1)[0], 40, axis=0), "labels": np.zeros(40, int)},
+        {},
+        "runs",
+    ),
     "all-black images": (lambda: {"images": np.zeros((40, 8, 8), np.uint8)}, {}, "runs"),
-    "a single image": (lambda: {"images": _digits(1)[0]}, {"cluster.k": 2, "data.test_fraction": 0.0},
-                       "error: data/prepared: the training splits hold 1 samples; need at least 2"),
-    "K equal to N": (lambda: dict(zip(("images", "labels"), _digits(12))),
-                     {"cluster.k": 12, "data.test_fraction": 0.0, "finetune.scan.num_neighbors": 5}, "runs"),
+    "a single image": (
+        lambda: {"images": _digits(1)[0]},
+        {"cluster.k": 2, "data.test_fraction": 0.0},
+        "error: data/prepared: the training splits hold 1 samples; need at least 2",
+    ),
+    "K equal to N": (
+        lambda: dict(zip(("images", "labels"), _digits(12))),
+        {"cluster.k": 12, "data.test_fraction": 0.0, "finetune.scan.num_neighbors": 5},
+        "runs",
+    ),
     "a split without labels beside one with labels": (
-        lambda: {"x_train": _digits(60)[0], "y_train": _digits(60)[1], "x_test": _digits(30)[0]}, {}, "runs"),
+        lambda: {"x_train": _digits(60)[0], "y_train": _digits(60)[1], "x_test": _digits(30)[0]},
+        {},
+        "runs",
+    ),
 }
 
 
@@ -180,8 +217,9 @@ DEGENERATE = {
 def test_degenerate_data_runs_or_stops_with_one_line(case, stage_project, capsys, tmp_path):
     arrays, params, expected = DEGENERATE[case]
     root = _npz(tmp_path / "data.npz", **arrays())
-    project = stage_project({**TINY, "cluster.k": 10, "data.name": "arrays", "data.root": root,
-                             "data.max_per_split": None, **params})
+    project = stage_project(
+        {**TINY, "cluster.k": 10, "data.name": "arrays", "data.root": root, "data.max_per_split": None, **params}
+    )
     if expected == "runs":
         project.run(*STAGES)
         scores = json.loads((tmp_path / "metrics/evaluate.json").read_text())["finetune"]["all"]
@@ -197,6 +235,7 @@ def test_degenerate_data_runs_or_stops_with_one_line(case, stage_project, capsys
 
 # ---------------------------------------------------------------- kill -9
 
+
 def test_download_killed_while_unpacking_leaves_nothing_and_reruns_to_the_same_data(tmp_path):
     """SIGKILL in the middle of unpacking an archive: the next run removes the half-unpacked folder
     and prepares exactly what an uninterrupted run prepares."""
@@ -208,9 +247,8 @@ def test_download_killed_while_unpacking_leaves_nothing_and_reruns_to_the_same_d
     import time
 
     import yaml
-    from PIL import Image
-
     from conftest import REPO
+    from PIL import Image
 
     rng = np.random.default_rng(0)
     archive = tmp_path / "photos.tar"  # uncompressed and large: unpacking takes long enough to be caught
@@ -225,12 +263,22 @@ def test_download_killed_while_unpacking_leaves_nothing_and_reruns_to_the_same_d
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
     def download(out: str) -> list[str]:
-        return [sys.executable, "-m", "stages.download", "--params", str(tmp_path / "params.yaml"),
-                "--out", str(tmp_path / out), "--metrics", str(tmp_path / f"{out}.json")]
+        return [
+            sys.executable,
+            "-m",
+            "stages.download",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--out",
+            str(tmp_path / out),
+            "--metrics",
+            str(tmp_path / f"{out}.json"),
+        ]
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(download("killed"), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        download("killed"), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list((tmp_path / "raw").glob(".*.unpacked/*")):
         time.sleep(0.01)
@@ -256,8 +304,13 @@ def test_finetune_killed_mid_run_resumes_to_the_assignments_of_an_uninterrupted_
 
     from conftest import REPO, StageProject
 
-    params = {**TINY, "finetune.method": "scan", "finetune.scan.epochs": 30, "finetune.scan.self_label_epochs": 0,
-              "finetune.checkpoint_every": 1}
+    params = {
+        **TINY,
+        "finetune.method": "scan",
+        "finetune.scan.epochs": 30,
+        "finetune.scan.self_label_epochs": 0,
+        "finetune.checkpoint_every": 1,
+    }
     projects = {}
     for name in ("killed", "whole"):
         root = tmp_path / name
@@ -266,11 +319,12 @@ def test_finetune_killed_mid_run_resumes_to_the_assignments_of_an_uninterrupted_
         projects[name] = StageProject(root, params)
         projects[name].run("check_params", "download", "pretrain", "extract", "cluster")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = ["python", "-m", "stages.finetune", *projects["killed"].commands["finetune"]["cmd"].split()[3:]]
+    command = ["python", "-m", "stages.finetune", *projects["killed"].argv("finetune")[3:]]
     command[0] = sys.executable
     checkpoint = tmp_path / "killed/artifacts/finetune-checkpoints/last.pt"
-    process = subprocess.Popen(command, cwd=tmp_path / "killed", env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=tmp_path / "killed", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None and not checkpoint.exists():
         time.sleep(0.01)

@@ -147,11 +147,17 @@ def test_label_free_scores_absent_when_undefined():
 def test_cluster_statistics_with_and_without_k():
     clusters = [0, 0, 0, 2]
     assert cluster_statistics(clusters) == {
-        "clusters_nonempty": 2, "cluster_size_min": 1, "cluster_size_max": 3, "cluster_size_cv": pytest.approx(0.5),
+        "clusters_nonempty": 2,
+        "cluster_size_min": 1,
+        "cluster_size_max": 3,
+        "cluster_size_cv": pytest.approx(0.5),
     }
     stats = cluster_statistics(clusters, k=4)
     assert stats == {
-        "clusters_nonempty": 2, "clusters_empty": 2, "cluster_size_min": 0, "cluster_size_max": 3,
+        "clusters_nonempty": 2,
+        "clusters_empty": 2,
+        "cluster_size_min": 0,
+        "cluster_size_max": 3,
         "cluster_size_cv": pytest.approx(np.std([3, 0, 1, 0]) / 1.0),
     }
     json.dumps(stats)

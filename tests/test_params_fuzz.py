@@ -13,8 +13,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from imageclust.config import GLOBAL_KEYS, SECTIONS, GlobalParams, load_globals, load_section, read_params_file
+from imageclust.config import GlobalParams, load_globals, load_section, read_params_file
 from imageclust.errors import ParamsError
+from imageclust.schema import SECTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.faults
@@ -37,8 +38,8 @@ KEYS = leaves(DEFAULTS)
 
 def field_of(path: tuple[str, ...]):
     """The schema's FieldInfo of a params path."""
-    model: type[BaseModel] = GlobalParams if path[0] in GLOBAL_KEYS else SECTIONS[path[0]]
-    parts = path if path[0] in GLOBAL_KEYS else path[1:]
+    model: type[BaseModel] = GlobalParams if path[0] in GlobalParams.model_fields else SECTIONS[path[0]]
+    parts = path if path[0] in GlobalParams.model_fields else path[1:]
     for part in parts[:-1]:
         model = model.model_fields[part].annotation
     return model.model_fields[parts[-1]]
@@ -99,7 +100,7 @@ def with_value(path: tuple[str, ...], value) -> dict:
 def error(raw: dict) -> str | None:
     try:
         load_globals(raw)
-        for section in SECTIONS:
+        for section in SECTIONS.values():
             load_section(section, raw)
     except ParamsError as err:
         return str(err)
@@ -157,6 +158,6 @@ def test_out_of_range_value_names_the_key(path):
 
 
 def test_cases_tried():
-    """The count the README reports (every key: a wrong type and an unknown name beside it; every key
+    """The count docs/faults.md reports (every key: a wrong type and an unknown name beside it; every key
     with a range or a set of choices: a value outside it)."""
     assert len(KEYS) * 2 + len(RANGED) > 400

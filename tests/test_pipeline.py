@@ -24,20 +24,32 @@ TINY = {
     "pretrain": {"epochs": 1, "batch_size": 128, "warmup_epochs": 0},
     "finetune": {"scan": {"epochs": 2, "self_label_epochs": 1, "num_heads": 2}},
     # every experiment redraws the plots: small sheets and no map with images keep the test quick
-    "plot": {"embedding": "pca", "thumbnail_grid": 0, "sheet_confident": 10, "sheet_uncertain": 2,
-             "overview_images": 4},
+    "plot": {
+        "embedding": "pca",
+        "thumbnail_grid": 0,
+        "sheet_confident": 10,
+        "sheet_uncertain": 2,
+        "overview_images": 4,
+    },
 }
 
 
 def sh(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-           # `python` in dvc.yaml must be this interpreter, whatever the caller's PATH says
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        # `python` in dvc.yaml must be this interpreter, whatever the caller's PATH says
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                             f"{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -47,8 +59,9 @@ def stages_run(output: str) -> set[str]:
 
 def copy_working_tree(root: Path, leave_out: tuple[str, ...] = ()) -> None:
     """This working tree's tracked and new files (what a clone of it would hold), under ``root``."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     for name in files:
         if (REPO / name).is_file() and not name.startswith(leave_out):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -80,14 +93,31 @@ def project(tmp_path_factory) -> Path:
 
 def test_pipeline_through_dvc(project):
     first = sh(project, "dvc", "repro")
-    assert stages_run(first.stdout) == {"check_params", "download", "pretrain", "extract", "cluster", "finetune",
-                                        "evaluate", "export", "plot"}
+    assert stages_run(first.stdout) == {
+        "check_params",
+        "download",
+        "pretrain",
+        "extract",
+        "cluster",
+        "finetune",
+        "evaluate",
+        "export",
+        "plot",
+    }
     evaluate = json.loads((project / "metrics/evaluate.json").read_text())
     assert set(evaluate) == {"cluster", "finetune"}
     assert set(evaluate["finetune"]) == {"train", "test", "all"}
     assert 0.0 <= evaluate["finetune"]["all"]["acc"] <= 1.0
-    for name in ("confusion_finetune.png", "confusion_finetune.csv", "embedding.png", "training_curves.png",
-                 "cluster_sizes.png", "overview.png", "sheets/cluster_000.png", "report.html"):
+    for name in (
+        "confusion_finetune.png",
+        "confusion_finetune.csv",
+        "embedding.png",
+        "training_curves.png",
+        "cluster_sizes.png",
+        "overview.png",
+        "sheets/cluster_000.png",
+        "report.html",
+    ):
         assert (project / "plots" / name).stat().st_size > 0
     exported = list(csv.DictReader(open(project / "artifacts/export/assignments.csv")))
     assert len(exported) == evaluate["finetune"]["all"]["n"]
@@ -126,21 +156,41 @@ def test_pipeline_through_dvc(project):
 
     # a frozen backbone: pretrain has nothing to train, download nothing to redo
     pixels = sh(project, "dvc", "exp", "run", "-S", "extract.backbone=pixels", "-S", "pretrain.method=none")
-    assert stages_run(pixels.stdout) == {"check_params", "pretrain", "extract", "cluster", "finetune", "evaluate",
-                                         "export", "plot"}
+    assert stages_run(pixels.stdout) == {
+        "check_params",
+        "pretrain",
+        "extract",
+        "cluster",
+        "finetune",
+        "evaluate",
+        "export",
+        "plot",
+    }
     assert json.loads((project / "metrics/pretrain.json").read_text())["skipped"] is True
     assert json.loads((project / "metrics/extract.json").read_text())["dim"] == 64
     # another backbone's block is not a dependency of this experiment's extract stage
-    other_block = sh(project, "dvc", "exp", "run", "-S", "extract.dinov2.pooling=cls", "-S", "pretrain.moco.momentum=0.99",
-                     "-S", "finetune.temi.beta=0.5")
+    other_block = sh(
+        project,
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "extract.dinov2.pooling=cls",
+        "-S",
+        "pretrain.moco.momentum=0.99",
+        "-S",
+        "finetune.temi.beta=0.5",
+    )
     assert stages_run(other_block.stdout) == {"check_params"}
 
     # clustering methods on the same features as a queued sweep (every one, HDBSCAN's noise included,
     # runs through the stage's own function in tests/test_clustering.py; here, what DVC reruns), with
     # fine-tuning methods on frozen features: TEMI, none (the cluster stage's assignments); then the
     # comparison command
-    sweep = {"q-gmm": (["cluster.method=gmm", "finetune.method=temi", "finetune.temi.epochs=2"], "gmm"),
-             "q-spectral": (["cluster.method=spectral", "finetune.method=none"], "spectral")}
+    sweep = {
+        "q-gmm": (["cluster.method=gmm", "finetune.method=temi", "finetune.temi.epochs=2"], "gmm"),
+        "q-spectral": (["cluster.method=spectral", "finetune.method=none"], "spectral"),
+    }
     # a queued experiment gets git's tracked files and DVC's cache: commit the workspace's results first
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "pixel features")
@@ -173,8 +223,22 @@ def test_pipeline_through_dvc(project):
         assert clustered["dim"] == 64  # the pixels'
         assert evaluated["clusters_nonempty"] + evaluated["clusters_empty"] == clustered["k"]
 
-    auto = sh(project, "dvc", "exp", "run", "-S", "cluster.k=auto", "-S", "cluster.method=kmeans",
-              "-S", "cluster.umap_dim=null", "-S", "cluster.kmeans.backend=faiss", "-S", "finetune.method=none")
+    auto = sh(
+        project,
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "cluster.k=auto",
+        "-S",
+        "cluster.method=kmeans",
+        "-S",
+        "cluster.umap_dim=null",
+        "-S",
+        "cluster.kmeans.backend=faiss",
+        "-S",
+        "finetune.method=none",
+    )
     assert stages_run(auto.stdout) == {"check_params", "cluster", "finetune", "evaluate", "export", "plot"}
     chosen = json.loads((project / "metrics/cluster.json").read_text())
     assert chosen["k_auto"] and 2 <= chosen["k"] <= 20 and chosen["k_criterion"] == "silhouette"
@@ -186,11 +250,32 @@ def test_pipeline_through_dvc(project):
     # encoder: its random initialisation), with its `views` contrastive variant (spectral fine-tuning
     # and SCAN with train_backbone run through the stage commands in test_preset_systems.py and
     # tests/test_finetune*.py)
-    scratch = sh(project, "dvc", "exp", "run", "-S", "cluster.k=10", "-S", "extract.backbone=encoder",
-                 "-S", "finetune.method=deepcluster", "-S", "finetune.deepcluster.epochs=2",
-                 "-S", "finetune.deepcluster.contrastive=views")
-    assert stages_run(scratch.stdout) == {"check_params", "pretrain", "extract", "cluster", "finetune", "evaluate",
-                                          "export", "plot"}
+    scratch = sh(
+        project,
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "cluster.k=10",
+        "-S",
+        "extract.backbone=encoder",
+        "-S",
+        "finetune.method=deepcluster",
+        "-S",
+        "finetune.deepcluster.epochs=2",
+        "-S",
+        "finetune.deepcluster.contrastive=views",
+    )
+    assert stages_run(scratch.stdout) == {
+        "check_params",
+        "pretrain",
+        "extract",
+        "cluster",
+        "finetune",
+        "evaluate",
+        "export",
+        "plot",
+    }
     assert json.loads((project / "metrics/pretrain.json").read_text())["random_init"] is True
     assert (project / "artifacts/finetune/encoder.pt").exists()
     assert (project / "artifacts/finetune-live/plots/metrics/deepcluster/loss.tsv").read_text().count("\n") == 3
@@ -211,9 +296,10 @@ def test_bad_parameter_fails_first_and_keeps_outputs(project):
     pretrained = (project / "artifacts/pretrain/encoder.pt").read_bytes()
     # a value out of range, and values that only the data shows to be wrong (1,437 training digits)
     for section, key, value, message in (
-            ("cluster", "k", 1, "cluster.k=1 is invalid"),
-            ("cluster", "k", 5000, "cluster.k=5000 is invalid: larger than the 1437 training samples"),
-            ("data", "train_splits", ["val"], "data.train_splits=['val'] is invalid: the prepared data holds splits")):
+        ("cluster", "k", 1, "cluster.k=1 is invalid"),
+        ("cluster", "k", 5000, "cluster.k=5000 is invalid: larger than the 1437 training samples"),
+        ("data", "train_splits", ["val"], "data.train_splits=['val'] is invalid: the prepared data holds splits"),
+    ):
         params = yaml.safe_load((project / "params.yaml").read_text())
         params[section][key] = value
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

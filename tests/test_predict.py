@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -13,17 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from fakes import frozen_run, sphere_blobs
 
-from imageclust.config import FinetuneParams
-from imageclust.finetune import ASSIGNERS
 from imageclust.finetune.deepcluster import finetune_deepcluster
 from imageclust.finetune.images import Images, embed
+from imageclust.finetune.params import FinetuneParams
+from imageclust.finetune.registry import METHODS
 from imageclust.finetune.scan import finetune_scan
 from imageclust.finetune.spectral import finetune_spectral
 from imageclust.finetune.temi import finetune_temi
 from imageclust.predict import image_paths
 from imageclust.tables import read_assignments
-from tests.test_finetune import blobs, frozen_run
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR10_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
@@ -41,30 +42,46 @@ def saved(result, method: str) -> dict:
     return {"method": method, "num_clusters": 3, "trains_encoder": result.encoder is not None, **result.model}
 
 
-@pytest.mark.parametrize("method, finetune, block", [
-    ("scan", finetune_scan, {"epochs": 2, "self_label_epochs": 1, "num_heads": 2, "hidden_dim": 16}),
-    ("temi", finetune_temi, {"epochs": 2, "num_heads": 2, "hidden_dim": 0, "num_neighbors": 5}),
-])
+@pytest.mark.parametrize(
+    "method, finetune, block",
+    [
+        ("scan", finetune_scan, {"epochs": 2, "self_label_epochs": 1, "num_heads": 2, "hidden_dim": 16}),
+        ("temi", finetune_temi, {"epochs": 2, "num_heads": 2, "hidden_dim": 0, "num_neighbors": 5}),
+    ],
+)
 def test_heads_on_features_assign_as_the_method_did(method, finetune, block):
-    x, labels = blobs()
+    x, labels = sphere_blobs()
     train = np.arange(len(x)) % 6 != 0
     result = finetune(frozen_run(x, labels, train, 3, FinetuneParams(method=method, batch_size=32, **{method: block})))
-    clusters, confidence, distance = ASSIGNERS[method](saved(result, method), x)
+    clusters, confidence, distance = METHODS[method].assign(saved(result, method), x)
     np.testing.assert_array_equal(clusters, result.clusters)
     np.testing.assert_allclose(confidence, result.confidence, atol=1e-5)
     assert (distance >= 0).all() and (distance <= 2).all()  # between unit vectors and means of unit vectors
 
 
-@pytest.mark.parametrize("method, finetune, block", [
-    ("deepcluster", finetune_deepcluster, {"epochs": 1, "pca_dim": 4, "augment": "none"}),
-    ("spectral", finetune_spectral, {"epochs": 1, "recluster_every": 1, "num_neighbors": 5, "augment": "none",
-                                     "score_samples": 30, "patience": None}),
-])
+@pytest.mark.parametrize(
+    "method, finetune, block",
+    [
+        ("deepcluster", finetune_deepcluster, {"epochs": 1, "pca_dim": 4, "augment": "none"}),
+        (
+            "spectral",
+            finetune_spectral,
+            {
+                "epochs": 1,
+                "recluster_every": 1,
+                "num_neighbors": 5,
+                "augment": "none",
+                "score_samples": 30,
+                "patience": None,
+            },
+        ),
+    ],
+)
 def test_methods_that_train_the_encoder_assign_as_they_did(image_run, method, finetune, block):
     run = image_run(FinetuneParams(method=method, batch_size=16, **{method: block}))
     result = finetune(run)
     raw = embed(result.encoder, Images(run), np.arange(60), 32, normalize=False)  # what predict feeds them
-    clusters, confidence, distance = ASSIGNERS[method](saved(result, method), raw)
+    clusters, confidence, distance = METHODS[method].assign(saved(result, method), raw)
     # spectral fine-tuning keeps the training rows' pseudo-labels; the rows it did not train on are voted
     rows = np.flatnonzero(~run.train) if method == "spectral" else np.arange(60)
     np.testing.assert_array_equal(clusters[rows], result.clusters[rows])
@@ -76,8 +93,11 @@ def test_image_paths_walk_folders_and_refuse_missing(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for name in ("a/x.png", "a/b/y.JPG", "a/notes.txt", "z.png"):
         (tmp_path / name).write_bytes(b"")
-    assert image_paths([tmp_path / "a", tmp_path / "z.png"]) == [tmp_path / "a/b/y.JPG", tmp_path / "a/x.png",
-                                                                   tmp_path / "z.png"]
+    assert image_paths([tmp_path / "a", tmp_path / "z.png"]) == [
+        tmp_path / "a/b/y.JPG",
+        tmp_path / "a/x.png",
+        tmp_path / "z.png",
+    ]
     from imageclust.errors import DataError
 
     with pytest.raises(DataError, match="gone"):
@@ -93,7 +113,12 @@ def cifar_folder(root: Path, classes=("cat", "ship", "truck"), per_class: int = 
     with tarfile.open(CIFAR10_ARCHIVE) as archive:
         for member in archive:
             parts = Path(member.name).parts  # cifar10-jpeg/test/<class>/<n>.jpg
-            if member.isfile() and len(parts) == 4 and parts[1] == "test" and taken.get(parts[2], per_class) < per_class:
+            if (
+                member.isfile()
+                and len(parts) == 4
+                and parts[1] == "test"
+                and taken.get(parts[2], per_class) < per_class
+            ):
                 target = root / parts[2] / parts[3]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(archive.extractfile(member).read())
@@ -104,8 +129,14 @@ def cifar_folder(root: Path, classes=("cat", "ship", "truck"), per_class: int = 
 
 
 def run_module(cwd: Path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
@@ -114,6 +145,7 @@ def test_predict_on_cifar10_jpegs_gives_the_pipelines_clusters(tmp_path):
     images = cifar_folder(tmp_path / "photos")
     project = tmp_path / "project"
     project.mkdir()
+    shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")  # where predict finds the artifacts
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(name="image_folder", root=str(images), download_dir=str(tmp_path / "raw"), test_fraction=0.2)
     params["pretrain"]["method"] = "none"
@@ -122,21 +154,55 @@ def test_predict_on_cifar10_jpegs_gives_the_pipelines_clusters(tmp_path):
     params["finetune"].update(method="temi")
     params["finetune"]["temi"]["epochs"] = 3
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    for stage in (["download", "--out", "data/prepared", "--metrics", "metrics/download.json"],
-                  ["extract", "--data", "data/prepared", "--encoder", "artifacts/pretrain/encoder.pt",
-                   "--out", "artifacts/features", "--work", "artifacts/features-work"],
-                  ["cluster", "--features", "artifacts/features", "--out", "artifacts/cluster",
-                   "--metrics", "metrics/cluster.json"],
-                  ["finetune", "--features", "artifacts/features", "--clusters", "artifacts/cluster",
-                   "--data", "data/prepared", "--encoder", "artifacts/pretrain/encoder.pt", "--out",
-                   "artifacts/finetune", "--checkpoints", "artifacts/ckpt", "--live", "artifacts/live",
-                   "--metrics", "metrics/finetune.json"]):
+    for stage in (
+        ["download", "--out", "data/prepared", "--metrics", "metrics/download.json"],
+        [
+            "extract",
+            "--data",
+            "data/prepared",
+            "--encoder",
+            "artifacts/pretrain/encoder.pt",
+            "--out",
+            "artifacts/features",
+            "--work",
+            "artifacts/features-work",
+        ],
+        [
+            "cluster",
+            "--features",
+            "artifacts/features",
+            "--out",
+            "artifacts/cluster",
+            "--metrics",
+            "metrics/cluster.json",
+        ],
+        [
+            "finetune",
+            "--features",
+            "artifacts/features",
+            "--clusters",
+            "artifacts/cluster",
+            "--data",
+            "data/prepared",
+            "--encoder",
+            "artifacts/pretrain/encoder.pt",
+            "--out",
+            "artifacts/finetune",
+            "--checkpoints",
+            "artifacts/ckpt",
+            "--live",
+            "artifacts/live",
+            "--metrics",
+            "metrics/finetune.json",
+        ],
+    ):
         done = run_module(project, f"stages.{stage[0]}", *stage[1:])
         assert done.returncode == 0, done.stderr[-2000:]
 
     (images / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")  # counted, not fatal
-    done = run_module(project, "imageclust", "predict", images, "--out", tmp_path / "pred.csv",
-                      "--sort-into", tmp_path / "sorted")
+    done = run_module(
+        project, "imageclust", "predict", images, "--out", tmp_path / "pred.csv", "--sort-into", tmp_path / "sorted"
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "90 images assigned, 1 could not be read" in done.stderr
     rows = {Path(r["path"]).relative_to(images).as_posix(): r for r in csv.DictReader(open(tmp_path / "pred.csv"))}
@@ -150,12 +216,15 @@ def test_predict_on_cifar10_jpegs_gives_the_pipelines_clusters(tmp_path):
     sorted_files = sorted(p.relative_to(tmp_path / "sorted").parts[0] for p in (tmp_path / "sorted").rglob("*.jpg"))
     assert len(sorted_files) == 90 and set(sorted_files) <= {"cluster_000", "cluster_001", "cluster_002"}
 
-    again = run_module(project, "imageclust", "predict", images, "--out", tmp_path / "p2.csv",
-                       "--sort-into", tmp_path / "sorted")
+    again = run_module(
+        project, "imageclust", "predict", images, "--out", tmp_path / "p2.csv", "--sort-into", tmp_path / "sorted"
+    )
     assert again.returncode == 2 and "not an empty folder" in again.stderr and not (tmp_path / "p2.csv").exists()
     wrong = yaml.safe_load((project / "params.yaml").read_text())
     wrong["extract"]["backbone"] = "pixels"
     (project / "other.yaml").write_text(yaml.safe_dump(wrong))
-    mismatch = run_module(project, "imageclust", "predict", images, "--params", "other.yaml", "--out", tmp_path / "p3.csv")
+    mismatch = run_module(
+        project, "imageclust", "predict", images, "--params", "other.yaml", "--out", tmp_path / "p3.csv"
+    )
     assert mismatch.returncode == 2 and "extract.backbone='pixels'" in mismatch.stderr
     assert len(mismatch.stderr.strip().splitlines()) == 1

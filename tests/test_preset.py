@@ -4,17 +4,21 @@ import pytest
 import yaml
 
 from imageclust import preset
-from imageclust.config import load_params
 from imageclust.errors import ParamsError
-
-SECTIONS = ("data", "pretrain", "extract", "cluster", "finetune", "evaluate", "plot")
+from imageclust.schema import check_across_sections, load_all
 
 
 def test_flatten_and_set_args():
     flat = preset.flatten({"pretrain": {"widths": [16, 32], "moco": {"temperature_final": None}}, "seed": 1})
     assert flat == {"pretrain.widths": [16, 32], "pretrain.moco.temperature_final": None, "seed": 1}
-    assert preset.set_args(flat) == ["-S", "pretrain.widths=[16, 32]", "-S", "pretrain.moco.temperature_final=null",
-                                     "-S", "seed=1"]
+    assert preset.set_args(flat) == [
+        "-S",
+        "pretrain.widths=[16, 32]",
+        "-S",
+        "pretrain.moco.temperature_final=null",
+        "-S",
+        "seed=1",
+    ]
 
 
 def test_unknown_preset_lists_the_known_ones():
@@ -33,7 +37,7 @@ def test_every_preset_sets_existing_keys_to_valid_values(name, tmp_path):
         assert leaf in node, f"{name}: {key} is not in params.yaml"
         node[leaf] = value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    load_params(*SECTIONS, path=tmp_path / "params.yaml")  # raises on an invalid value
+    check_across_sections(load_all(tmp_path / "params.yaml")[1])  # raises on an invalid value
 
 
 def test_dry_run_prints_the_dvc_command(capsys):

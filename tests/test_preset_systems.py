@@ -14,24 +14,52 @@ from PIL import Image
 from imageclust import preset
 
 STAGES = ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")
-FEW = {"pretrain.epochs": 1, "pretrain.batch_size": 8, "pretrain.warmup_epochs": 0, "extract.batch_size": 8,
-       "extract.num_workers": 0, "cluster.k": 3, "finetune.batch_size": 8, "device": "cpu"}
+FEW = {
+    "pretrain.epochs": 1,
+    "pretrain.batch_size": 8,
+    "pretrain.warmup_epochs": 0,
+    "extract.batch_size": 8,
+    "extract.num_workers": 0,
+    "cluster.k": 3,
+    "finetune.batch_size": 8,
+    "device": "cpu",
+}
 PHOTOS = "photos"  # replaced by the colour folder made below
 # what each system's preset needs on top of FEW to run in seconds: its dataset's stand-in, and the
 # sizes that only fit the real dataset (K = 100, PCA to 100-256 dimensions, a queue of 8,192)
 TINY = {
-    "temi_dinov2": {"data.name": "image_folder", "data.root": PHOTOS, "extract.image_size": 28,
-                    "extract.dinov2.model": "tiny-dinov2", "finetune.temi.epochs": 1,
-                    "finetune.temi.num_neighbors": 3},
-    "deepcluster": {"data.name": "digits", "data.max_per_split": 30, "data.image_size": 16,
-                    "finetune.deepcluster.epochs": 1},
-    "simclr_stl10": {"data.name": "image_folder", "data.root": PHOTOS, "data.image_size": 32,
-                     "cluster.pca_dim": 8},
-    "moco_spectral": {"data.name": "digits", "data.max_per_split": 30, "data.root": None,
-                      "pretrain.moco.queue_size": 16, "cluster.spectral.num_neighbors": 5,
-                      "finetune.spectral.epochs": 1, "finetune.spectral.num_neighbors": 5},
-    "deepcluster_folder": {"data.root": PHOTOS, "data.checksum": None, "data.image_size": 32, "cluster.pca_dim": 8,
-                           "finetune.deepcluster.pca_dim": 8, "finetune.deepcluster.epochs": 1},
+    "temi_dinov2": {
+        "data.name": "image_folder",
+        "data.root": PHOTOS,
+        "extract.image_size": 28,
+        "extract.dinov2.model": "tiny-dinov2",
+        "finetune.temi.epochs": 1,
+        "finetune.temi.num_neighbors": 3,
+    },
+    "deepcluster": {
+        "data.name": "digits",
+        "data.max_per_split": 30,
+        "data.image_size": 16,
+        "finetune.deepcluster.epochs": 1,
+    },
+    "simclr_stl10": {"data.name": "image_folder", "data.root": PHOTOS, "data.image_size": 32, "cluster.pca_dim": 8},
+    "moco_spectral": {
+        "data.name": "digits",
+        "data.max_per_split": 30,
+        "data.root": None,
+        "pretrain.moco.queue_size": 16,
+        "cluster.spectral.num_neighbors": 5,
+        "finetune.spectral.epochs": 1,
+        "finetune.spectral.num_neighbors": 5,
+    },
+    "deepcluster_folder": {
+        "data.root": PHOTOS,
+        "data.checksum": None,
+        "data.image_size": 32,
+        "cluster.pca_dim": 8,
+        "finetune.deepcluster.pca_dim": 8,
+        "finetune.deepcluster.epochs": 1,
+    },
 }
 
 
@@ -57,8 +85,16 @@ def _photos(root: Path) -> None:
 def _tiny_dinov2(folder: Path) -> None:
     from transformers import Dinov2Config, Dinov2Model
 
-    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                             image_size=28, patch_size=14)).save_pretrained(folder)
+    Dinov2Model(
+        Dinov2Config(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=28,
+            patch_size=14,
+        )
+    ).save_pretrained(folder)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

@@ -73,8 +73,12 @@ def test_features_round_trip_in_shards(tmp_path):
     assert back.vectors.dtype == np.float32 and back.vectors.shape == (8, 3)
     np.testing.assert_array_equal(back.vectors, table.vectors)
     assert read_json(tmp_path / "f" / "_meta.json") == {
-        "backbone": "pixels", "rows": 8, "dim": 3, "dtype": "float32",
-        "shards": [{"file": f"part-0000{i}.parquet", "rows": r} for i, r in enumerate([3, 3, 2])]}
+        "backbone": "pixels",
+        "rows": 8,
+        "dim": 3,
+        "dtype": "float32",
+        "shards": [{"file": f"part-0000{i}.parquet", "rows": r} for i, r in enumerate([3, 3, 2])],
+    }
     # unknown labels are nulls in parquet
     assert pq.read_table(tmp_path / "f" / "part-00000.parquet").column("label").null_count == 1
 
@@ -218,11 +222,24 @@ def test_written_files_are_readable_by_others(tmp_path, umask022):
     save_npy(tmp_path / "x.npy", np.arange(3))
     save_torch(tmp_path / "t.pt", {"w": np.int64(1).item()})
     write_features(tmp_path / "f", feature_table(), {}, shard_rows=3)
-    write_assignments(tmp_path / "a.parquet", Assignments(
-        np.array(["a"], dtype=object), np.array(["train"], dtype=object), np.array([0]), np.array([0]),
-        np.array([1.0])))
-    paths = [tmp_path / "m.json", tmp_path / "x.npy", tmp_path / "t.pt", tmp_path / "a.parquet",
-             tmp_path / "f", *(tmp_path / "f").iterdir()]
+    write_assignments(
+        tmp_path / "a.parquet",
+        Assignments(
+            np.array(["a"], dtype=object),
+            np.array(["train"], dtype=object),
+            np.array([0]),
+            np.array([0]),
+            np.array([1.0]),
+        ),
+    )
+    paths = [
+        tmp_path / "m.json",
+        tmp_path / "x.npy",
+        tmp_path / "t.pt",
+        tmp_path / "a.parquet",
+        tmp_path / "f",
+        *(tmp_path / "f").iterdir(),
+    ]
     for path in paths:
         assert mode(path) & 0o044 == 0o044, f"{path.name}: {oct(mode(path))}"
         assert mode(path) & 0o022 == 0, f"{path.name}: {oct(mode(path))}"  # umask respected
@@ -261,8 +278,14 @@ def test_load_torch_refuses_arbitrary_objects(tmp_path):
     buffer = io.BytesIO()
     torch.save({"x": Evil()}, buffer)
     payload = buffer.getvalue()
-    torch.save({"format": "imageclust-checkpoint-1", "sha256": hashlib.sha256(payload).hexdigest(),
-                "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}, tmp_path / "wrapped.pt")
+    torch.save(
+        {
+            "format": "imageclust-checkpoint-1",
+            "sha256": hashlib.sha256(payload).hexdigest(),
+            "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
+        },
+        tmp_path / "wrapped.pt",
+    )
     with pytest.raises(DataError, match="refused: not a file of tensors"):
         load_torch(tmp_path / "wrapped.pt")
 

@@ -18,9 +18,14 @@ pytestmark = pytest.mark.slow
 
 
 def stage(name: str, params: Path, *args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", f"stages.{name}", "--params", str(params), *map(str, args)],
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", f"stages.{name}", "--params", str(params), *map(str, args)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
 
 
@@ -36,19 +41,79 @@ def test_every_stage_runs_without_labels(tmp_path):
     p.write_text(yaml.safe_dump(params))
     t = tmp_path
     stage("download", p, "--out", t / "prepared", "--metrics", t / "download.json")
-    stage("pretrain", p, "--data", t / "prepared", "--encoder", t / "encoder.pt", "--checkpoints", t / "ckpt",
-          "--live", t / "live", "--metrics", t / "pretrain.json")
-    stage("extract", p, "--data", t / "prepared", "--encoder", t / "encoder.pt", "--out", t / "features",
-          "--work", t / "features-work")
+    stage(
+        "pretrain",
+        p,
+        "--data",
+        t / "prepared",
+        "--encoder",
+        t / "encoder.pt",
+        "--checkpoints",
+        t / "ckpt",
+        "--live",
+        t / "live",
+        "--metrics",
+        t / "pretrain.json",
+    )
+    stage(
+        "extract",
+        p,
+        "--data",
+        t / "prepared",
+        "--encoder",
+        t / "encoder.pt",
+        "--out",
+        t / "features",
+        "--work",
+        t / "features-work",
+    )
     stage("cluster", p, "--features", t / "features", "--out", t / "cluster", "--metrics", t / "cluster.json")
-    stage("finetune", p, "--features", t / "features", "--clusters", t / "cluster", "--data", t / "prepared",
-          "--encoder", t / "encoder.pt", "--out", t / "finetune", "--checkpoints", t / "finetune-ckpt",
-          "--live", t / "finetune-live", "--metrics", t / "finetune.json")
-    stage("evaluate", p, "--features", t / "features", "--source", f"cluster={t / 'cluster/assignments.parquet'}",
-          "--source", f"finetune={t / 'finetune/assignments.parquet'}", "--out", t / "evaluate.json")
-    stage("plot", p, "--features", t / "features", "--prepared", t / "prepared",
-          "--source", f"cluster={t / 'cluster/assignments.parquet'}",
-          "--source", f"finetune={t / 'finetune/assignments.parquet'}", "--out", t / "plots")
+    stage(
+        "finetune",
+        p,
+        "--features",
+        t / "features",
+        "--clusters",
+        t / "cluster",
+        "--data",
+        t / "prepared",
+        "--encoder",
+        t / "encoder.pt",
+        "--out",
+        t / "finetune",
+        "--checkpoints",
+        t / "finetune-ckpt",
+        "--live",
+        t / "finetune-live",
+        "--metrics",
+        t / "finetune.json",
+    )
+    stage(
+        "evaluate",
+        p,
+        "--features",
+        t / "features",
+        "--source",
+        f"cluster={t / 'cluster/assignments.parquet'}",
+        "--source",
+        f"finetune={t / 'finetune/assignments.parquet'}",
+        "--out",
+        t / "evaluate.json",
+    )
+    stage(
+        "plot",
+        p,
+        "--features",
+        t / "features",
+        "--prepared",
+        t / "prepared",
+        "--source",
+        f"cluster={t / 'cluster/assignments.parquet'}",
+        "--source",
+        f"finetune={t / 'finetune/assignments.parquet'}",
+        "--out",
+        t / "plots",
+    )
 
     download = json.loads((t / "download.json").read_text())
     assert download["labeled"] == 0 and download["num_samples"] == 300

@@ -1,6 +1,8 @@
-"""What every clustering method returns, and how it assigns points it was not fitted on.
+"""What every clustering method is and returns, and how it assigns points it was not fitted on.
 
-Each method documents its rule for new points (the test split, new images later):
+A method is a ``ClusterMethod`` record in ``registry.py``: ``fit(x, k, params, seed)`` sees the
+transformed features of the training splits and its own params block (``cluster.<name>``), and
+returns a ``Clustering`` whose documented rule assigns every sample, seen or new:
 - ``centroid``: the nearest centre, with DEC's Student-t soft assignment as confidence (k-means);
 - ``gmm``: the mixture's posterior (Gaussian mixture);
 - ``knn``: a vote of the nearest fitted points, the share of the winning cluster as confidence
@@ -10,9 +12,33 @@ Everything a rule needs is kept as plain arrays, saved in ``model.npz`` without 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from ..config import NoParams, Section
+
+
+@dataclass(frozen=True)
+class ClusterMethod:
+    """One clustering method, as the registry lists it."""
+
+    name: str
+    fit: Callable[[np.ndarray, int, Any, int], Clustering]  # (x, k, its params block, seed)
+    params: type[Section] = NoParams
+    finds_k: bool = False  # it finds the number of clusters itself: cluster.k is not used
+    k_criterion: str = "silhouette"  # how cluster.k: auto scores a K, unless cluster.auto_k.criterion says
+
+
+def student_t_assignment(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Soft assignment q_ij ∝ (1 + ||x_i - mu_j||^2)^-1 (Xie et al. 2016, DEC, eq. 1 with alpha=1)."""
+    d2 = (x**2).sum(1)[:, None] + (centroids**2).sum(1)[None, :] - 2.0 * x @ centroids.T
+    d2 = np.maximum(d2, 0.0)  # rounding can push tiny distances below zero
+    q = 1.0 / (1.0 + d2)
+    return q / q.sum(1, keepdims=True)
+
 
 @dataclass
 class Clustering:
@@ -28,10 +54,13 @@ class Clustering:
             q = _gaussian_mixture(self.arrays).predict_proba(x)
             return q.argmax(1), q.max(1).astype(np.float32)
         if self.rule == "knn":
-            return _knn_vote(self.arrays["reference"], self.arrays["reference_labels"], x,
-                             int(self.arrays["num_neighbors"]), len(self.centroids))
-        from .kmeans import student_t_assignment
-
+            return _knn_vote(
+                self.arrays["reference"],
+                self.arrays["reference_labels"],
+                x,
+                int(self.arrays["num_neighbors"]),
+                len(self.centroids),
+            )
         clusters, confidence = [], []
         for start in range(0, len(x), chunk):
             q = student_t_assignment(x[start : start + chunk], self.centroids)
@@ -40,23 +69,32 @@ class Clustering:
         return np.concatenate(clusters), np.concatenate(confidence).astype(np.float32)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"centroids": self.centroids, "rule": np.array(self.rule),
-                **{f"rule_{k}": np.asarray(v) for k, v in self.arrays.items()}}
+        return {
+            "centroids": self.centroids,
+            "rule": np.array(self.rule),
+            **{f"rule_{k}": np.asarray(v) for k, v in self.arrays.items()},
+        }
 
     def to_tensors(self) -> dict:
         """As ``to_arrays``, in what ``torch.load(weights_only=True)`` reads back (tensors, str, int)."""
         import torch
 
-        return {"rule": self.rule, "centroids": torch.from_numpy(np.asarray(self.centroids)),
-                "arrays": {k: torch.from_numpy(np.asarray(v)) for k, v in self.arrays.items()}}
+        return {
+            "rule": self.rule,
+            "centroids": torch.from_numpy(np.asarray(self.centroids)),
+            "arrays": {k: torch.from_numpy(np.asarray(v)) for k, v in self.arrays.items()},
+        }
 
     @classmethod
-    def from_tensors(cls, saved: dict) -> "Clustering":
-        return cls(centroids=saved["centroids"].numpy(), rule=saved["rule"],
-                   arrays={k: v.numpy() for k, v in saved["arrays"].items()})
+    def from_tensors(cls, saved: dict) -> Clustering:
+        return cls(
+            centroids=saved["centroids"].numpy(),
+            rule=saved["rule"],
+            arrays={k: v.numpy() for k, v in saved["arrays"].items()},
+        )
 
     @classmethod
-    def from_arrays(cls, arrays) -> "Clustering":
+    def from_arrays(cls, arrays) -> Clustering:
         rule = str(arrays["rule"]) if "rule" in arrays else "centroid"
         extra = {k.removeprefix("rule_"): v for k, v in arrays.items() if k.startswith("rule_")}
         return cls(centroids=arrays["centroids"], rule=rule, arrays=extra)

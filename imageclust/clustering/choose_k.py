@@ -16,44 +16,69 @@ The whole curve is returned, to be recorded and drawn.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+from pydantic import Field, model_validator
+
+from ..config import Int, Section
+from .base import ClusterMethod
+from .graph import knn_graph, laplacian_eigenpairs
 
 BEST = {"bic": "min", "eigengap": "max", "silhouette": "max"}
-METHOD_CRITERION = {"gmm": "bic", "spectral": "eigengap"}  # the rest: silhouette
 
 
-def criterion_of(params) -> str:
-    if params.auto_k.criterion != "auto":
-        return params.auto_k.criterion
-    return METHOD_CRITERION.get(params.method, "silhouette")
+class AutoKParams(Section):
+    min_k: Int = Field(2, ge=2, description="the smallest K scanned when `cluster.k` is `auto`")
+    max_k: Int = Field(20, ge=2, description="the largest K scanned")
+    max_samples: Int = Field(5000, ge=10, description="each candidate K is fitted on a seeded subsample this large")
+    criterion: Literal["auto", "silhouette", "eigengap", "bic"] = Field(
+        "auto",
+        description="`auto`: the method's own (`bic` for `gmm`, `eigengap` for `spectral`, else "
+        "`silhouette`); `bic` needs `gmm`",
+    )
+    num_neighbors: Int = Field(
+        10, ge=1, description="neighbours per point of the kNN graph whose Laplacian gives the eigengap"
+    )
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.max_k < self.min_k:
+            raise ValueError(f"max_k={self.max_k} is below min_k={self.min_k}")
+        return self
+
+
+def criterion_of(auto: AutoKParams, method: ClusterMethod) -> str:
+    return method.k_criterion if auto.criterion == "auto" else auto.criterion
 
 
 def _eigengaps(x: np.ndarray, num_neighbors: int, ks: list[int], seed: int) -> dict[int, float]:
-    from .graph import knn_graph, laplacian_eigenpairs
-
     values = laplacian_eigenpairs(knn_graph(x, num_neighbors), max(ks) + 1, seed)[0]
     return {k: float(values[k] - values[k - 1]) for k in ks if k < len(values)}
 
 
-def choose_k(x: np.ndarray, params, fit, seed: int) -> tuple[int, dict[int, float], str]:
-    """(chosen K, {K: score}, criterion name) for ``params.method`` on the training features ``x``."""
+def choose_k(
+    x: np.ndarray, auto: AutoKParams, method: ClusterMethod, block, seed: int
+) -> tuple[int, dict[int, float], str]:
+    """(chosen K, {K: score}, criterion name) for ``method`` (with its params ``block``) on the
+    training features ``x``."""
     from sklearn.metrics import silhouette_score
 
-    auto = params.auto_k
     rng = np.random.default_rng(seed)
     sample = x if len(x) <= auto.max_samples else x[np.sort(rng.choice(len(x), auto.max_samples, replace=False))]
     ks = list(range(auto.min_k, min(auto.max_k, len(sample) - 1) + 1))
     if not ks:
-        raise ValueError(f"cluster.k=auto: {len(sample)} training samples leave no K in "
-                         f"[{auto.min_k}, {auto.max_k}] to choose from")
-    name = criterion_of(params)
+        raise ValueError(
+            f"cluster.k=auto: {len(sample)} training samples leave no K in [{auto.min_k}, {auto.max_k}] to choose from"
+        )
+    name = criterion_of(auto, method)
     best = BEST[name]
     if name == "eigengap":
         curve = _eigengaps(sample, auto.num_neighbors, ks, seed)
     else:
         curve = {}
         for k in ks:
-            model = fit(sample, params.model_copy(update={"k": k}), seed)
+            model = method.fit(sample, k, block, seed)
             if name == "bic":
                 curve[k] = float(model.stats["bic"])
             else:

@@ -1,31 +1,53 @@
 """k-means (Lloyd, 1982) with k-means++ seeding (Arthur & Vassilvitskii, 2007) and restarts, through
 scikit-learn or faiss; spherical k-means (cosine, centres renormalised each step) through faiss.
-DEC's soft assignment gives the confidence."""
+DEC's soft assignment gives the confidence (``base.student_t_assignment``)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+from pydantic import Field, model_validator
 
-from .base import Clustering
-
-
-def student_t_assignment(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Soft assignment q_ij ∝ (1 + ||x_i - mu_j||^2)^-1 (Xie et al. 2016, DEC, eq. 1 with alpha=1)."""
-    d2 = (x**2).sum(1)[:, None] + (centroids**2).sum(1)[None, :] - 2.0 * x @ centroids.T
-    d2 = np.maximum(d2, 0.0)  # rounding can push tiny distances below zero
-    q = 1.0 / (1.0 + d2)
-    return q / q.sum(1, keepdims=True)
+from ..config import Int, Section
+from .base import Clustering, ClusterMethod
 
 
-def _sklearn(x: np.ndarray, k: int, p, seed: int) -> Clustering:
+class Params(Section):
+    backend: Literal["sklearn", "faiss"] = Field(
+        "sklearn",
+        description="faiss is several times faster on large sets (and uses every point: no subsampling); "
+        "with `faiss-gpu` installed on a CUDA machine it runs on every GPU",
+    )
+    init: Literal["kmeans++", "random"] = Field(
+        "kmeans++", description="seeding of each faiss restart (scikit-learn always uses k-means++)"
+    )
+    n_init: Int = Field(10, ge=1, description="restarts; the lowest objective is kept")
+    max_iter: Int = Field(300, ge=1, description="Lloyd iterations per restart")
+    spherical: bool = Field(
+        False,
+        description="cosine k-means, centres renormalised each step (needs `backend: "
+        "faiss` and `cluster.l2_normalize: true`)",
+    )
+
+    @model_validator(mode="after")
+    def _spherical_needs_faiss(self):
+        if self.spherical and self.backend != "faiss":
+            raise ValueError("spherical k-means needs backend faiss")
+        return self
+
+
+def _sklearn(x: np.ndarray, k: int, p: Params, seed: int) -> Clustering:
     from sklearn.cluster import KMeans
 
     model = KMeans(n_clusters=k, n_init=p.n_init, max_iter=p.max_iter, random_state=seed).fit(x)
-    return Clustering(centroids=model.cluster_centers_.astype(np.float32),
-                      stats={"inertia": float(model.inertia_), "iterations": int(model.n_iter_)})
+    return Clustering(
+        centroids=model.cluster_centers_.astype(np.float32),
+        stats={"inertia": float(model.inertia_), "iterations": int(model.n_iter_)},
+    )
 
 
-def _faiss(x: np.ndarray, k: int, p, seed: int) -> Clustering:
+def _faiss(x: np.ndarray, k: int, p: Params, seed: int) -> Clustering:
     """faiss's k-means on every point (no subsampling), each restart seeded by k-means++ unless
     ``init`` is random (faiss's own); the restart with the lowest objective is kept. With faiss-gpu
     and a GPU, faiss runs it on every GPU it sees."""
@@ -36,8 +58,17 @@ def _faiss(x: np.ndarray, k: int, p, seed: int) -> Clustering:
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0  # faiss-gpu on a CUDA machine: all of them
     best = None
     for restart in range(p.n_init):
-        model = faiss.Kmeans(x.shape[1], k, niter=p.max_iter, nredo=1, seed=seed + restart, spherical=p.spherical,
-                             max_points_per_centroid=max(256, -(-len(x) // k)), verbose=False, gpu=gpus > 0)
+        model = faiss.Kmeans(
+            x.shape[1],
+            k,
+            niter=p.max_iter,
+            nredo=1,
+            seed=seed + restart,
+            spherical=p.spherical,
+            max_points_per_centroid=max(256, -(-len(x) // k)),
+            verbose=False,
+            gpu=gpus > 0,
+        )
         init = None
         if p.init == "kmeans++":
             init = kmeans_plusplus(x, k, random_state=seed + restart)[0].astype(np.float32)
@@ -51,6 +82,8 @@ def _faiss(x: np.ndarray, k: int, p, seed: int) -> Clustering:
     return Clustering(centroids=best[0], stats={"objective": best[1], "iterations": p.max_iter})
 
 
-def fit_kmeans(x: np.ndarray, params, seed: int) -> Clustering:
-    p = params.kmeans
-    return (_faiss if p.backend == "faiss" else _sklearn)(x, params.k, p, seed)
+def fit_kmeans(x: np.ndarray, k: int, params: Params, seed: int) -> Clustering:
+    return (_faiss if params.backend == "faiss" else _sklearn)(x, k, params, seed)
+
+
+METHOD = ClusterMethod("kmeans", fit_kmeans, Params)

@@ -14,9 +14,23 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field
 
-from .base import Clustering
+from ..config import Int, Section
+from .base import Clustering, ClusterMethod
 from .graph import knn_vote_clustering, nearest_neighbors
+
+
+class Params(Section):
+    num_neighbors: Int = Field(5, ge=1, description="PIC's kNN graph, also the vote that assigns new points")
+    sigma: float = Field(
+        0.2, gt=0, description="Gaussian kernel bandwidth, chosen by DeepCluster for unit-length features"
+    )
+    alpha: float = Field(0.001, gt=0, lt=1, description="weight of the walk against the restart")
+    iterations: Int = Field(200, ge=1, description="power iterations")
+    distribute_singletons: bool = Field(
+        True, description="a cluster of one point joins the cluster of its nearest neighbour that is not alone"
+    )
 
 
 def gaussian_knn_graph(neighbors: np.ndarray, sq_distances: np.ndarray, sigma: float) -> sp.csr_matrix:
@@ -71,8 +85,8 @@ def merge_singletons(labels: np.ndarray, neighbors: np.ndarray) -> tuple[np.ndar
     return np.unique(labels, return_inverse=True)[1], merged
 
 
-def fit_pic(x: np.ndarray, params, seed: int) -> Clustering:
-    p = params.pic
+def fit_pic(x: np.ndarray, k: int, params: Params, seed: int) -> Clustering:
+    p = params
     neighbors, sq_distances = nearest_neighbors(x, p.num_neighbors)
     graph = gaussian_knn_graph(neighbors, sq_distances, p.sigma)
     labels = climb_to_maxima(graph, power_iteration(graph, p.alpha, p.iterations))
@@ -80,6 +94,14 @@ def fit_pic(x: np.ndarray, params, seed: int) -> Clustering:
     merged = 0
     if p.distribute_singletons:
         labels, merged = merge_singletons(labels, neighbors)
-    k = int(labels.max()) + 1
-    return knn_vote_clustering(x, labels, k, p.num_neighbors,
-                               {"clusters_found": k, "local_maxima": maxima, "singletons_merged": merged})
+    found = int(labels.max()) + 1
+    return knn_vote_clustering(
+        x,
+        labels,
+        found,
+        p.num_neighbors,
+        {"clusters_found": found, "local_maxima": maxima, "singletons_merged": merged},
+    )
+
+
+METHOD = ClusterMethod("pic", fit_pic, Params, finds_k=True)

@@ -16,6 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field
+
+from ..config import Int, Section
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -35,6 +38,12 @@ def torch_threads_kept():
             torch.set_num_threads(before)
 
 
+class UmapParams(Section):
+    num_neighbors: Int = Field(15, ge=2, description="UMAP's neighbourhood, also the one that places new points")
+    min_dist: float = Field(0.0, ge=0, description="0 packs each cluster tightly: what clustering wants")
+    epochs: Int | None = Field(None, ge=1, description="null: umap-learn's choice (500 below 10,000 points, else 200)")
+
+
 @dataclass
 class UmapPlacement:
     """Where UMAP puts new points: the fitted inputs, their embedding and the neighbourhood size."""
@@ -44,12 +53,20 @@ class UmapPlacement:
     num_neighbors: int
 
     @classmethod
-    def fit(cls, x: np.ndarray, dim: int, p, seed: int) -> "UmapPlacement":
+    def fit(cls, x: np.ndarray, dim: int, p, seed: int) -> UmapPlacement:
         import umap
 
         neighbors = min(p.num_neighbors, len(x) - 1)
-        model = umap.UMAP(n_components=dim, n_neighbors=neighbors, min_dist=p.min_dist, metric="euclidean",
-                          random_state=seed, n_jobs=1, n_epochs=p.epochs, low_memory=True)
+        model = umap.UMAP(
+            n_components=dim,
+            n_neighbors=neighbors,
+            min_dist=p.min_dist,
+            metric="euclidean",
+            random_state=seed,
+            n_jobs=1,
+            n_epochs=p.epochs,
+            low_memory=True,
+        )
         with torch_threads_kept():
             embedding = model.fit_transform(x).astype(np.float32)
         return cls(reference=np.ascontiguousarray(x, dtype=np.float32), embedding=embedding, num_neighbors=neighbors)
@@ -62,8 +79,9 @@ class UmapPlacement:
         index.add(self.reference)
         out = np.empty((len(x), self.embedding.shape[1]), dtype=np.float32)
         for start in range(0, len(x), chunk):
-            sq, neighbors = index.search(np.ascontiguousarray(x[start : start + chunk], dtype=np.float32),
-                                         self.num_neighbors)
+            sq, neighbors = index.search(
+                np.ascontiguousarray(x[start : start + chunk], dtype=np.float32), self.num_neighbors
+            )
             distances = np.sqrt(np.maximum(sq, 0.0))
             sigmas, rhos = smooth_knn_dist(distances, float(self.num_neighbors))
             weights = np.exp(-np.maximum(distances - rhos[:, None], 0.0) / sigmas[:, None])
@@ -83,7 +101,7 @@ class FeatureTransform:
     umap: UmapPlacement | None = None
 
     @classmethod
-    def fit(cls, x: np.ndarray, params, seed: int) -> tuple["FeatureTransform", np.ndarray]:
+    def fit(cls, x: np.ndarray, params, seed: int) -> tuple[FeatureTransform, np.ndarray]:
         """The transform fitted on the training features ``x`` by ``cluster`` params, and ``x`` transformed."""
         t = cls(l2_normalize=params.l2_normalize)
         x = t._linear(x)
@@ -125,17 +143,29 @@ class FeatureTransform:
         if self.components is not None:
             arrays.update(pca_mean=self.mean, pca_components=self.components, pca_scale=self.scale)
         if self.umap is not None:
-            arrays.update(umap_reference=self.umap.reference, umap_embedding=self.umap.embedding,
-                          umap_num_neighbors=np.array(self.umap.num_neighbors))
+            arrays.update(
+                umap_reference=self.umap.reference,
+                umap_embedding=self.umap.embedding,
+                umap_num_neighbors=np.array(self.umap.num_neighbors),
+            )
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays) -> "FeatureTransform":
+    def from_arrays(cls, arrays) -> FeatureTransform:
         get = dict(arrays).get
         umap = None
         if get("umap_reference") is not None:
-            umap = UmapPlacement(reference=get("umap_reference"), embedding=get("umap_embedding"),
-                                 num_neighbors=int(get("umap_num_neighbors")))
-        return cls(l2_normalize=bool(arrays["l2_normalize"]), shift=get("standardize_shift"),
-                   spread=get("standardize_spread"), mean=get("pca_mean"), components=get("pca_components"),
-                   scale=get("pca_scale"), umap=umap)
+            umap = UmapPlacement(
+                reference=get("umap_reference"),
+                embedding=get("umap_embedding"),
+                num_neighbors=int(get("umap_num_neighbors")),
+            )
+        return cls(
+            l2_normalize=bool(arrays["l2_normalize"]),
+            shift=get("standardize_shift"),
+            spread=get("standardize_spread"),
+            mean=get("pca_mean"),
+            components=get("pca_components"),
+            scale=get("pca_scale"),
+            umap=umap,
+        )

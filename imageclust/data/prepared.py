@@ -17,13 +17,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DataError
+from ..config import raw_value
+from ..errors import DataError, ParamsError
 from ..io import atomic_dir, fingerprint, read_json, write_json
 from ..tables import UNLABELED, _labels_from_arrow, _labels_to_arrow
 
 IMAGES_FILE = "images.npy"
 SAMPLES_FILE = "samples.parquet"
 META_FILE = "meta.json"
+DEFAULT_TRAIN_SPLITS = ("train",)
+
+
+def train_splits(raw: dict) -> list[str]:
+    """``data.train_splits`` of an already-read params mapping, for the stages that fit on those
+    splits: they read this one key of the ``data`` section (``check_params`` validated it), so that
+    the dataset sources are not their code and editing one never reruns them."""
+    value = raw_value(raw, "data.train_splits", list(DEFAULT_TRAIN_SPLITS))
+    if not (isinstance(value, list) and value and all(isinstance(s, str) for s in value)):
+        raise ParamsError(f"params: data.train_splits={value!r} is invalid: must be a list of split names")
+    return value
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """What every fine-tuning method gets and gives back, and the services they share: DVCLive curves
 that survive a resume, checkpoints every few epochs, a progress bar.
 
-A method is ``finetune(run: FinetuneRun) -> FinetuneResult``. Its loop is a sequence of epochs;
+A method is a ``FinetuneMethod`` record in ``registry.py``: ``run(FinetuneRun) -> FinetuneResult``,
+its own params block (``finetune.<name>``), how it assigns new samples, and whether it trains the
+encoder (and so reads the images). Its loop is a sequence of epochs;
 after each it calls ``run.end_epoch(epoch, total, row, state)``, which logs the row of curves and,
 every ``finetune.checkpoint_every`` epochs and after the last, saves ``state()`` (model, optimiser,
 random generators) so that a killed run resumes there with the same batches and draws as an
@@ -11,19 +13,40 @@ uninterrupted one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..config import NoParams, Section
 from ..io import load_torch, save_torch
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "last.pt"
+# how a method sorts new samples (``predict``): its saved model and features -> (clusters,
+# confidences, distances to the cluster centre); features come from the trained encoder for the
+# methods that train it
+Assigner = Callable[[dict, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def never(params) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class FinetuneMethod:
+    """One fine-tuning method, as the registry lists it."""
+
+    name: str
+    run: Callable[[FinetuneRun], FinetuneResult]
+    params: type[Section] = NoParams
+    assign: Assigner | None = None  # None: the cluster stage's model assigns new samples
+    trains_encoder: Callable[[Any], bool] = never  # of its params block: it trains the encoder on the images
 
 
 class Curves:
@@ -93,8 +116,9 @@ class FinetuneRun:
         torch.set_rng_state(state["torch_rng"])
         return state["method"]
 
-    def end_epoch(self, epoch: int, total: int, row: dict[str, float], state: Callable[[], dict],
-                  last: bool = False) -> None:
+    def end_epoch(
+        self, epoch: int, total: int, row: dict[str, float], state: Callable[[], dict], last: bool = False
+    ) -> None:
         """Log epoch ``epoch`` (0-based) and checkpoint ``state()`` when one is due (``last``: a method
         that stops early says so, and its final state is kept)."""
         if self.curves is not None:
@@ -102,14 +126,28 @@ class FinetuneRun:
         done = epoch + 1
         due = done % self.params.checkpoint_every == 0 or done == total or last
         if self.checkpoint_dir is not None and due:
-            save_torch(Path(self.checkpoint_dir) / CHECKPOINT_FILE, {
-                "run_id": self.run_id, "epoch": done, "history": self.curves.history if self.curves else [],
-                "torch_rng": torch.get_rng_state(), "method": state()})
+            save_torch(
+                Path(self.checkpoint_dir) / CHECKPOINT_FILE,
+                {
+                    "run_id": self.run_id,
+                    "epoch": done,
+                    "history": self.curves.history if self.curves else [],
+                    "torch_rng": torch.get_rng_state(),
+                    "method": state(),
+                },
+            )
 
     def epochs(self, start: int, total: int, desc: str):
         """Epoch numbers from ``start`` with a progress bar."""
-        return tqdm(range(start, total), initial=start, total=total, desc=f"finetune {desc}", unit="epoch",
-                    leave=False, dynamic_ncols=True)
+        return tqdm(
+            range(start, total),
+            initial=start,
+            total=total,
+            desc=f"finetune {desc}",
+            unit="epoch",
+            leave=False,
+            dynamic_ncols=True,
+        )
 
 
 @dataclass
@@ -121,7 +159,7 @@ class FinetuneResult:
     stats: dict = field(default_factory=dict)
 
     @classmethod
-    def from_probabilities(cls, probs: np.ndarray, **kwargs) -> "FinetuneResult":
+    def from_probabilities(cls, probs: np.ndarray, **kwargs) -> FinetuneResult:
         return cls(clusters=probs.argmax(1).astype(np.int64), confidence=probs.max(1).astype(np.float32), **kwargs)
 
 

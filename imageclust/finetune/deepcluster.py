@@ -22,25 +22,76 @@ the nearest centre, with DEC's soft assignment as confidence.
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from ..augment import build_augmenter
+from ..augment import PresetName, build_augmenter
+from ..clustering import kmeans
 from ..clustering.base import Clustering, distances_to_centres
-from ..config import ClusterParams
-from ..losses import nt_xent, supervised_contrastive
+from ..config import Int, Section
+from ..losses.contrastive import nt_xent, supervised_contrastive
 from ..metrics import clustering_accuracy, nmi, purity
-from ..models import projection_head
-from ..tables import UNLABELED
+from ..models.heads import projection_head
 from ..runtime import check_finite_loss
-from .base import FinetuneResult, FinetuneRun
+from ..tables import UNLABELED
+from .base import FinetuneMethod, FinetuneResult, FinetuneRun
 from .images import Images, embed, trainable_encoder
 
 log = logging.getLogger(__name__)
 HINT = "Try a lower finetune.deepcluster.lr"  # when the loss stops being a number
+
+
+class Params(Section):
+    epochs: Int = Field(20, ge=1, description="DeepCluster epochs")
+    reassign_every: Int = Field(1, ge=1, description="epochs between two clusterings (each resets the classifier)")
+    lr: float = Field(
+        1e-3,
+        gt=0,
+        description="SGD learning rate; the paper's 0.05 is for training from scratch (`pretrain.method: none`)",
+    )
+    momentum: float = Field(
+        0.9, ge=0, lt=1, description="SGD momentum of the network (the reset classifier has none, as the paper's)"
+    )
+    weight_decay: float = Field(1e-5, ge=0, description="L2 penalty on the weights")
+    pca_dim: Int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "PCA before k-means (the paper: 256, whitened, of AlexNet's 4096-d features; whitening every "
+            "dimension of a small network's 128 amplifies its noise)"
+        ),
+    )
+    whiten: bool = Field(True, description="divide the PCA components by their standard deviation")
+    kmeans_backend: Literal["sklearn", "faiss"] = Field("sklearn", description="k-means of each clustering")
+    kmeans_n_init: Int = Field(5, ge=1, description="k-means restarts of each clustering (the lowest objective kept)")
+    num_clusters: Int | None = Field(
+        None,
+        ge=2,
+        description=(
+            "the pseudo-classes of training: the paper over-clusters (10,000 for ImageNet's 1,000 classes) and"
+            " found more to help; null: ten times the cluster stage's K, at most one cluster per ten training "
+            "images and at least K. The final clustering always has the cluster stage's K"
+        ),
+    )
+    augment: PresetName = Field("gray", description="of the training images")
+    contrastive: Literal["none", "head", "views"] = Field(
+        "none",
+        description=(
+            "the DeepCluster system's contrastive variants: `head`, a supervised contrastive loss on a "
+            "projection head with the pseudo-labels as classes; `views`, NT-Xent between two augmented views, "
+            "beside both views' classification losses"
+        ),
+    )
+    contrastive_weight: float = Field(1.0, ge=0, description="weight of the contrastive loss")
+    temperature: float = Field(0.5, gt=0, description="of the contrastive loss")
+    projection_dims: list[Int] = Field(
+        default_factory=lambda: [128, 64], min_length=1, description="the projection head of the contrastive variants"
+    )
 
 
 def uniform_cluster_sampler(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -54,8 +105,9 @@ def uniform_cluster_sampler(labels: np.ndarray, size: int, rng: np.random.Genera
     return drawn[:size]
 
 
-def reseed_empty_clusters(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, rng: np.random.Generator,
-                          scale: float = 1e-4) -> tuple[np.ndarray, np.ndarray, int]:
+def reseed_empty_clusters(
+    x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, rng: np.random.Generator, scale: float = 1e-4
+) -> tuple[np.ndarray, np.ndarray, int]:
     """DeepCluster's rule for an empty cluster (section 3.3): take a random non-empty cluster, give
     the empty one its centre plus a small perturbation, and split the non-empty cluster's points
     between the two centres by distance. Returns new labels, centroids and the number re-seeded."""
@@ -99,23 +151,27 @@ class ClusterSpace:
         if self.pca is None:
             return {}
         scale = np.sqrt(self.pca.explained_variance_) if self.pca.whiten else np.ones(self.pca.n_components_)
-        return {name: torch.from_numpy(np.asarray(v, dtype=np.float32)) for name, v in
-                (("pca_mean", self.pca.mean_), ("pca_components", self.pca.components_), ("pca_scale", scale))}
+        return {
+            name: torch.from_numpy(np.asarray(v, dtype=np.float32))
+            for name, v in (
+                ("pca_mean", self.pca.mean_),
+                ("pca_components", self.pca.components_),
+                ("pca_scale", scale),
+            )
+        }
 
 
 def cluster_features(x: np.ndarray, k: int, p, seed: int) -> tuple[ClusterSpace, Clustering, np.ndarray, dict]:
     """One DeepCluster clustering of the training features ``x``: the space, the k-means model, the
     labels after re-seeding empty clusters, and statistics."""
-    from ..clustering.kmeans import fit_kmeans
-
     space = ClusterSpace(x, p.pca_dim, p.whiten, seed)
     z = space(x)
-    params = ClusterParams(method="kmeans", k=k, l2_normalize=False,
-                           kmeans={"backend": p.kmeans_backend, "n_init": p.kmeans_n_init, "max_iter": 100})
-    clustering = fit_kmeans(z, params, seed)
+    params = kmeans.Params(backend=p.kmeans_backend, n_init=p.kmeans_n_init, max_iter=100)
+    clustering = kmeans.fit_kmeans(z, k, params, seed)
     nearest = clustering.predict(z)[0].astype(np.int64)
-    labels, clustering.centroids, reseeded = reseed_empty_clusters(z, nearest, clustering.centroids,
-                                                                   np.random.default_rng(seed))
+    labels, clustering.centroids, reseeded = reseed_empty_clusters(
+        z, nearest, clustering.centroids, np.random.default_rng(seed)
+    )
     return space, clustering, labels, {"reseeded": reseeded, **clustering.stats}
 
 
@@ -148,8 +204,7 @@ def training_clusters(k: int, samples: int, requested: int | None = None) -> int
 
 def _epoch_generators(seed: int, epoch: int, device: torch.device):
     """Every draw of an epoch comes from generators seeded by (seed, epoch): a resumed epoch repeats them."""
-    return (np.random.default_rng([seed, epoch]),
-            torch.Generator(device=device).manual_seed(seed * 100_003 + epoch))
+    return (np.random.default_rng([seed, epoch]), torch.Generator(device=device).manual_seed(seed * 100_003 + epoch))
 
 
 def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
@@ -159,8 +214,9 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
     images = Images(run)
     train_rows = np.flatnonzero(run.train)
     train_k = training_clusters(run.num_clusters, len(train_rows), p.num_clusters)  # the final clustering has K
-    net = DeepClusterNet(trainable_encoder(run), train_k, p.projection_dims if p.contrastive != "none" else None
-                         ).to(device)
+    net = DeepClusterNet(trainable_encoder(run), train_k, p.projection_dims if p.contrastive != "none" else None).to(
+        device
+    )
     body = [q for name, q in net.named_parameters() if not name.startswith("top.")]
     optimizer = torch.optim.SGD(body, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     top_optimizer = torch.optim.SGD(net.top.parameters(), lr=p.lr, weight_decay=p.weight_decay)
@@ -175,8 +231,14 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
         top_optimizer.load_state_dict(resumed["top_optimizer"])
 
     def state() -> dict:
-        return {"epoch": epoch + 1, "pseudo": pseudo, "previous": previous, "net": net.state_dict(),
-                "optimizer": optimizer.state_dict(), "top_optimizer": top_optimizer.state_dict()}
+        return {
+            "epoch": epoch + 1,
+            "pseudo": pseudo,
+            "previous": previous,
+            "net": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "top_optimizer": top_optimizer.state_dict(),
+        }
 
     images_trained = 0  # by this run, for images/s: not by the run it resumed
     for epoch in run.epochs(start, p.epochs, "deepcluster"):
@@ -220,8 +282,11 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
             loss.backward()
             optimizer.step()
             top_optimizer.step()
-            totals += [check_finite_loss(loss.item(), "finetune deepcluster", epoch, step, HINT), classify.item(),
-                       contrast.item()]
+            totals += [
+                check_finite_loss(loss.item(), "finetune deepcluster", epoch, step, HINT),
+                classify.item(),
+                contrast.item(),
+            ]
             images_trained += len(batch) * (2 if p.contrastive == "views" else 1)
         totals /= max(1, len(batches))
         row.update({"deepcluster/loss": totals[0], "deepcluster/classification": totals[1]})
@@ -232,18 +297,27 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
 
     # the final clusters: k-means on the trained network's features, every row assigned
     features = embed(net.encoder, images, np.arange(len(run.vectors)), batch_size, normalize=False)
-    space, clustering, labels, info = cluster_features(features[run.train], run.num_clusters, p,
-                                                       run.seed + p.epochs)
+    space, clustering, labels, info = cluster_features(features[run.train], run.num_clusters, p, run.seed + p.epochs)
     clusters, confidence = clustering.predict(space(features))
     clusters[run.train] = labels
-    stats = {"train_samples": len(train_rows), "epochs": p.epochs,
-             "images_trained": images_trained, "contrastive": p.contrastive, "train_k": train_k,
-             "final_reseeded_clusters": info["reseeded"],
-             "nmi_to_last_pseudo_labels": nmi(pseudo.numpy(), labels)}
-    model = {"centroids": torch.from_numpy(clustering.centroids), **space.to_tensors(),
-             "top": net.top.cpu().state_dict(), "rule": clustering.to_tensors()}
-    return FinetuneResult(clusters=clusters.astype(np.int64), confidence=confidence, model=model,
-                          encoder=net.encoder, stats=stats)
+    stats = {
+        "train_samples": len(train_rows),
+        "epochs": p.epochs,
+        "images_trained": images_trained,
+        "contrastive": p.contrastive,
+        "train_k": train_k,
+        "final_reseeded_clusters": info["reseeded"],
+        "nmi_to_last_pseudo_labels": nmi(pseudo.numpy(), labels),
+    }
+    model = {
+        "centroids": torch.from_numpy(clustering.centroids),
+        **space.to_tensors(),
+        "top": net.top.cpu().state_dict(),
+        "rule": clustering.to_tensors(),
+    }
+    return FinetuneResult(
+        clusters=clusters.astype(np.int64), confidence=confidence, model=model, encoder=net.encoder, stats=stats
+    )
 
 
 def assign_deepcluster(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -256,3 +330,6 @@ def assign_deepcluster(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np
     clustering = Clustering.from_tensors(model["rule"])
     clusters, confidence = clustering.predict(x)
     return clusters, confidence, distances_to_centres(x, clustering.centroids, clusters)
+
+
+METHOD = FinetuneMethod("deepcluster", finetune_deepcluster, Params, assign_deepcluster, trains_encoder=lambda p: True)

@@ -1,5 +1,5 @@
 """What the methods that train the encoder share: the prepared images in batches on the device,
-the encoder from the pretrain stage, embedding every image with it, and saving it back."""
+the encoder from the pretrain stage and embedding every image with it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import load_prepared
-from ..features import load_encoder
-from ..io import load_torch, save_torch
+from ..data.prepared import load_prepared
+from ..models.encoder import load_encoder
 from ..runtime import to_float_images
 
 
@@ -45,10 +44,3 @@ def embed(model: nn.Module, images: Images, rows: np.ndarray, batch_size: int, n
         out.append((F.normalize(z, dim=1) if normalize else z).cpu())
     model.train(was_training)
     return torch.cat(out).numpy()
-
-
-def save_trained_encoder(path, model: nn.Module, source_path) -> None:
-    """The trained encoder in the pretrain stage's format, so that it rebuilds the same way."""
-    header = {k: v for k, v in load_torch(source_path).items() if k != "state_dict"}
-    save_torch(path, {**header, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                      "finetuned": True})

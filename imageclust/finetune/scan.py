@@ -22,18 +22,49 @@ import logging
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from ..augment import build_augmenter
+from ..augment import PresetName, build_augmenter
 from ..clustering.base import cluster_means, distances_to_centres
-from ..losses import confident_self_label_loss, scan_loss
-from ..models import MultiHead, cluster_head
-from ..tables import UNLABELED
+from ..config import Int, Section
+from ..losses.clustering import confident_self_label_loss, scan_loss
+from ..models.heads import MultiHead, cluster_head
 from ..runtime import check_finite_loss
-from .base import FinetuneResult, FinetuneRun, shuffled_batches
+from ..tables import UNLABELED
+from .base import FinetuneMethod, FinetuneResult, FinetuneRun, shuffled_batches
 
 log = logging.getLogger(__name__)
 HINT = "Try a lower finetune.scan.lr"  # when the loss stops being a number
+
+
+class Params(Section):
+    epochs: Int = Field(60, ge=1, description="SCAN epochs")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate of the heads")
+    weight_decay: float = Field(1e-4, ge=0, description="L2 penalty on the weights")
+    num_neighbors: Int = Field(10, ge=1, description="neighbours mined per sample in the feature space")
+    entropy_weight: float = Field(5.0, ge=0, description="weight of the entropy term that keeps clusters in use")
+    num_heads: Int = Field(5, ge=1, description="heads trained at once; the lowest-loss one is kept")
+    hidden_dim: Int = Field(256, ge=0, description="hidden layer of a head; 0 makes it linear")
+    feature_noise: float = Field(
+        0.1, ge=0, description="norm of the Gaussian noise that stands in for image augmentation on frozen features"
+    )
+    self_label_epochs: Int = Field(20, ge=0, description="self-labelling epochs after SCAN")
+    confidence_threshold: float = Field(
+        0.99, gt=0, lt=1, description="confidence that makes a prediction a pseudo-label"
+    )
+    train_backbone: bool = Field(
+        False,
+        description="train the encoder too, on augmented images, as the paper does (needs `extract.backbone: encoder`)",
+    )
+    backbone_lr: float = Field(1e-4, gt=0, description="the encoder's learning rate when `train_backbone`")
+    augment: PresetName = Field(
+        "gray",
+        description=(
+            "`train_backbone`: the augmentation of the anchors, neighbours and self-labelled views (their "
+            "pseudo-labels come from the unaugmented images)"
+        ),
+    )
 
 
 def mine_neighbors(x: torch.Tensor, num_neighbors: int, chunk: int = 2048) -> torch.Tensor:
@@ -175,12 +206,15 @@ def finetune_scan(run: FinetuneRun) -> FinetuneResult:
         views.refresh(run.params.batch_size)
         with torch.no_grad():
             model.eval()
-            head_losses = [float(scan_loss(a, n, p.entropy_weight)[0])
-                           for a, n in zip(model(views.x), model(views.x[neighbors[:, 0]]))]
+            head_losses = [
+                float(scan_loss(a, n, p.entropy_weight)[0])
+                for a, n in zip(model(views.x), model(views.x[neighbors[:, 0]]))
+            ]
         chosen = int(np.argmin(head_losses))
         stats.update(head_losses=[round(h, 4) for h in head_losses], best_head=chosen)
         stats["scan_confident_fraction"] = float(
-            (predict(model.heads[chosen], views.x).max(1).values > p.confidence_threshold).float().mean())
+            (predict(model.heads[chosen], views.x).max(1).values > p.confidence_threshold).float().mean()
+        )
         return chosen
 
     def self_label_optimizer():
@@ -194,9 +228,15 @@ def finetune_scan(run: FinetuneRun) -> FinetuneResult:
         head_optimizer.load_state_dict(resumed["head_optimizer"])
 
     def state() -> dict:
-        return {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "views": views.state(), "best": best, "stats": stats,
-                "head_optimizer": head_optimizer.state_dict() if head_optimizer is not None else None}
+        return {
+            "epoch": epoch + 1,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "views": views.state(),
+            "best": best,
+            "stats": stats,
+            "head_optimizer": head_optimizer.state_dict() if head_optimizer is not None else None,
+        }
 
     for epoch in run.epochs(start, total_epochs, "scan"):
         if epoch < p.epochs:
@@ -229,8 +269,9 @@ def finetune_scan(run: FinetuneRun) -> FinetuneResult:
                 batch = batch.to(device)
                 with torch.no_grad():
                     clean = head(views.clean(batch))
-                loss, fraction = confident_self_label_loss(clean, head(views.strong_view(batch)),
-                                                           p.confidence_threshold)
+                loss, fraction = confident_self_label_loss(
+                    clean, head(views.strong_view(batch)), p.confidence_threshold
+                )
                 head_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 head_optimizer.step()
@@ -243,15 +284,21 @@ def finetune_scan(run: FinetuneRun) -> FinetuneResult:
     if views.encoder is not None:  # every row through the trained encoder
         from .images import embed
 
-        x_all = torch.from_numpy(embed(views.encoder, views.images, np.arange(len(run.vectors)),
-                                       run.params.batch_size))
+        x_all = torch.from_numpy(embed(views.encoder, views.images, np.arange(len(run.vectors)), run.params.batch_size))
     probs = predict(head, x_all.to(device)).cpu().numpy()
     stats["final_confident_fraction"] = float((probs[run.train].max(1) > p.confidence_threshold).mean())
     centres = cluster_means(x_all.numpy()[run.train], probs[run.train].argmax(1), run.num_clusters)
     return FinetuneResult.from_probabilities(
-        probs, model={"head": head.cpu().state_dict(), "best_head": best, "hidden_dim": p.hidden_dim,
-                      "centres": torch.from_numpy(centres)},
-        encoder=views.encoder, stats=stats)
+        probs,
+        model={
+            "head": head.cpu().state_dict(),
+            "best_head": best,
+            "hidden_dim": p.hidden_dim,
+            "centres": torch.from_numpy(centres),
+        },
+        encoder=views.encoder,
+        stats=stats,
+    )
 
 
 def assign_scan(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -263,3 +310,6 @@ def assign_scan(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarra
     probs = predict(head, x).numpy()
     clusters = probs.argmax(1)
     return clusters, probs.max(1), distances_to_centres(x.numpy(), model["centres"].numpy(), clusters)
+
+
+METHOD = FinetuneMethod("scan", finetune_scan, Params, assign_scan, trains_encoder=lambda p: p.train_backbone)

@@ -27,23 +27,47 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from ..augment import build_augmenter
+from ..augment import PresetName, build_augmenter
+from ..clustering import spectral as spectral_clustering
 from ..clustering.base import Clustering, cluster_means, distances_to_centres
-from ..clustering.graph import fit_spectral, knn_vote_clustering
-from ..config import ClusterParams
-from ..losses import prototype_loss
+from ..clustering.graph import knn_vote_clustering
+from ..config import Int, Section
+from ..losses.prototypes import prototype_loss
 from ..metrics import nmi
 from ..runtime import check_finite_loss
-from .base import FinetuneResult, FinetuneRun, shuffled_batches
+from .base import FinetuneMethod, FinetuneResult, FinetuneRun, shuffled_batches
 from .images import Images, embed, trainable_encoder
 
 log = logging.getLogger(__name__)
 HINT = "Try a lower finetune.spectral.lr"  # when the loss stops being a number
+
+
+class Params(Section):
+    epochs: Int = Field(20, ge=1, description="most epochs (early stopping may end sooner)")
+    recluster_every: Int = Field(5, ge=1, description="epochs between two spectral clusterings of the embeddings")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the encoder")
+    weight_decay: float = Field(1e-4, ge=0, description="L2 penalty on the weights")
+    num_neighbors: Int = Field(
+        10,
+        ge=1,
+        description="the kNN affinity graph of the spectral clustering, and the vote that assigns other splits",
+    )
+    temperature: float = Field(0.1, gt=0, description="of the loss that pulls each embedding to its cluster's centre")
+    augment: PresetName = Field("gray", description="of the training images")
+    score: Literal["silhouette", "davies_bouldin", "calinski_harabasz"] = Field(
+        "silhouette", description="the label-free score logged each epoch; the best epoch's encoder is kept"
+    )
+    patience: Int | None = Field(3, ge=1, description="stop after this many epochs without a better score")
+    score_samples: Int = Field(5000, ge=10, description="seeded subsample the score is computed on")
+
+
 LOWER_IS_BETTER = {"davies_bouldin"}
 
 
@@ -80,7 +104,7 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
     torch.manual_seed(run.seed)
     train_rows = np.flatnonzero(run.train)
     n, k = len(train_rows), run.num_clusters
-    cluster_params = ClusterParams(method="spectral", k=k, spectral={"num_neighbors": p.num_neighbors})
+    cluster_params = spectral_clustering.Params(num_neighbors=p.num_neighbors)
     rng = np.random.default_rng(run.seed)
     scored = np.sort(rng.choice(n, p.score_samples, replace=False)) if n > p.score_samples else np.arange(n)
 
@@ -105,10 +129,20 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
         image_generator.set_state(resumed["image_generator"])
 
     def state() -> dict:
-        return {"epoch": epoch + 1, "encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(),
-                "labels": torch.from_numpy(labels), "centres": centres.cpu(), "best": best, "scores": scores,
-                "since_best": since_best, "reclusterings": reclusterings, "stopped": stopped,
-                "generator": generator.get_state(), "image_generator": image_generator.get_state()}
+        return {
+            "epoch": epoch + 1,
+            "encoder": encoder.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "labels": torch.from_numpy(labels),
+            "centres": centres.cpu(),
+            "best": best,
+            "scores": scores,
+            "since_best": since_best,
+            "reclusterings": reclusterings,
+            "stopped": stopped,
+            "generator": generator.get_state(),
+            "image_generator": image_generator.get_state(),
+        }
 
     images_trained = 0  # by this run, for images/s: not by the run it resumed
     for epoch in run.epochs(start, start if stopped else p.epochs, "spectral"):  # a stopped run stays stopped
@@ -116,7 +150,7 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
         if epoch % p.recluster_every == 0:
             z = embed(encoder, images, train_rows, batch_size)
             previous = run.initial_clusters[train_rows] if labels is None else labels
-            labels = fit_spectral(z, cluster_params, run.seed).fit_labels
+            labels = spectral_clustering.fit_spectral(z, k, cluster_params, run.seed).fit_labels
             centres = centres_of(z, labels, k).to(device)
             reclusterings += 1
             row["spectral/nmi_to_previous"] = nmi(previous, labels)  # stability, no labels needed
@@ -138,8 +172,12 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
         scores.append(score)
         if best is None or oriented(p.score, score) > oriented(p.score, best["score"]):
             since_best = 0
-            best = {"epoch": epoch, "score": score, "labels": torch.from_numpy(labels.copy()),
-                    "encoder": {name: t.detach().clone() for name, t in encoder.state_dict().items()}}
+            best = {
+                "epoch": epoch,
+                "score": score,
+                "labels": torch.from_numpy(labels.copy()),
+                "encoder": {name: t.detach().clone() for name, t in encoder.state_dict().items()},
+            }
         else:
             since_best += 1
         stopped = p.patience is not None and since_best >= p.patience and epoch + 1 < p.epochs
@@ -159,14 +197,26 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
     clusters = clusters.astype(np.int64)
     clusters[train_rows] = best_labels  # training rows keep their pseudo-label; the vote gives confidence
     return FinetuneResult(
-        clusters=clusters, confidence=confidence.astype(np.float32),
-        model={"centres": centres_of(z_train, best_labels, k), "train_labels": best["labels"],
-               "best_epoch": best["epoch"], "rule": clustering.to_tensors()},
+        clusters=clusters,
+        confidence=confidence.astype(np.float32),
+        model={
+            "centres": centres_of(z_train, best_labels, k),
+            "train_labels": best["labels"],
+            "best_epoch": best["epoch"],
+            "rule": clustering.to_tensors(),
+        },
         encoder=encoder,
-        stats={"best_epoch": best["epoch"], "best_score": _finite(best["score"]), "score": p.score,
-               "scores": [_finite(s) for s in scores],
-               "stopped_early": bool(stopped), "reclusterings": reclusterings, "train_samples": int(n),
-               "images_trained": images_trained})
+        stats={
+            "best_epoch": best["epoch"],
+            "best_score": _finite(best["score"]),
+            "score": p.score,
+            "scores": [_finite(s) for s in scores],
+            "stopped_early": bool(stopped),
+            "reclusterings": reclusterings,
+            "train_samples": int(n),
+            "images_trained": images_trained,
+        },
+    )
 
 
 def assign_spectral(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -175,3 +225,6 @@ def assign_spectral(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np.nd
     z = F.normalize(torch.as_tensor(np.asarray(vectors, dtype=np.float32)), dim=1).numpy()
     clusters, confidence = Clustering.from_tensors(model["rule"]).predict(z)
     return clusters, confidence, distances_to_centres(z, model["centres"].numpy(), clusters)
+
+
+METHOD = FinetuneMethod("spectral", finetune_spectral, Params, assign_spectral, trains_encoder=lambda p: True)

@@ -27,17 +27,65 @@ import logging
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
 from ..clustering.base import cluster_means, distances_to_centres
-from ..losses import temi_loss
-from ..models import MultiHead
+from ..config import Int, Section
+from ..losses.clustering import temi_loss
+from ..models.heads import MultiHead
 from ..runtime import check_finite_loss
-from .base import FinetuneResult, FinetuneRun, shuffled_batches
+from .base import FinetuneMethod, FinetuneResult, FinetuneRun, shuffled_batches
 from .scan import mine_neighbors, neighbor_label_agreement
 
 log = logging.getLogger(__name__)
 HINT = "Try a lower finetune.temi.lr"  # when the loss stops being a number
+
+
+class Params(Section):
+    epochs: Int = Field(100, ge=1, description="TEMI epochs")
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (the paper's)")
+    weight_decay: float = Field(1e-4, ge=0, description="L2 penalty on the weights")
+    num_heads: Int = Field(
+        1,
+        ge=1,
+        description=(
+            "heads trained at once; the lowest-loss one is kept. Heads started from the centroids stay equal; "
+            "from random starts (`init_from_centroids: false`) the paper uses many"
+        ),
+    )
+    hidden_dim: Int = Field(
+        0, ge=0, description="0: each head is the cosine similarity to K prototypes; else an MLP of this width first"
+    )
+    num_neighbors: Int = Field(
+        25, ge=1, description="each sample is paired with a random one of its nearest neighbours"
+    )
+    beta: float = Field(
+        0.6, gt=0, le=1, description="exponent of the PMI: below 1 it damps confident pairs that disagree"
+    )
+    student_temperature: float = Field(0.1, gt=0, description="also the temperature of the saved predictions")
+    teacher_temperature: float = Field(
+        0.04, gt=0, description="temperature of the teacher's targets: sharper than the student's"
+    )
+    teacher_momentum: float = Field(0.996, ge=0, le=1, description="the teacher is this moving average of the student")
+    probs_momentum: float = Field(
+        0.9, ge=0, lt=1, description="of the running estimate of the teacher's cluster marginal"
+    )
+    init_from_centroids: bool = Field(
+        True,
+        description=(
+            "the heads' prototypes start at the cluster stage's cluster means, as the TEMI system starts from "
+            "k-means; needs `hidden_dim: 0`"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _centroids_need_linear_heads(self):
+        if self.init_from_centroids and self.hidden_dim != 0:
+            raise ValueError(
+                "init_from_centroids=true needs hidden_dim=0 (linear heads whose weights are the centroids)"
+            )
+        return self
 
 
 class CosineHead(nn.Module):
@@ -48,8 +96,11 @@ class CosineHead(nn.Module):
 
     def __init__(self, in_dim: int, hidden_dim: int, num_clusters: int):
         super().__init__()
-        self.mlp = nn.Identity() if hidden_dim == 0 else nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim))
+        self.mlp = (
+            nn.Identity()
+            if hidden_dim == 0
+            else nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim))
+        )
         self.prototypes = nn.Parameter(torch.randn(num_clusters, hidden_dim or in_dim) / (hidden_dim or in_dim) ** 0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,16 +126,29 @@ def _by_view(logits: list[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def head_losses(student: MultiHead, teacher: MultiHead, x: torch.Tensor, partner: torch.Tensor,
-                marginal: torch.Tensor, p, batch_size: int = 4096) -> list[float]:
+def head_losses(
+    student: MultiHead,
+    teacher: MultiHead,
+    x: torch.Tensor,
+    partner: torch.Tensor,
+    marginal: torch.Tensor,
+    p,
+    batch_size: int = 4096,
+) -> list[float]:
     """Each head's TEMI loss over all rows of ``x`` paired with ``x[partner]`` (eval mode)."""
     student.eval()
     teacher.eval()
     total = torch.zeros(len(marginal), device=x.device)
     for i in range(0, len(x), batch_size):
         pair = torch.cat([x[i : i + batch_size], x[partner[i : i + batch_size]]])
-        losses = temi_loss(_by_view(student(pair)), _by_view(teacher(pair)), marginal, p.beta,
-                           p.student_temperature, p.teacher_temperature)[0]
+        losses = temi_loss(
+            _by_view(student(pair)),
+            _by_view(teacher(pair)),
+            marginal,
+            p.beta,
+            p.student_temperature,
+            p.teacher_temperature,
+        )[0]
         total += losses * (len(pair) // 2)
     return (total / len(x)).tolist()
 
@@ -92,8 +156,9 @@ def head_losses(student: MultiHead, teacher: MultiHead, x: torch.Tensor, partner
 @torch.no_grad()
 def predict(head: nn.Module, x: torch.Tensor, temperature: float, batch_size: int = 4096) -> torch.Tensor:
     head.eval()
-    return torch.cat([F.softmax(head(x[i : i + batch_size]) / temperature, dim=1)
-                      for i in range(0, len(x), batch_size)])
+    return torch.cat(
+        [F.softmax(head(x[i : i + batch_size]) / temperature, dim=1) for i in range(0, len(x), batch_size)]
+    )
 
 
 def finetune_temi(run: FinetuneRun) -> FinetuneResult:
@@ -127,8 +192,14 @@ def finetune_temi(run: FinetuneRun) -> FinetuneResult:
         generator.set_state(resumed["generator"])
 
     def state() -> dict:
-        return {"epoch": epoch + 1, "student": student.state_dict(), "teacher": teacher.state_dict(),
-                "optimizer": optimizer.state_dict(), "marginal": marginal.cpu(), "generator": generator.get_state()}
+        return {
+            "epoch": epoch + 1,
+            "student": student.state_dict(),
+            "teacher": teacher.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "marginal": marginal.cpu(),
+            "generator": generator.get_state(),
+        }
 
     for epoch in run.epochs(start, p.epochs, "temi"):
         student.train()
@@ -141,8 +212,9 @@ def finetune_temi(run: FinetuneRun) -> FinetuneResult:
             pair = torch.cat([x[batch], x[neighbors[batch, pick.to(device)]]])
             with torch.no_grad():
                 teacher_logits = _by_view(teacher(pair))
-            losses, pmi, weight = temi_loss(_by_view(student(pair)), teacher_logits, marginal, p.beta,
-                                            p.student_temperature, p.teacher_temperature)
+            losses, pmi, weight = temi_loss(
+                _by_view(student(pair)), teacher_logits, marginal, p.beta, p.student_temperature, p.teacher_temperature
+            )
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             optimizer.step()
@@ -152,13 +224,20 @@ def finetune_temi(run: FinetuneRun) -> FinetuneResult:
                 # the marginal used by this batch's loss is the one before it
                 batch_marginal = F.softmax(teacher_logits / p.teacher_temperature, dim=-1).mean((1, 2))
                 marginal.lerp_(batch_marginal, 1 - p.probs_momentum)
-            totals += [check_finite_loss(losses.mean().item(), "finetune temi", epoch, step, HINT), pmi.mean().item(),
-                       weight.mean().item()]
+            totals += [
+                check_finite_loss(losses.mean().item(), "finetune temi", epoch, step, HINT),
+                pmi.mean().item(),
+                weight.mean().item(),
+            ]
         totals /= len(batches)
         usage = -(marginal * marginal.clamp_min(1e-12).log()).sum(1).mean().item()
         # plain floats: the checkpoint keeps the rows and loads with weights_only (no numpy scalars)
-        row = {"temi/loss": float(totals[0]), "temi/pmi": float(totals[1]), "temi/weight": float(totals[2]),
-               "temi/marginal_entropy": usage}
+        row = {
+            "temi/loss": float(totals[0]),
+            "temi/pmi": float(totals[1]),
+            "temi/weight": float(totals[2]),
+            "temi/marginal_entropy": usage,
+        }
         run.end_epoch(epoch, p.epochs, row, state)
 
     losses = head_losses(student, teacher, x, neighbors[:, 0], marginal, p)
@@ -168,10 +247,17 @@ def finetune_temi(run: FinetuneRun) -> FinetuneResult:
     probs = predict(head, x_all.to(device), p.student_temperature).cpu().numpy()
     centres = cluster_means(x_all.numpy()[run.train], probs[run.train].argmax(1), run.num_clusters)
     return FinetuneResult.from_probabilities(
-        probs, model={"head": head.cpu().state_dict(), "student_head": student.heads[best].cpu().state_dict(),
-                      "best_head": best, "temperature": p.student_temperature, "hidden_dim": p.hidden_dim,
-                      "centres": torch.from_numpy(centres)},
-        stats=stats)
+        probs,
+        model={
+            "head": head.cpu().state_dict(),
+            "student_head": student.heads[best].cpu().state_dict(),
+            "best_head": best,
+            "temperature": p.student_temperature,
+            "hidden_dim": p.hidden_dim,
+            "centres": torch.from_numpy(centres),
+        },
+        stats=stats,
+    )
 
 
 def assign_temi(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -183,3 +269,6 @@ def assign_temi(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarra
     probs = predict(head, x, model["temperature"]).numpy()
     clusters = probs.argmax(1)
     return clusters, probs.max(1), distances_to_centres(x.numpy(), model["centres"].numpy(), clusters)
+
+
+METHOD = FinetuneMethod("temi", finetune_temi, Params, assign_temi)

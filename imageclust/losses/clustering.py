@@ -60,8 +60,14 @@ def beta_pmi(log_p1: torch.Tensor, log_p2: torch.Tensor, marginal: torch.Tensor,
     return torch.logsumexp(beta * (log_p1 + log_p2) - log_marginal, dim=-1)
 
 
-def temi_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, marginal: torch.Tensor, beta: float,
-              student_temperature: float, teacher_temperature: float):
+def temi_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    marginal: torch.Tensor,
+    beta: float,
+    student_temperature: float,
+    teacher_temperature: float,
+):
     """TEMI's weighted PMI loss (Adaloglou et al. 2023, BMVC) for several heads at once.
 
     Logits are ``(heads, 2, batch, K)``: view 0 is a sample x, view 1 one of its nearest neighbours
@@ -81,6 +87,7 @@ def temi_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, margin
     pt = log_pt.exp()
     weight = (pt[:, 0] * pt[:, 1]).sum(-1).mean(0)
     marginal = marginal[:, None, :]  # the same for every pair
-    pmi = (beta_pmi(log_ps[:, 0], log_pt[:, 1], marginal, beta)
-           + beta_pmi(log_ps[:, 1], log_pt[:, 0], marginal, beta)) / 2
+    pmi = (
+        beta_pmi(log_ps[:, 0], log_pt[:, 1], marginal, beta) + beta_pmi(log_ps[:, 1], log_pt[:, 0], marginal, beta)
+    ) / 2
     return -(weight * pmi).mean(-1), pmi.mean(-1), weight

@@ -6,8 +6,14 @@ import torch
 import torch.nn.functional as F
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, z1_all: torch.Tensor | None = None,
-            z2_all: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
+def nt_xent(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float,
+    z1_all: torch.Tensor | None = None,
+    z2_all: torch.Tensor | None = None,
+    offset: int = 0,
+) -> torch.Tensor:
     """NT-Xent, the normalised temperature-scaled cross-entropy of SimCLR (Chen et al. 2020, eq. 1).
 
     ``z1[i]`` and ``z2[i]`` are projections of two views of sample i. Each of the 2n views must

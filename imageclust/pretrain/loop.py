@@ -20,15 +20,23 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..augment import build_augmenter
-from ..data import load_prepared
-from ..data.prepared import META_FILE, SAMPLES_FILE
+from ..data.prepared import META_FILE, SAMPLES_FILE, load_prepared
 from ..errors import DataError
-from ..io import atomic_dir, digest_files, fingerprint, load_torch, save_torch, write_json
-from ..models import build_backbone
-from ..runtime import (amp_dtype, autocast, check_finite_loss, init_distributed, resolve_device, seed_everything,
-                       to_float_images)
-from . import METHODS
+from ..imports import stage_modules
+from ..io import digest_files, fingerprint, load_torch, save_torch
+from ..models.backbones import build_backbone
+from ..models.encoder import backbone_options, save_encoder
+from ..runtime import (
+    amp_dtype,
+    autocast,
+    check_finite_loss,
+    init_distributed,
+    resolve_device,
+    seed_everything,
+    to_float_images,
+)
 from .optim import build_optimizer
+from .registry import METHODS
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "last.pt"
@@ -73,13 +81,15 @@ def _open_live(live_dir: Path, history: list[dict]):
     return live
 
 
-def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data_params, params) -> dict | None:
+def pretrain(
+    prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, train_splits: list[str], params
+) -> dict | None:
     """Train ``params.method`` on the prepared training splits; write the backbone to ``encoder_path``.
 
     Returns the run's summary in the main process, None in the other ranks of a distributed run.
     """
     data = load_prepared(prepared_dir)
-    indices = data.indices(data_params.train_splits)
+    indices = data.indices(train_splits)
     if len(indices) < 2:
         raise DataError(f"{prepared_dir}: the training splits hold {len(indices)} samples; need at least 2")
     channels = data.meta["channels"]
@@ -88,8 +98,8 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
     seed_everything(gparams.seed)
 
     image_size = int(data.images.shape[1])
-    method = METHODS[params.method](build_backbone(params.backbone, channels, image_size, **_options(params)),
-                                    params)
+    backbone = build_backbone(params.backbone, channels, image_size, **backbone_options(params))
+    method = METHODS[params.method].build(backbone, params)
     if ddp.enabled and device.type == "cuda":  # batch statistics over every process's part of the batch
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     precision = amp_dtype(device, params.precision)
@@ -109,17 +119,17 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
     trainable = [p for p in method.parameters() if p.requires_grad]  # not MoCo's key encoder
     optimizer = build_optimizer(params.optimizer, trainable, lr, params.weight_decay, params.momentum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, params.warmup_epochs * updates_per_epoch,
-                                           updates_per_epoch * params.epochs, params.schedule))
+        optimizer,
+        lambda s: warmup_cosine(
+            s, params.warmup_epochs * updates_per_epoch, updates_per_epoch * params.epochs, params.schedule
+        ),
+    )
     augment = build_augmenter(params.augment.preset, **params.augment.strengths())
 
     # A checkpoint resumes only the very run it came from: same parameters, data and training code.
-    package = Path(__file__).resolve().parents[1]
-    code = digest_files([package / d for d in ("pretrain", "models", "losses", "augment.py", "runtime.py")
-                         if (package / d).exists()], pattern="*.py")
+    code = digest_files(stage_modules("pretrain"))  # the files dvc.yaml lists as the stage's code
     data_files = digest_files([Path(prepared_dir) / f for f in (SAMPLES_FILE, META_FILE)])
-    run_id = fingerprint(gparams, data_params, params, ddp.world_size, code, data_files,
-                         list(data.images.shape))
+    run_id = fingerprint(gparams, train_splits, params, ddp.world_size, code, data_files, list(data.images.shape))
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE
     start_epoch, history = 0, []
     state = None
@@ -151,8 +161,15 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
         losses = []
         epoch_started = time.perf_counter()
         batches = epoch_batches(len(indices), batch_size, gparams.seed, epoch)
-        bar = tqdm(total=len(batches) * batch_size, unit="img", unit_scale=True, leave=False, dynamic_ncols=True,
-                   desc=f"pretrain epoch {epoch + 1}/{params.epochs}", disable=not ddp.is_main)
+        bar = tqdm(
+            total=len(batches) * batch_size,
+            unit="img",
+            unit_scale=True,
+            leave=False,
+            dynamic_ncols=True,
+            desc=f"pretrain epoch {epoch + 1}/{params.epochs}",
+            disable=not ddp.is_main,
+        )
         for step, batch in enumerate(batches):
             if hasattr(method, "set_progress"):  # schedules of the method's own (MoCo's temperature)
                 method.set_progress((epoch * steps_per_epoch + step) / max(1, total_steps))
@@ -169,14 +186,25 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
                 scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            losses.append(check_finite_loss(loss.item(), f"pretrain {params.method}", epoch, step,
-                                            "Try a lower pretrain.lr, or pretrain.precision: fp32"))
+            losses.append(
+                check_finite_loss(
+                    loss.item(),
+                    f"pretrain {params.method}",
+                    epoch,
+                    step,
+                    "Try a lower pretrain.lr, or pretrain.precision: fp32",
+                )
+            )
             bar.update(len(batch))
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         bar.close()
-        row = {"epoch": epoch + 1, "loss": ddp.all_reduce_mean(float(np.mean(losses))),
-               "lr": scheduler.get_last_lr()[0], "temperature": float(method.temperature),
-               "images_per_second": len(batches) * batch_size / (time.perf_counter() - epoch_started)}
+        row = {
+            "epoch": epoch + 1,
+            "loss": ddp.all_reduce_mean(float(np.mean(losses))),
+            "lr": scheduler.get_last_lr()[0],
+            "temperature": float(method.temperature),
+            "images_per_second": len(batches) * batch_size / (time.perf_counter() - epoch_started),
+        }
         history.append(row)
         stopped = stop_early([r["loss"] for r in history], params.early_stopping)
         if ddp.is_main:
@@ -185,19 +213,34 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
                 live.log_metric(key, row[key])
             live.next_step()
             if stopped:
-                log.info("early stopping: no loss improvement of %g for %d epochs", params.early_stopping.min_delta,
-                         params.early_stopping.patience)
+                log.info(
+                    "early stopping: no loss improvement of %g for %d epochs",
+                    params.early_stopping.min_delta,
+                    params.early_stopping.patience,
+                )
             if (epoch + 1) % params.checkpoint_every == 0 or epoch + 1 == params.epochs or stopped:
-                save_torch(checkpoint_path, {  # the MoCo queue and pointer are buffers of "model"
-                    "run_id": run_id, "epoch": epoch + 1, "history": history, "model": method.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
-                })
+                save_torch(
+                    checkpoint_path,
+                    {  # the MoCo queue and pointer are buffers of "model"
+                        "run_id": run_id,
+                        "epoch": epoch + 1,
+                        "history": history,
+                        "model": method.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "rng": torch.get_rng_state(),
+                    },
+                )
     seconds = time.perf_counter() - started
     trained = len(history) - start_epoch
     if trained > 0:
-        log.info("trained %d epochs in %.1fs (%.0f samples/s)", trained, seconds,
-                 trained * steps_per_epoch * batch_size / seconds)
+        log.info(
+            "trained %d epochs in %.1fs (%.0f samples/s)",
+            trained,
+            seconds,
+            trained * steps_per_epoch * batch_size / seconds,
+        )
     if ddp.is_main:
         live.end()
         save_encoder(encoder_path, method.backbone, params, channels, image_size)
@@ -218,41 +261,3 @@ def pretrain(prepared_dir, encoder_path, checkpoint_dir, live_dir, gparams, data
         "world_size": ddp.world_size,
         "device": device.type,
     }
-
-
-def _options(params) -> dict:
-    return {"stem": params.stem, "sobel": params.sobel, "freeze_bn": params.freeze_bn, "widths": params.widths}
-
-
-def save_encoder(path, backbone, params, channels: int, image_size: int) -> None:
-    """The backbone with what it takes to rebuild it (``features.load_encoder``)."""
-    save_torch(path, {
-        "backbone": params.backbone, "in_channels": channels, "image_size": image_size, "options": _options(params),
-        "output_dim": backbone.output_dim, "state_dict": backbone.state_dict(),
-    })
-
-
-def random_encoder(prepared_dir, encoder_path, live_dir, gparams, params) -> dict:
-    """``pretrain.method: none`` with ``extract.backbone: encoder``: the backbone at its seeded random
-    initialisation, in about no time. Its features are the random-network baseline, and a fine-tuning
-    method that trains the encoder (DeepCluster) starts from scratch with it."""
-    data = load_prepared(prepared_dir)
-    seed_everything(gparams.seed)
-    image_size = int(data.images.shape[1])
-    backbone = build_backbone(params.backbone, data.meta["channels"], image_size, **_options(params))
-    save_encoder(encoder_path, backbone, params, data.meta["channels"], image_size)
-    with atomic_dir(live_dir) as tmp:
-        write_json(tmp / "skipped.json", {"reason": "pretrain.method=none: random initialisation"})
-    log.info("pretrain.method=none: %s at its random initialisation (seed %d)", params.backbone, gparams.seed)
-    return {"method": "none", "random_init": True, "backbone": params.backbone, "epochs": 0}
-
-
-def skip_pretraining(encoder_path, live_dir, reason: str) -> dict:
-    """Outputs of a pretrain stage with nothing to do, in about no time: an encoder file that says
-    why it holds no weights (extract refuses it), and no curves. The checkpoints stay, so coming back
-    to the trained encoder resumes a finished run instead of training again."""
-    save_torch(encoder_path, {"backbone": None, "skipped": reason})
-    with atomic_dir(live_dir) as tmp:
-        write_json(tmp / "skipped.json", {"reason": reason})
-    log.info("pretraining skipped: %s", reason)
-    return {"skipped": True, "reason": reason}

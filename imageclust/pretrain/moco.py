@@ -17,11 +17,28 @@ import math
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from ..losses import info_nce
-from ..models import projection_head
+from ..config import Int, Section
+from ..losses.contrastive import info_nce
+from ..models.heads import projection_head
 from ..runtime import gather
+from .base import PretrainMethod
+
+
+class Params(Section):
+    temperature: float = Field(0.2, gt=0, description="InfoNCE temperature (MoCo v2's)")
+    temperature_final: float | None = Field(
+        None, gt=0, description="null: constant; else annealed along a half cosine to this by the end of training"
+    )
+    queue_size: Int = Field(8192, ge=1, description="negatives kept from past batches (of every process)")
+    momentum: float = Field(
+        0.999,
+        ge=0,
+        le=1,
+        description="key encoder <- momentum x key encoder + (1 - momentum) x query encoder, each step",
+    )
 
 
 def annealed(start: float, end: float | None, progress: float) -> float:
@@ -75,3 +92,6 @@ class MoCo(nn.Module):
         loss = info_nce(q, k, self.queue.clone(), self.temperature)
         self.enqueue(gather(k))
         return loss
+
+
+METHOD = PretrainMethod("moco", MoCo, Params)

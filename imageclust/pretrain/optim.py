@@ -26,8 +26,9 @@ class LARS(torch.optim.Optimizer):
                 update = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad.clone()
                 if group["adapt"]:
                     w_norm, u_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
-                    trust = torch.where((w_norm > 0) & (u_norm > 0), group["eta"] * w_norm / u_norm,
-                                        torch.ones_like(w_norm))
+                    trust = torch.where(
+                        (w_norm > 0) & (u_norm > 0), group["eta"] * w_norm / u_norm, torch.ones_like(w_norm)
+                    )
                     update.mul_(trust)
                 state = self.state[p]
                 if "momentum_buffer" not in state:
@@ -40,8 +41,10 @@ class LARS(torch.optim.Optimizer):
 
 def lars_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
     """As SimCLR uses LARS: weights decayed and adapted; biases and normalisation parameters neither."""
-    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "adapt": False}]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "adapt": False},
+    ]
 
 
 def build_optimizer(name: str, params: list[nn.Parameter], lr: float, weight_decay: float, momentum: float):

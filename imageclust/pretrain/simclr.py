@@ -5,11 +5,18 @@ devices), so N processes train as one process holding the whole batch."""
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from ..losses import nt_xent
-from ..models import projection_head
+from ..config import Section
+from ..losses.contrastive import nt_xent
+from ..models.heads import projection_head
 from ..runtime import gather_with_grad, rank
+from .base import PretrainMethod
+
+
+class Params(Section):
+    temperature: float = Field(0.5, gt=0, description="NT-Xent temperature")
 
 
 class SimCLR(nn.Module):
@@ -25,3 +32,6 @@ class SimCLR(nn.Module):
         z1, z2 = z.chunk(2)
         z1_all, z2_all = gather_with_grad(z1), gather_with_grad(z2)
         return nt_xent(z1, z2, self.temperature, z1_all, z2_all, offset=rank() * len(z1))
+
+
+METHOD = PretrainMethod("simclr", SimCLR, Params)

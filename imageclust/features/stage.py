@@ -1,0 +1,162 @@
+"""The extract stage: one vector per prepared sample, written shard by shard into parquet.
+
+At scale: a loader reads contiguous rows of ``images.npy`` in worker processes while the model runs;
+each shard is streamed to disk batch by batch (memory holds one batch, whatever the dataset's size);
+finished shards survive a kill in the work folder and are skipped on the next run; under
+``torchrun`` each process extracts every ``world_size``-th shard, and the first publishes them all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..data.prepared import IMAGES_FILE, META_FILE, SAMPLES_FILE, ImageRows, load_prepared
+from ..errors import DataError
+from ..imports import stage_modules
+from ..io import digest_files, fingerprint
+from ..models.encoder import EXTRACTOR
+from ..runtime import init_distributed, resolve_device
+from ..tables import FeatureShardWriter
+from .embedder import Embedder
+from .registry import EXTRACTORS
+from .shards import Shard, WorkFolder, assigned, plan_shards
+
+log = logging.getLogger(__name__)
+
+
+class _ShardBatches(Dataset):
+    """Item i: (shard index, first row, last row, uint8 pixels) of the i-th batch of the given shards."""
+
+    def __init__(self, images_path: Path, shards: list[Shard], batch_size: int):
+        self.rows = ImageRows(images_path)
+        self.items = [
+            (s.index, start, min(s.stop, start + batch_size))
+            for s in shards
+            for start in range(s.start, s.stop, batch_size)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        shard, start, stop = self.items[i]
+        return shard, start, stop, torch.from_numpy(self.rows.read(start, stop))
+
+
+def _loader(images_path: Path, shards: list[Shard], batch_size: int, workers: int, device) -> DataLoader:
+    return DataLoader(
+        _ShardBatches(images_path, shards, batch_size),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+
+
+def _run_id(prepared_dir: Path, encoder_path, params, device, image_shape) -> str:
+    """Shards resume only into the run they belong to: same params, data, encoder, code and device type."""
+    code = digest_files(stage_modules("extract"))  # the files dvc.yaml lists as the stage's code
+    data = digest_files([prepared_dir / SAMPLES_FILE, prepared_dir / META_FILE])
+    encoder = digest_files([encoder_path]) if params.backbone == EXTRACTOR else None
+    return fingerprint(params, code, data, encoder, device.type, list(image_shape))
+
+
+def extract_features(prepared_dir, encoder_path, out_dir, work_dir, gparams, params) -> dict | None:
+    """Extract ``params.backbone``'s features of every prepared sample into ``out_dir``.
+
+    Returns the run's summary in the main process, None in the other ranks of a distributed run.
+    """
+    prepared_dir = Path(prepared_dir)
+    data = load_prepared(prepared_dir)
+    ddp = init_distributed()
+    device = resolve_device(gparams.device, ddp.local_rank)
+    backbone = EXTRACTORS[params.backbone].build(params.block, encoder_path)
+    embedder = Embedder(backbone, int(data.meta["channels"]), params.image_size, device)
+    side = embedder.side
+    batch_size = params.batch_size or (256 if device.type == "cuda" else 32)  # big CPU batches thrash caches
+
+    shards = plan_shards(len(data.ids), params.shard_rows)
+    work = WorkFolder(work_dir, _run_id(prepared_dir, encoder_path, params, device, data.images.shape))
+    if ddp.is_main:
+        work.reset_if_stale()
+    ddp.barrier()
+    mine = assigned(shards, ddp.rank, ddp.world_size)
+    todo = [s for s in mine if not work.is_done(s)]
+    if len(todo) < len(mine):
+        log.info("resuming: %d of %d shards already extracted", len(mine) - len(todo), len(mine))
+
+    channels = embedder.channels
+    dim = embedder.output_dim(data.images.shape[1:3])
+    rows_done, started = 0, time.perf_counter()
+    batches = _loader(prepared_dir / IMAGES_FILE, todo, batch_size, params.num_workers, device)
+    with torch.inference_mode():
+        for shard_index, items in itertools.groupby(batches, key=lambda item: item[0]):
+            shard = shards[shard_index]
+            with FeatureShardWriter(work.shard_path(shard), dim, params.dtype) as writer:
+                for _, start, stop, pixels in items:
+                    vectors = embedder(pixels)
+                    _check_finite(vectors, start, data.ids, params.backbone)
+                    writer.write(
+                        data.ids[start:stop], data.splits[start:stop], data.labels[start:stop], vectors.cpu().numpy()
+                    )
+            rows_done += shard.rows
+            if ddp.is_main:
+                rate = rows_done / (time.perf_counter() - started)
+                left = sum(s.rows for s in todo) - rows_done
+                log.info(
+                    "shard %s done: %d/%d rows of this process, %.0f images/s, about %.0fs left",
+                    shard.name,
+                    rows_done,
+                    rows_done + left,
+                    rate,
+                    left / rate,
+                )
+    seconds = time.perf_counter() - started
+    ddp.barrier()
+    summary = None
+    if ddp.is_main:
+        meta = {
+            "backbone": params.backbone,
+            "dataset": data.meta["name"],
+            "classes": data.classes,
+            "input_size": side,
+            "channels": channels,
+            "mean": list(backbone.mean),
+            "std": list(backbone.std),
+            **{f"backbone_{k}": v for k, v in backbone.info.items()},
+        }
+        work.publish(shards, out_dir, meta, dim, params.dtype)
+        summary = {
+            "backbone": params.backbone,
+            "rows": len(data.ids),
+            "dim": int(dim),
+            "dtype": params.dtype,
+            "input_size": side,
+            "shards": len(shards),
+            "shards_resumed": len(mine) - len(todo),
+            "seconds": round(seconds, 3),
+            "world_size": ddp.world_size,
+            "device": device.type,
+            "images_per_second": round(rows_done * ddp.world_size / seconds, 1) if rows_done else None,
+        }
+        log.info("extracted %d x %d features in %.1fs", len(data.ids), dim, seconds)
+    ddp.barrier()
+    ddp.close()
+    return summary
+
+
+def _check_finite(vectors: torch.Tensor, start: int, ids, backbone: str) -> None:
+    finite = torch.isfinite(vectors).all(1)
+    if not finite.all():
+        row = int(torch.nonzero(~finite)[0, 0]) + start
+        raise DataError(
+            f"extract.backbone={backbone!r} produced non-finite features for sample {ids[row]!r} (row {row})"
+        )

@@ -1,0 +1,18 @@
+"""Every fine-tuning method by name: a new method is one module (its ``Params`` and ``METHOD``)
+plus one entry here; the schema, the parameters reference, the stage and ``predict`` pick it up."""
+
+from __future__ import annotations
+
+from . import deepcluster, none, scan, spectral, temi
+from .base import FinetuneMethod
+
+METHODS: dict[str, FinetuneMethod] = {
+    method.name: method
+    for method in (
+        scan.METHOD,
+        temi.METHOD,
+        deepcluster.METHOD,
+        spectral.METHOD,
+        none.METHOD,
+    )
+}

@@ -1,0 +1,108 @@
+"""report.html: self-contained, and a real browser (headless Chromium) shows every picture."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import matplotlib.image
+import numpy as np
+import pytest
+from fakes import PLOT_PARAMS, make_inputs, write_curve
+
+from imageclust.plots.report import scores_table, stage_table, write_report
+from imageclust.plots.stage import make_all_plots
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+HEADLESS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"]
+
+
+def test_scores_table_puts_the_usual_columns_first():
+    table = scores_table({"finetune": {"all": {"zeta": 1, "nmi": 0.5, "acc": 0.75, "n": 10}}})
+    header = re.findall(r"<th>(.*?)</th>", table)
+    assert header == ["source / split", "n", "acc", "nmi", "zeta"]
+    assert "<td>finetune / all</td><td>10</td><td>0.7500</td><td>0.5000</td><td>1</td>" in table
+
+
+def test_stage_table_flattens_nested_metrics_and_escapes():
+    table = stage_table("download", {"counts": {"train": 3}, "name": "<b>"})
+    assert "<td>counts.train</td><td>3</td>" in table and "&lt;b&gt;" in table
+
+
+def test_report_embeds_pictures_and_fetches_nothing(tmp_path):
+    png = tmp_path / "a.png"
+    matplotlib.image.imsave(png, np.random.default_rng(0).random((20, 30)))
+    write_report(
+        tmp_path / "r.html",
+        "title <x>",
+        {"evaluate": {"s": {"all": {"acc": 1.0}}}},
+        [("A picture", png, "caption")],
+        [("cluster 0", png)],
+    )
+    page = (tmp_path / "r.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 2
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    assert "title &lt;x&gt;" in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)")
+def test_report_renders_in_headless_chromium(tmp_path):
+    inputs = make_inputs(tmp_path)
+    write_curve(tmp_path / "loss.tsv", "loss", [1.0, 0.5])
+    (tmp_path / "evaluate.json").write_text(json.dumps({"finetune": {"all": {"n": 60, "acc": 1.0}}}))
+    make_all_plots(
+        inputs["features"],
+        inputs["sources"],
+        inputs["prepared"],
+        {"loss": tmp_path / "loss.tsv"},
+        tmp_path / "plots",
+        PLOT_PARAMS,
+        seed=0,
+        metrics={"evaluate": tmp_path / "evaluate.json"},
+    )
+    report = tmp_path / "plots" / "report.html"
+    pictures = report.read_text().count("<img ")
+    assert pictures >= 8
+
+    url = report.resolve().as_uri()
+    dom = subprocess.run(
+        [CHROMIUM, *HEADLESS, "--virtual-time-budget=5000", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    body = re.search(r"<body[^>]*>", dom)
+    assert body, dom[:500]
+    assert f'data-images-loaded="{pictures}"' in body.group(0) and 'data-images-broken="0"' in body.group(0)
+
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [CHROMIUM, *HEADLESS, f"--screenshot={shot}", "--window-size=1000,1400", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (1400, 1000)
+    assert pixels.std() > 0.05  # not a blank page
+    assert (pixels.mean(-1) < 0.5).mean() > 0.01  # text and pictures drew dark pixels
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)")
+def test_chromium_check_sees_a_broken_picture(tmp_path):
+    png = tmp_path / "a.png"
+    matplotlib.image.imsave(png, np.random.default_rng(0).random((20, 30)))
+    write_report(tmp_path / "r.html", "t", {}, [("good", png, ""), ("bad", png, "")], [])
+    page = (tmp_path / "r.html").read_text()
+    cut = page.rindex("base64,") + len("base64,")
+    (tmp_path / "r.html").write_text(page[:cut] + "AAAA" + page[cut + 40 :])  # corrupt the second picture
+    dom = subprocess.run(
+        [CHROMIUM, *HEADLESS, "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "r.html").resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    assert 'data-images-loaded="1"' in body and 'data-images-broken="1"' in body
