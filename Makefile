@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation
+.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,9 @@ bench: install
 
 bench-extract: install
 	python benchmarks/extract.py --out benchmarks/results/extract.json
+
+bench-extract-speed: install
+	python benchmarks/extract_speed.py --out benchmarks/results/extract_speed.json
 
 bench-clustering: install
 	python benchmarks/clustering.py --out benchmarks/results/clustering.json

@@ -36,6 +36,7 @@ from .data.params import DataParams
 from .data.prepared import META_FILE
 from .errors import DataError, UserError
 from .features.embedder import Embedder
+from .features.engines import default_cache_dir
 from .features.params import ExtractParams
 from .features.registry import EXTRACTORS
 from .finetune.registry import METHODS
@@ -107,6 +108,15 @@ class Predictor:
         self.device = resolve_device(gparams.device)
         backbone = EXTRACTORS[extract.backbone].build(extract.block, paths["encoder"])
         self.embedder = Embedder(backbone, self.shape[2], extract.image_size, self.device)
+        # the engine the extract stage ran, on graphs of its batch size (reused from its cache folder)
+        batch = extract.batch_size or (256 if self.device.type == "cuda" else 32)
+        self.embedder.use_engine(
+            torch.zeros((batch, *self.shape), dtype=torch.uint8),
+            features.get("engine", "torch"),
+            features.get("precision", "fp32"),
+            default_cache_dir(),
+            total_rows=batch,
+        )
         self.transform, self.clustering = load_cluster_model(paths["cluster"])
         self.model = load_torch(self.finetune_dir / MODEL_FILE)
         method = METHODS.get(self.model.get("method"))

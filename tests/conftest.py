@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import shlex
 from pathlib import Path
@@ -30,6 +31,20 @@ def tiny_digits(n: int = 96, seed: int = 0) -> RawDataset:
         ids=full.ids[keep],
         classes=full.classes,
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache(tmp_path_factory):
+    """The machine's cache of exported graphs and engine choices, for this test session only
+    (stages run as subprocesses inherit it)."""
+    folder = tmp_path_factory.mktemp("imageclust-cache")
+    previous = os.environ.get("IMAGECLUST_CACHE")
+    os.environ["IMAGECLUST_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("IMAGECLUST_CACHE", None)
+    else:
+        os.environ["IMAGECLUST_CACHE"] = previous
 
 
 @pytest.fixture

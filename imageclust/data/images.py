@@ -128,6 +128,10 @@ def to_canonical(image: Image.Image | np.ndarray, size: int | None, channels: in
     if (isinstance(image, np.ndarray) and size is None and image.dtype == np.uint8
             and image.ndim == 3 and image.shape[2] == channels):
         return image  # already canonical: the fast path for array datasets
+    if size is not None and isinstance(image, Image.Image) and image.format == "JPEG":
+        # a large photo for a small side: let libjpeg decode it scaled down (by 1/2, 1/4 or 1/8, in the
+        # DCT) to no less than twice the side, so the resize below still has the pixels to average
+        image.draft(image.mode, (2 * size, 2 * size))
     pil = to_pil(image)
     if size is not None:
         pil = resize_center_crop(pil, size)

@@ -3,28 +3,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
-from torch import nn
 
 from ..models.pretrained import FrozenBackbone
-from ..runtime import autocast
+from .engines import EngineChoice, Runner, choose_engine, torch_runner
 from .preprocess import Preprocess, input_side
 
 
 class Embedder:
-    """A frozen backbone behind its preprocessing, on a device: uint8 (n, h, w, c) pixels -> float vectors.
-    The extract stage and ``predict`` both embed through it, so new images get the same features."""
+    """uint8 (n, h, w, c) pixels -> float vectors: preprocessing (resize, channels, normalisation) on
+    the device, then the backbone through an inference engine (``use_engine``; PyTorch FP32 until then)."""
 
     def __init__(self, backbone: FrozenBackbone, in_channels: int, image_size: int | None, device: torch.device):
         self.backbone, self.device = backbone, device
         self.side = input_side(image_size, backbone.input_size, backbone.size_multiple)
         self.channels = backbone.channels or in_channels
         self.preprocess = Preprocess(in_channels, backbone.channels, self.side, backbone.mean, backbone.std).to(device)
-        self.model = backbone.model.to(device).eval()
-        # channels-last runs convolutions (depthwise ones above all) about twice as fast, on CPUs too
-        self.channels_last = any(isinstance(m, nn.Conv2d) for m in self.model.modules())
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.run: Runner = torch_runner(backbone.model, "fp32", device)
+        self.engine = EngineChoice(reason="PyTorch FP32")
 
     def output_dim(self, image_hw: tuple[int, int]) -> int:
         if self.backbone.output_dim > 0:
@@ -32,10 +30,18 @@ class Embedder:
         height, width = (self.side, self.side) if self.side else image_hw
         return self.channels * height * width  # pixels
 
+    def use_engine(
+        self, sample_pixels: torch.Tensor, engine: str, precision: str, cache_dir: Path | None, total_rows: int
+    ) -> EngineChoice:
+        """Run the backbone through ``engine`` in ``precision`` (``auto``: measured on ``sample_pixels``,
+        one batch of the data; see ``engines.py``) from now on."""
+        with torch.no_grad():  # not inference mode: exporters trace the sample
+            sample = self.preprocess(sample_pixels.to(self.device))
+        self.run, self.engine = choose_engine(
+            self.backbone.model, sample, engine, precision, cache_dir, self.device, total_rows
+        )
+        return self.engine
+
     @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.preprocess(pixels.to(self.device, non_blocking=True))
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device):
-            return self.model(x).float()
+        return self.run(self.preprocess(pixels.to(self.device, non_blocking=True)))

@@ -42,6 +42,19 @@ class ExtractShared(Section):
     shard_rows: Int = Field(
         10_000, ge=1, description="rows per parquet shard: the unit of resuming and of the work split between processes"
     )
+    engine: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        "auto",
+        description="how the backbone runs on a CPU: `auto` measures PyTorch, ONNX Runtime and OpenVINO on a "
+        "batch of the data and keeps the fastest whose features agree with PyTorch FP32 (cosine >= 0.999); "
+        "the choice and the exported graphs are kept in this machine's cache (`~/.cache/imageclust/engines`), "
+        "so reruns repeat it. A missing package is left out with a log line. On CUDA: PyTorch with mixed "
+        "precision (docs/backbones.md)",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="the engine's arithmetic on a CPU: `bf16` where the CPU has bfloat16 instructions (AVX-512 "
+        "BF16, AMX); `auto` tries both and keeps bf16 only when its features agree with FP32",
+    )
     num_workers: Int = Field(
         1, ge=0, description="loader processes reading the next batches while the model runs (0: in the main process)"
     )

@@ -13,6 +13,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -24,6 +25,7 @@ from ..models.encoder import EXTRACTOR
 from ..runtime import init_distributed, resolve_device
 from ..tables import FeatureShardWriter
 from .embedder import Embedder
+from .engines import EngineChoice, default_cache_dir
 from .registry import EXTRACTORS
 from .shards import Shard, WorkFolder, assigned, plan_shards
 
@@ -61,15 +63,28 @@ def _loader(images_path: Path, shards: list[Shard], batch_size: int, workers: in
     )
 
 
-def _run_id(prepared_dir: Path, encoder_path, params, device, image_shape) -> str:
-    """Shards resume only into the run they belong to: same params, data, encoder, code and device type."""
+def _run_id(prepared_dir: Path, encoder_path, params, device, image_shape, engine: EngineChoice) -> str:
+    """Shards resume only into the run they belong to: same params, data, encoder, code, device type
+    and engine."""
     code = digest_files(stage_modules("extract"))  # the files dvc.yaml lists as the stage's code
     data = digest_files([prepared_dir / SAMPLES_FILE, prepared_dir / META_FILE])
     encoder = digest_files([encoder_path]) if params.backbone == EXTRACTOR else None
-    return fingerprint(params, code, data, encoder, device.type, list(image_shape))
+    return fingerprint(params, code, data, encoder, device.type, list(image_shape), engine.engine, engine.precision)
 
 
-def extract_features(prepared_dir, encoder_path, out_dir, work_dir, gparams, params) -> dict | None:
+def _choose_engine(embedder: Embedder, data, batch_size: int, params, engines_dir, ddp) -> EngineChoice:
+    """The engine, measured once by the first process on the first batch (the others read its
+    choice from ``engines_dir``, so that every process runs the same one)."""
+    sample = torch.from_numpy(np.array(data.images[: min(batch_size, len(data.ids))]))
+    if not ddp.is_main:
+        ddp.barrier()
+    choice = embedder.use_engine(sample, params.engine, params.precision, engines_dir, len(data.ids))
+    if ddp.is_main:
+        ddp.barrier()
+    return choice
+
+
+def extract_features(prepared_dir, encoder_path, out_dir, work_dir, gparams, params, engines_dir=None) -> dict | None:
     """Extract ``params.backbone``'s features of every prepared sample into ``out_dir``.
 
     Returns the run's summary in the main process, None in the other ranks of a distributed run.
@@ -82,9 +97,10 @@ def extract_features(prepared_dir, encoder_path, out_dir, work_dir, gparams, par
     embedder = Embedder(backbone, int(data.meta["channels"]), params.image_size, device)
     side = embedder.side
     batch_size = params.batch_size or (256 if device.type == "cuda" else 32)  # big CPU batches thrash caches
+    engine = _choose_engine(embedder, data, batch_size, params, engines_dir or default_cache_dir(), ddp)
 
     shards = plan_shards(len(data.ids), params.shard_rows)
-    work = WorkFolder(work_dir, _run_id(prepared_dir, encoder_path, params, device, data.images.shape))
+    work = WorkFolder(work_dir, _run_id(prepared_dir, encoder_path, params, device, data.images.shape, engine))
     if ddp.is_main:
         work.reset_if_stale()
     ddp.barrier()
@@ -131,6 +147,8 @@ def extract_features(prepared_dir, encoder_path, out_dir, work_dir, gparams, par
             "channels": channels,
             "mean": list(backbone.mean),
             "std": list(backbone.std),
+            "engine": engine.engine,
+            "precision": engine.precision,
             **{f"backbone_{k}": v for k, v in backbone.info.items()},
         }
         work.publish(shards, out_dir, meta, dim, params.dtype)
@@ -146,6 +164,7 @@ def extract_features(prepared_dir, encoder_path, out_dir, work_dir, gparams, par
             "world_size": ddp.world_size,
             "device": device.type,
             "images_per_second": round(rows_done * ddp.world_size / seconds, 1) if rows_done else None,
+            "engine": engine.to_dict(),
         }
         log.info("extracted %d x %d features in %.1fs", len(data.ids), dim, seconds)
     ddp.barrier()

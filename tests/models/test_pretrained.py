@@ -57,6 +57,8 @@ def tiny_dinov2(tmp_path_factory) -> Path:
 def test_every_extractor_has_its_params_block():
     blocks = set(ExtractParams.model_fields) - {
         "backbone",
+        "engine",
+        "precision",
         "batch_size",
         "image_size",
         "dtype",
