@@ -88,7 +88,7 @@ def throughput(tmp: Path, cifar: Path, n: int = 4096, side: int = 160, repeats: 
     from imageclust.features.params import ExtractParams
     from imageclust.features.preprocess import Preprocess
     from imageclust.features.stage import extract_features
-    from imageclust.models.pretrained import efficientnet_lite0
+    from imageclust.models.efficientnet_lite import efficientnet_lite0
 
     full = load_prepared(cifar)
     rows = np.arange(n)

@@ -50,7 +50,7 @@ def model_flops(model: torch.nn.Module, side: int) -> float:
 
 def model_only(sides=(160, 224), batches=(32, 64)) -> list[dict]:
     from imageclust.features.engines import MIN_COSINE, _cosine, _time, build_runner, torch_runner
-    from imageclust.models.pretrained import efficientnet_lite0
+    from imageclust.models.efficientnet_lite import efficientnet_lite0
 
     model = efficientnet_lite0(None).model.eval()
     rows = []

@@ -37,7 +37,7 @@ from benchmarks.common import (  # noqa: E402
 
 CIFAR10_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 STAGES = ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")
-METHODS = ("scan", "temi", "spectral", "deepcluster")
+METHODS = ("scan", "temi", "turtle", "spectral", "deepcluster")
 RESULTS = REPO / "docs" / "results.md"
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 
@@ -110,6 +110,9 @@ def run(name: str, seed: int, workdir: Path, only: list[str] | None = None) -> d
     }
     set_params(project / "params.yaml", overrides)
     stages = {stage: timed_stage(project, stage) for stage in STAGES}
+    from benchmarks.linear_probe import probe
+
+    linear_probe = probe(project / "artifacts" / "features")  # fitted on train, scored on test
     first = finetune_method(project)
     methods = {
         "kmeans": {**evaluated_scores(project, "cluster", config.split)},
@@ -137,6 +140,7 @@ def run(name: str, seed: int, workdir: Path, only: list[str] | None = None) -> d
         "split": config.split,
         "overrides": overrides,
         "stages": stages,
+        "linear_probe": linear_probe,
         "methods": methods,
     }
 
@@ -154,15 +158,14 @@ def summary_rows(report: dict) -> list[list[str]]:
             done = [r for r in runs if "acc" in r["methods"].get(method, {})]
             if not done:
                 reason = next(r["methods"][method]["not_run"] for r in runs if method in r["methods"])
-                rows.append(
-                    [config.title, config.preset or "defaults", method, f"not run: {reason}", "", "", "", "", "", ""]
-                )
+                rows.append([config.title, config.preset or "defaults", method, f"not run: {reason}", *[""] * 7])
                 continue
             acc = [r["methods"][method]["acc"] for r in done]
             shared = statistics.mean(sum(s["seconds"] for k, s in r["stages"].items() if k != "finetune") for r in done)
             finetune = [r["methods"][method]["finetune"]["seconds"] for r in done if "finetune" in r["methods"][method]]
             peak = max(s["peak_mib"] or 0 for r in done for s in r["stages"].values())
             mean = statistics.mean(acc)
+            probes = [r["linear_probe"]["linear_probe_acc"] for r in done if "linear_probe" in r]
             met = mean >= config.target and (config.worst_target is None or min(acc) >= config.worst_target)
             met = " (target met)" if met and method != "kmeans" else ""
             rows.append(
@@ -172,6 +175,7 @@ def summary_rows(report: dict) -> list[list[str]]:
                     method,
                     f"{mean:.3f}{met}",
                     f"{min(acc):.3f}",
+                    f"{statistics.mean(probes):.3f}" if probes else "",
                     f"{statistics.mean(r['methods'][method]['nmi'] for r in done):.3f}",
                     f"{statistics.mean(r['methods'][method]['ari'] for r in done):.3f}",
                     ", ".join(str(r["seed"]) for r in done),
@@ -191,6 +195,7 @@ def markdown_table(report: dict) -> str:
         "method",
         "ACC (mean)",
         "worst seed",
+        "linear probe, same features",
         "NMI",
         "ARI",
         "seeds",

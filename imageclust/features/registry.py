@@ -13,6 +13,7 @@ from torch import nn
 
 from ..config import NoParams, Section
 from ..models import pretrained
+from ..models.efficientnet_lite import efficientnet_lite
 from ..models.encoder import EXTRACTOR, load_encoder
 from ..models.pretrained import FrozenBackbone
 
@@ -56,7 +57,7 @@ EXTRACTORS: dict[str, Extractor] = {
     for extractor in (
         Extractor(EXTRACTOR, encoder_backbone),
         Extractor("pixels", pixel_backbone),
-        Extractor("efficientnet_lite0", frozen(pretrained.efficientnet_lite0)),
+        *(Extractor(f"efficientnet_lite{v}", frozen(efficientnet_lite(v))) for v in (0, 1, 2)),
         Extractor("torchvision", frozen(pretrained.torchvision_classifier), pretrained.TorchvisionParams),
         Extractor("timm", frozen(pretrained.timm_model), pretrained.TimmParams),
         Extractor("dinov2", frozen(pretrained.dinov2), pretrained.DinoV2Params),

@@ -3,7 +3,7 @@ plus one entry here; the schema, the parameters reference, the stage and ``predi
 
 from __future__ import annotations
 
-from . import deepcluster, none, scan, spectral, temi
+from . import deepcluster, none, scan, spectral, temi, turtle
 from .base import FinetuneMethod
 
 METHODS: dict[str, FinetuneMethod] = {
@@ -11,6 +11,7 @@ METHODS: dict[str, FinetuneMethod] = {
     for method in (
         scan.METHOD,
         temi.METHOD,
+        turtle.METHOD,
         deepcluster.METHOD,
         spectral.METHOD,
         none.METHOD,

@@ -14,6 +14,7 @@ from ..data.prepared import SAMPLES_FILE, load_prepared
 from ..errors import DataError
 from ..imports import stage_modules
 from ..io import atomic_dir, digest_files, fingerprint, save_torch
+from ..labelfree import cluster_sizes
 from ..metrics import nmi
 from ..models.encoder import save_trained_encoder
 from ..runtime import resolve_device
@@ -120,5 +121,6 @@ def run_finetune(
         "k": num_clusters,
         "seconds": round(seconds, 3),
         "nmi_with_cluster_stage": agreement,
+        "cluster_sizes": cluster_sizes(result.clusters[train], num_clusters),
         **result.stats,
     }

