@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation
+.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle
 
 install: $(VENV)/.installed
 
@@ -52,6 +52,12 @@ bench-finetune: install
 
 bench-quality: install
 	python benchmarks/quality.py --out benchmarks/results/quality.json
+
+# FEATURES: an extract stage's output, e.g. a quality.py --workdir clone's artifacts/features
+bench-turtle: install
+	python benchmarks/turtle.py --features $(FEATURES) --setting default --setting restarts=1 \
+		--setting "restarts=1 init=random" --setting "restarts=1 outer_lr=0.03" \
+		--setting "restarts=1 whiten=true" --setting "restarts=1 warm_start=false" --out benchmarks/results/turtle.json
 
 bench-ablation: install
 	python benchmarks/ablation.py --runs fashion_mnist --out benchmarks/results/ablation.json

@@ -167,6 +167,7 @@ def summary_rows(report: dict) -> list[list[str]]:
             mean = statistics.mean(acc)
             probes = [r["linear_probe"]["linear_probe_acc"] for r in done if "linear_probe" in r]
             met = mean >= config.target and (config.worst_target is None or min(acc) >= config.worst_target)
+            met = met and len(done) == len(config.seeds)  # a target is met over every seed it names
             met = " (target met)" if met and method != "kmeans" else ""
             rows.append(
                 [

@@ -1,0 +1,96 @@
+"""TURTLE's knobs, measured on one extract stage's output: each setting's ACC on a labelled split, its
+generalisation score (what picks a restart without labels), and its time, beside k-means on the same
+features. The labels are read only to score.
+
+Usage, on a project whose extract stage has run (``quality.py --workdir`` keeps its clones):
+``python benchmarks/turtle.py --features /tmp/bq/cifar10-seed0/artifacts/features --fit-split train
+--score-split test --setting default --setting outer_lr=0.03 --setting "outer_steps=1000 restarts=1"
+--out benchmarks/results/turtle.json``. Every restart is scored; ``acc`` is the one the score picks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from imageclust.finetune import turtle  # noqa: E402
+from imageclust.labelfree import generalisation_score  # noqa: E402
+from imageclust.metrics import clustering_accuracy  # noqa: E402
+from imageclust.tables import read_features  # noqa: E402
+
+
+def kmeans_start(vectors: np.ndarray, fit: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The cluster stage's default: k-means (10 restarts) on the L2-normalised features of the fitted rows."""
+    from sklearn.cluster import KMeans
+
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return KMeans(k, n_init=10, random_state=seed).fit(unit[fit]).predict(unit)
+
+
+def measure(vectors, labels, fit, score, initial, k: int, overrides: dict, seed: int) -> dict:
+    p = turtle.Params(**overrides)
+    started = time.perf_counter()
+    projection = turtle.SpaceProjection.fit(vectors[fit], p.pca_dim, p.whiten, seed)
+    z_all = torch.from_numpy(projection(vectors))
+    z = z_all[torch.from_numpy(np.flatnonzero(fit))]
+    restarts = []
+    for r in range(p.restarts):
+        torch.manual_seed(seed * 1000 + r)
+        start = torch.as_tensor(initial[fit], dtype=torch.long) if (r == 0 and p.init == "clusters") else None
+        encoder = turtle.train_task_encoder([z], k, p, torch.Generator().manual_seed(seed * 1000 + r), start=start)
+        clusters = turtle.label(encoder, [z_all]).argmax(1).numpy()
+        restarts.append(
+            {
+                "generalisation_score": round(generalisation_score([z.numpy()], clusters[fit], seed=seed), 4),
+                "acc": round(clustering_accuracy(labels[score], clusters[score]), 4),
+                "clusters_used": int(len(np.unique(clusters))),
+            }
+        )
+    picked = max(range(len(restarts)), key=lambda r: restarts[r]["generalisation_score"])
+    return {
+        "acc": restarts[picked]["acc"],
+        "picked_restart": picked,
+        "restarts": restarts,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", type=Path, required=True)
+    parser.add_argument("--fit-split", default="train")
+    parser.add_argument("--score-split", default="test")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--setting", action="append", required=True, help="'default' or 'key=value key=value'")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    table = read_features(args.features)
+    fit, score = table.splits == args.fit_split, table.splits == args.score_split
+    initial = kmeans_start(table.vectors, fit, args.k, args.seed)
+    results = {
+        "features": str(args.features),
+        "kmeans_acc": round(clustering_accuracy(table.labels[score], initial[score]), 4),
+    }
+    for setting in args.setting:
+        overrides = {} if setting == "default" else dict(kv.split("=", 1) for kv in setting.split())
+        overrides = {key: yaml.safe_load(value) for key, value in overrides.items()}
+        results[setting] = measure(table.vectors, table.labels, fit, score, initial, args.k, overrides, args.seed)
+        print(setting, json.dumps(results[setting]), flush=True)
+    report = json.loads(args.out.read_text()) if args.out.exists() else {}
+    report[args.features.parent.parent.name] = results
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

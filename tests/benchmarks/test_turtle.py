@@ -1,0 +1,16 @@
+"""The TURTLE benchmark's measurement: the restart the generalisation score picks, and its ACC."""
+
+import numpy as np
+from fakes import sphere_blobs
+
+from benchmarks import turtle
+
+
+def test_measure_scores_every_restart_and_reports_the_picked_one():
+    x, labels = sphere_blobs(n=90, d=8)
+    fit = np.arange(90) % 5 != 0
+    initial = turtle.kmeans_start(x, fit, 3, seed=0)
+    result = turtle.measure(x, labels, fit, ~fit, initial, 3, {"outer_steps": 20, "restarts": 2, "pca_dim": 4}, 0)
+    scores = [r["generalisation_score"] for r in result["restarts"]]
+    assert len(scores) == 2 and result["picked_restart"] == int(np.argmax(scores))
+    assert result["acc"] == result["restarts"][result["picked_restart"]]["acc"] == 1.0
