@@ -22,8 +22,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from imageclust.clustering.preprocess import l2_normalize  # noqa: E402
 from imageclust.finetune import turtle  # noqa: E402
-from imageclust.labelfree import generalisation_score  # noqa: E402
 from imageclust.metrics import clustering_accuracy  # noqa: E402
 from imageclust.tables import read_features  # noqa: E402
 
@@ -32,25 +32,26 @@ def kmeans_start(vectors: np.ndarray, fit: np.ndarray, k: int, seed: int) -> np.
     """The cluster stage's default: k-means (10 restarts) on the L2-normalised features of the fitted rows."""
     from sklearn.cluster import KMeans
 
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = l2_normalize(vectors)
     return KMeans(k, n_init=10, random_state=seed).fit(unit[fit]).predict(unit)
 
 
 def measure(vectors, labels, fit, score, initial, k: int, overrides: dict, seed: int) -> dict:
+    """Every restart as the finetune stage runs it (``turtle.fit_restart``), each scored by ACC on the
+    ``score`` rows and by the generalisation score on the ``fit`` rows."""
     p = turtle.Params(**overrides)
     started = time.perf_counter()
-    projection = turtle.SpaceProjection.fit(vectors[fit], p.pca_dim, p.whiten, seed)
-    z_all = torch.from_numpy(projection(vectors))
-    z = z_all[torch.from_numpy(np.flatnonzero(fit))]
+    _, (z_all,) = turtle.project_spaces([vectors], fit, p, seed)
+    rows = torch.from_numpy(np.flatnonzero(fit))
+    z, start = z_all[rows], torch.as_tensor(initial, dtype=torch.long)[rows]
     restarts = []
     for r in range(p.restarts):
-        torch.manual_seed(seed * 1000 + r)
-        start = torch.as_tensor(initial[fit], dtype=torch.long) if (r == 0 and p.init == "clusters") else None
-        encoder = turtle.train_task_encoder([z], k, p, torch.Generator().manual_seed(seed * 1000 + r), start=start)
+        encoder = turtle.fit_restart([z], start, k, p, seed, r)
+        _, generalisation = turtle.scored_labels(encoder, [z], p, seed)
         clusters = turtle.label(encoder, [z_all]).argmax(1).numpy()
         restarts.append(
             {
-                "generalisation_score": round(generalisation_score([z.numpy()], clusters[fit], seed=seed), 4),
+                "generalisation_score": round(generalisation, 4),
                 "acc": round(clustering_accuracy(labels[score], clusters[score]), 4),
                 "clusters_used": int(len(np.unique(clusters))),
             }

@@ -67,6 +67,19 @@ class Recorder:
         self.history.append(dict(row))
 
 
+def killed_at(run: FinetuneRun, epoch: int) -> FinetuneRun:
+    """``run`` as a process killed when it reaches ``epoch`` (0-based), before logging or saving it."""
+    end_epoch = run.end_epoch
+
+    def killed(at, total, row, state, last=False):
+        if at == epoch:
+            raise KeyboardInterrupt
+        end_epoch(at, total, row, state, last)
+
+    run.end_epoch = killed
+    return run
+
+
 def frozen_run(x, labels, train, k, params, seed=0, **kwargs) -> FinetuneRun:
     """A run on frozen features whose initial clusters are k-means' (what the cluster stage gives)."""
     from sklearn.cluster import KMeans

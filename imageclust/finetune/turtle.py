@@ -28,6 +28,7 @@ from pydantic import Field
 from torch import nn
 
 from ..clustering.base import cluster_means, distances_to_centres
+from ..clustering.preprocess import l2_normalize
 from ..config import Int, Section
 from ..labelfree import generalisation_score
 from ..losses.turtle import task_labels, turtle_inner_loss, turtle_outer_loss
@@ -78,7 +79,7 @@ class SpaceProjection:
     def fit(cls, x: np.ndarray, pca_dim: int | None, whiten: bool, seed: int) -> SpaceProjection:
         from sklearn.decomposition import PCA
 
-        x = _unit_rows(x)
+        x = l2_normalize(np.asarray(x, dtype=np.float32))
         keep = min(pca_dim or x.shape[1], x.shape[1], len(x))
         pca = PCA(keep, svd_solver="auto", random_state=seed).fit(x)
         scale = np.sqrt(pca.explained_variance_).astype(np.float32)
@@ -87,7 +88,9 @@ class SpaceProjection:
         return cls(pca.mean_.astype(np.float32), pca.components_.T.astype(np.float32), np.maximum(scale, 1e-6))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ((_unit_rows(x) - self.mean) @ self.components / self.scale).astype(np.float32)
+        return ((l2_normalize(np.asarray(x, dtype=np.float32)) - self.mean) @ self.components / self.scale).astype(
+            np.float32
+        )
 
     def to_tensors(self) -> dict:
         return {name: torch.from_numpy(getattr(self, name)) for name in ("mean", "components", "scale")}
@@ -95,11 +98,6 @@ class SpaceProjection:
     @classmethod
     def from_tensors(cls, saved: dict) -> SpaceProjection:
         return cls(*(saved[name].numpy() for name in ("mean", "components", "scale")))
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class TaskEncoder(nn.Module):
@@ -241,14 +239,43 @@ def label(encoder: TaskEncoder, spaces: list[torch.Tensor], batch_size: int = 81
     return torch.cat([encoder([z[i : i + batch_size] for z in spaces])[0] for i in range(0, n, batch_size)])
 
 
+def project_spaces(raw_spaces: list[np.ndarray], train: np.ndarray, p: Params, seed: int, device="cpu"):
+    """Each space's projection, fitted on the ``train`` rows, and every row projected (on ``device``)."""
+    projections = [SpaceProjection.fit(np.asarray(x)[train], p.pca_dim, p.whiten, seed) for x in raw_spaces]
+    return projections, [torch.from_numpy(proj(x)).to(device) for proj, x in zip(projections, raw_spaces)]
+
+
+def fit_restart(
+    spaces: list[torch.Tensor],
+    initial: torch.Tensor,
+    num_clusters: int,
+    p: Params,
+    seed: int,
+    r: int,
+    on_row=None,
+    state=None,
+) -> TaskEncoder:
+    """Restart ``r``, seeded by ``seed`` and ``r``: the first starts at the assignment ``initial`` of the
+    training rows when ``p.init`` is ``clusters``, the others at random."""
+    generator = torch.Generator().manual_seed(seed * 1000 + r)
+    torch.manual_seed(seed * 1000 + r)  # the heads' random start
+    start = initial if (r == 0 and p.init == "clusters") else None
+    return train_task_encoder(spaces, num_clusters, p, generator, on_row, state, start)
+
+
+def scored_labels(encoder: TaskEncoder, spaces: list[torch.Tensor], p: Params, seed: int) -> tuple[np.ndarray, float]:
+    """The restart's clusters of the rows of ``spaces`` and its generalisation score on them."""
+    clusters = label(encoder, spaces).argmax(1).cpu().numpy()
+    score = generalisation_score([z.cpu().numpy() for z in spaces], clusters, p.score_folds, p.score_samples, seed)
+    return clusters, score
+
+
 def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
     """TURTLE on the training rows, ``restarts`` times; the restart whose clustering generalises best
     labels every row."""
     p, device = run.block, run.device
     torch.manual_seed(run.seed)
-    raw_spaces = [np.asarray(run.vectors, dtype=np.float32)]
-    projections = [SpaceProjection.fit(x[run.train], p.pca_dim, p.whiten, run.seed) for x in raw_spaces]
-    all_spaces = [torch.from_numpy(proj(x)).to(device) for proj, x in zip(projections, raw_spaces)]
+    projections, all_spaces = project_spaces([run.vectors], run.train, p, run.seed, device)
     train_rows = torch.from_numpy(np.flatnonzero(run.train)).to(device)
     spaces = [z[train_rows] for z in all_spaces]
     initial = torch.as_tensor(run.initial_clusters, dtype=torch.long, device=device)[train_rows]
@@ -263,8 +290,6 @@ def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
     done = restart * rows_per_restart + (state["step"] // STEPS_PER_ROW if state else 0)
     bar = run.epochs(done, total_rows, "turtle")
     for r in range(restart, p.restarts):
-        generator = torch.Generator().manual_seed(run.seed * 1000 + r)
-        torch.manual_seed(run.seed * 1000 + r)  # the heads' random start
 
         def on_row(step, row, snapshot, r=r):
             index = r * rows_per_restart + math.ceil(step / STEPS_PER_ROW) - 1
@@ -276,13 +301,9 @@ def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
                 lambda: {"restart": r, "inner_state": snapshot(), "finished": finished},
             )
 
-        start = initial if (r == 0 and p.init == "clusters") else None
-        encoder = train_task_encoder(spaces, run.num_clusters, p, generator, on_row, state, start)
+        encoder = fit_restart(spaces, initial, run.num_clusters, p, run.seed, r, on_row, state)
         state = None
-        clusters = label(encoder, spaces).argmax(1).cpu().numpy()
-        score = generalisation_score(
-            [z.cpu().numpy() for z in spaces], clusters, p.score_folds, p.score_samples, run.seed
-        )
+        clusters, score = scored_labels(encoder, spaces, p, run.seed)
         log.info("turtle restart %d: generalisation score %.4f, %d clusters used", r, score, len(np.unique(clusters)))
         finished.append({"heads": encoder.plain_weights(), "score": score})
     bar.close()

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from fakes import killed_at
 
 from imageclust.finetune.base import CHECKPOINT_FILE, Curves, FinetuneRun
 from imageclust.finetune.params import FinetuneParams
@@ -233,15 +234,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
     whole = run("whole")
     expected = finetune_temi(whole)
 
-    killed = run("killed")
-    end_epoch = killed.end_epoch
-
-    def killed_at_third_epoch(epoch, total, row, state):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        end_epoch(epoch, total, row, state)
-
-    killed.end_epoch = killed_at_third_epoch
+    killed = killed_at(run("killed"), 2)  # the third epoch
     with pytest.raises(KeyboardInterrupt):
         finetune_temi(killed)
     assert load_torch(tmp_path / "killed" / CHECKPOINT_FILE)["epoch"] == 2

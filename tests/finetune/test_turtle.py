@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from fakes import Recorder, sphere_blobs
+from fakes import Recorder, killed_at, sphere_blobs
 
 from imageclust.finetune.base import CHECKPOINT_FILE, Curves, FinetuneRun
 from imageclust.finetune.params import FinetuneParams
@@ -206,15 +206,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, warm_start):
     whole = run("whole")
     expected = finetune_turtle(whole)
 
-    killed = run("killed")
-    end_epoch = killed.end_epoch
-
-    def killed_in_the_second_restart(epoch, total, row, state):
-        if epoch == 4:
-            raise KeyboardInterrupt
-        end_epoch(epoch, total, row, state)
-
-    killed.end_epoch = killed_in_the_second_restart
+    killed = killed_at(run("killed"), 4)  # in the second restart
     with pytest.raises(KeyboardInterrupt):
         finetune_turtle(killed)
     assert load_torch(tmp_path / "killed" / CHECKPOINT_FILE)["epoch"] == 4
