@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, create_model
@@ -82,7 +82,10 @@ def with_blocks(name: str, base: type[Section], registry: Mapping[str, Any], doc
 
 
 def _field_annotation(model: type[BaseModel], part: str):
+    """The block class of field ``part`` (or of its items, for a list of blocks such as extract.spaces)."""
     annotation = model.model_fields[part].annotation
+    if get_origin(annotation) is list:
+        annotation = get_args(annotation)[0]
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
@@ -92,8 +95,8 @@ def format_error(section: type[Section], raw: dict, err: ValidationError) -> str
     key = ".".join([section.key, *(str(p) for p in first["loc"])])
     if first["type"] == "extra_forbidden":
         model, where = section, section.key
-        for part in first["loc"][:-1]:  # a nested block such as extract.dinov2
-            model, where = _field_annotation(model, str(part)), f"{where}.{part}"
+        for part in first["loc"][:-1]:  # a nested block such as extract.dinov2, or a list's item
+            model, where = model if isinstance(part, int) else _field_annotation(model, part), f"{where}.{part}"
         allowed = ", ".join(model.model_fields) or "none"
         return f"params: unknown key {key}; allowed keys in {where}: {allowed}"
     value = raw

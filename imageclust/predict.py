@@ -106,17 +106,7 @@ class Predictor:
                 f"{features.get('backbone')!r}; run `dvc repro` so the artifacts match params.yaml"
             )
         self.device = resolve_device(gparams.device)
-        backbone = EXTRACTORS[extract.backbone].build(extract.block, paths["encoder"])
-        self.embedder = Embedder(backbone, self.shape[2], extract.image_size, self.device)
-        # the engine the extract stage ran, on graphs of its batch size (reused from its cache folder)
-        batch = extract.batch_size or (256 if self.device.type == "cuda" else 32)
-        self.embedder.use_engine(
-            torch.zeros((batch, *self.shape), dtype=torch.uint8),
-            features.get("engine", "torch"),
-            features.get("precision", "fp32"),
-            default_cache_dir(),
-            total_rows=batch,
-        )
+        self.embedder = self._embedder(extract, features, paths["encoder"])
         self.transform, self.clustering = load_cluster_model(paths["cluster"])
         self.model = load_torch(self.finetune_dir / MODEL_FILE)
         method = METHODS.get(self.model.get("method"))
@@ -127,11 +117,40 @@ class Predictor:
                 "no model that assigns new images (written by an older version?); rerun the finetune "
                 "stage"
             )
+        # TURTLE fitted on extract.spaces too: new images are embedded in each of them
+        self.space_embedders = [
+            self._space_embedder(extract, paths["spaces"], name) for name in self.model.get("spaces", [])
+        ]
         self.encoder = None
         if self.model.get("trains_encoder"):
             self.encoder, _ = load_encoder(self.finetune_dir / ENCODER_FILE)
             self.encoder = self.encoder.to(self.device)
         self.matched = self._matched_classes(meta["classes"])
+
+    def _embedder(self, extract, features_meta: dict, encoder_path: Path) -> Embedder:
+        """Extract's backbone behind its preprocessing, on the engine the stage ran (its graphs reused
+        from the engine cache, made for its batch size)."""
+        backbone = EXTRACTORS[extract.backbone].build(extract.block, encoder_path)
+        embedder = Embedder(backbone, self.shape[2], extract.image_size, self.device)
+        batch = extract.batch_size or (256 if self.device.type == "cuda" else 32)
+        embedder.use_engine(
+            torch.zeros((batch, *self.shape), dtype=torch.uint8),
+            features_meta.get("engine", "torch"),
+            features_meta.get("precision", "fp32"),
+            default_cache_dir(),
+            total_rows=batch,
+        )
+        return embedder
+
+    def _space_embedder(self, extract, spaces_dir: Path, name: str) -> Embedder:
+        space = next((s for s in extract.spaces if s.label == name), None)
+        meta_path = spaces_dir / name / FEATURES_META_FILE
+        if space is None or not meta_path.is_file():
+            raise DataError(
+                f"{self.finetune_dir / MODEL_FILE} was fitted on the space {name!r}, which "
+                f"{'params.yaml' if space is None else spaces_dir} lacks; run `dvc repro`"
+            )
+        return self._embedder(extract.for_space(space), read_json(meta_path), Path())
 
     def _matched_classes(self, classes: list[str]) -> dict[int, str]:
         """Cluster -> class as the run matched them (one to one), when its samples had labels."""
@@ -173,6 +192,8 @@ class Predictor:
         if self.encoder is not None:
             self.encoder.eval()
             vectors = self.encoder(to_float_images(pixels, self.device)).float().cpu().numpy()
+        if self.space_embedders:
+            vectors = [vectors, *(embed(torch.from_numpy(pixels)).cpu().numpy() for embed in self.space_embedders)]
         clusters, confidence, distance = self.assign(self.model, vectors)
         return clusters, confidence, distance, stage_clusters
 

@@ -20,6 +20,7 @@ from .io import atomic_dir, atomic_path, read_json, write_json
 
 UNLABELED = -1
 FEATURES_META = "_meta.json"  # underscore: parquet readers of the folder skip it
+SPACES_INDEX = "spaces.json"  # the extract_spaces stage's list of its feature folders
 
 
 def _labels_to_arrow(labels: np.ndarray) -> pa.Array:
@@ -237,3 +238,25 @@ def read_assignments(path: str | Path) -> Assignments:
         clusters=table.column("cluster").to_numpy().astype(np.int64),
         confidence=table.column("confidence").to_numpy().astype(np.float32),
     )
+
+
+def space_index(spaces_dir) -> list[dict]:
+    """``spaces.json``: one entry (name, backbone, input size, dim) per space, in params order."""
+    path = Path(spaces_dir) / SPACES_INDEX
+    if not path.is_file():
+        raise DataError(f"{spaces_dir}: {SPACES_INDEX} missing; run the extract_spaces stage")
+    return read_json(path)["spaces"]
+
+
+def read_spaces(spaces_dir, ids: np.ndarray) -> dict[str, FeatureTable]:
+    """Every space's features, each checked to hold the rows ``ids`` (the extract stage's) in order."""
+    spaces = {}
+    for entry in space_index(spaces_dir):
+        table = read_features(Path(spaces_dir) / entry["name"])
+        if not np.array_equal(table.ids, ids):
+            raise DataError(
+                f"{spaces_dir}/{entry['name']}: its samples differ from the extract stage's features; "
+                "rerun extract_spaces"
+            )
+        spaces[entry["name"]] = table
+    return spaces

@@ -13,6 +13,7 @@ from imageclust.models.encoder import EXTRACTOR
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--features", required=True, help="features folder from the extract stage")
+    parser.add_argument("--spaces", help="the extract_spaces stage's folder (further representation spaces)")
     parser.add_argument("--clusters", required=True, help="output folder of the cluster stage")
     parser.add_argument("--data", required=True, help="prepared data (methods that train the encoder read the images)")
     parser.add_argument("--encoder", required=True, help="the pretrain stage's encoder (where methods train it)")
@@ -38,6 +39,7 @@ def main(args: argparse.Namespace) -> None:
         prepared_dir=args.data,
         encoder_path=args.encoder,
         checkpoint_dir=args.checkpoints,
+        spaces_dir=args.spaces,
     )
     write_metrics(args.metrics, summary, images=summary.get("images_trained"))
 

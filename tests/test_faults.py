@@ -57,7 +57,7 @@ def failed(capsys, call) -> str:
 @pytest.fixture
 def through_extract(stage_project):
     project = stage_project({**TINY, "finetune.method": "none"})  # its finetune outputs: what a failed rerun keeps
-    project.run("check_params", "download", "pretrain", "extract", "cluster")
+    project.run("check_params", "download", "pretrain", "extract", "extract_spaces", "cluster")
     return project
 
 
@@ -139,7 +139,7 @@ def test_disk_full_while_writing_keeps_the_previous_outputs(through_extract, mon
 
 # ---------------------------------------------------------------- determinism
 
-STAGES = ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")
+STAGES = ("check_params", "download", "pretrain", "extract", "extract_spaces", "cluster", "finetune", "evaluate")
 
 
 def _assignments(folder) -> tuple:
@@ -317,7 +317,7 @@ def test_finetune_killed_mid_run_resumes_to_the_assignments_of_an_uninterrupted_
         root.mkdir()
         monkeypatch.chdir(root)
         projects[name] = StageProject(root, params)
-        projects[name].run("check_params", "download", "pretrain", "extract", "cluster")
+        projects[name].run("check_params", "download", "pretrain", "extract", "extract_spaces", "cluster")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = ["python", "-m", "stages.finetune", *projects["killed"].argv("finetune")[3:]]
     command[0] = sys.executable

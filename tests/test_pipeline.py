@@ -101,6 +101,7 @@ def test_pipeline_through_dvc(project):
         "download",
         "pretrain",
         "extract",
+        "extract_spaces",
         "cluster",
         "finetune",
         "evaluate",
@@ -124,17 +125,7 @@ def test_pipeline_through_dvc(project):
         assert (project / "plots" / name).stat().st_size > 0
     exported = list(csv.DictReader(open(project / "artifacts/export/assignments.csv")))
     assert len(exported) == evaluate["finetune"]["all"]["n"]
-    # new images: prepared digits written as PNG files land in the clusters the run gave them
-    import numpy as np
-    from PIL import Image
-
-    pixels = np.load(project / "data/prepared/images.npy", mmap_mode="r")
-    (project.parent / "new").mkdir()
-    for row in exported[::50]:
-        Image.fromarray(pixels[int(row["index"])][..., 0]).save(project.parent / "new" / f"{row['id']}.png")
-    sh(project, sys.executable, "-m", "imageclust", "predict", "../new", "--out", "../predicted.csv")
-    predicted = {Path(r["path"]).stem: r["cluster"] for r in csv.DictReader(open(project.parent / "predicted.csv"))}
-    assert predicted == {row["id"]: row["cluster"] for row in exported[::50]}
+    assert_predict_gives_the_exported_clusters(project, "new")
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "first results")
 
@@ -157,12 +148,31 @@ def test_pipeline_through_dvc(project):
     assert [row["cluster.k"] for row in experiment_rows] == ["8"]
     assert experiment_rows[0]["finetune.all.acc"] == str(diff["metrics/evaluate.json"]["finetune.all.acc"]["new"])
 
-    # a frozen backbone: pretrain has nothing to train, download nothing to redo
-    pixels = sh(project, "dvc", "exp", "run", "-S", "extract.backbone=pixels", "-S", "pretrain.method=none")
+    # a frozen backbone: pretrain has nothing to train, download nothing to redo; TURTLE on two
+    # representation spaces, the pixels at their 8 px and at 12 px, and predict embeds new images in both
+    pixels = sh(
+        project,
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "extract.backbone=pixels",
+        "-S",
+        "pretrain.method=none",
+        "-S",
+        "extract.spaces=[{backbone: pixels, image_size: 12}]",
+        "-S",
+        "finetune.method=turtle",
+        "-S",
+        "finetune.turtle.outer_steps=40",
+        "-S",
+        "finetune.turtle.restarts=1",
+    )
     assert stages_run(pixels.stdout) == {
         "check_params",
         "pretrain",
         "extract",
+        "extract_spaces",
         "cluster",
         "finetune",
         "evaluate",
@@ -171,6 +181,10 @@ def test_pipeline_through_dvc(project):
     }
     assert json.loads((project / "metrics/pretrain.json").read_text())["skipped"] is True
     assert json.loads((project / "metrics/extract.json").read_text())["dim"] == 64
+    assert json.loads((project / "metrics/extract_spaces.json").read_text())["dims"] == {"pixels_12": 144}
+    tuned = json.loads((project / "metrics/finetune.json").read_text())
+    assert tuned["method"] == "turtle" and tuned["spaces"] == 2
+    assert_predict_gives_the_exported_clusters(project, "new_two_spaces")
     # another backbone's block is not a dependency of this experiment's extract stage
     other_block = sh(
         project,
@@ -225,6 +239,22 @@ def test_pipeline_through_dvc(project):
         evaluated = evaluated["cluster"]["all"]
         assert clustered["dim"] == 64  # the pixels'
         assert evaluated["clusters_nonempty"] + evaluated["clusters_empty"] == clustered["k"]
+
+
+def assert_predict_gives_the_exported_clusters(project: Path, folder: str) -> None:
+    """New images, prepared digits written as PNG files, land in the clusters the run gave them."""
+    import numpy as np
+    from PIL import Image
+
+    exported = list(csv.DictReader(open(project / "artifacts/export/assignments.csv")))
+    pixels = np.load(project / "data/prepared/images.npy", mmap_mode="r")
+    (project.parent / folder).mkdir()
+    for row in exported[::50]:
+        Image.fromarray(pixels[int(row["index"])][..., 0]).save(project.parent / folder / f"{row['id']}.png")
+    out = f"../{folder}.csv"
+    sh(project, sys.executable, "-m", "imageclust", "predict", f"../{folder}", "--out", out)
+    predicted = {Path(r["path"]).stem: r["cluster"] for r in csv.DictReader(open(project.parent / f"{folder}.csv"))}
+    assert predicted == {row["id"]: row["cluster"] for row in exported[::50]}
 
 
 def test_bad_parameter_fails_first_and_keeps_outputs(project):

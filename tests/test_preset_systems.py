@@ -13,7 +13,7 @@ from PIL import Image
 
 from imageclust import preset
 
-STAGES = ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")
+STAGES = ("check_params", "download", "pretrain", "extract", "extract_spaces", "cluster", "finetune", "evaluate")
 FEW = {
     "pretrain.epochs": 1,
     "pretrain.batch_size": 8,

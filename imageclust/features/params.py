@@ -3,13 +3,67 @@ registered extractor (``extract.dinov2``, ``extract.torchvision``, ...)."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..config import Int, Section, one_of, with_blocks
 from ..models.encoder import EXTRACTOR
 from .registry import EXTRACTORS
+
+
+def _pretrained(name: str) -> str:
+    if name == EXTRACTOR:
+        raise ValueError(
+            "the pretrain stage's encoder can only be extract.backbone: put it there and the pretrained backbone here"
+        )
+    return name
+
+
+class SpaceParams(Section):
+    """An item of ``extract.spaces``: one more representation space."""
+
+    backbone: one_of(lambda: EXTRACTORS, "feature extractor") = Field(
+        description="a frozen backbone (not `encoder`: the pretrain stage trains only for extract.backbone)"
+    )
+    image_size: Int | None = Field(None, ge=8, le=1024, description="the side it sees; null: its own")
+    name: str | None = Field(
+        None, description="the space's folder and label; null: `<backbone>_<image_size>` (or `_native`)"
+    )
+    options: dict = Field(
+        default_factory=dict, description="the backbone's own keys, as its block `extract.<backbone>` takes them"
+    )
+
+    @field_validator("backbone")
+    @classmethod
+    def _not_the_encoder(cls, value: str) -> str:
+        return _pretrained(value)
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError("must be a folder name: letters, digits, `_`, `.` and `-`")
+        return value
+
+    @model_validator(mode="after")
+    def _options_fit_the_backbone(self) -> SpaceParams:
+        try:
+            self.block  # noqa: B018 (validates the options as the backbone's block)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"options.{where} of {self.backbone}: {first['msg']}") from None
+        return self
+
+    @property
+    def block(self) -> Section:
+        return EXTRACTORS[self.backbone].params(**self.options)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.backbone}_{self.image_size or 'native'}"
 
 
 class ExtractShared(Section):
@@ -59,10 +113,32 @@ class ExtractShared(Section):
         1, ge=0, description="loader processes reading the next batches while the model runs (0: in the main process)"
     )
 
+    spaces: list[SpaceParams] = Field(
+        default_factory=list,
+        description="more representation spaces beside the backbone's, each `{backbone, image_size, name, "
+        "options}` (a frozen backbone, not `encoder`); TURTLE fits one head per space, the other methods use "
+        "the backbone's features (docs/backbones.md)",
+    )
+
+    @field_validator("spaces")
+    @classmethod
+    def _unique_names(cls, spaces: list[SpaceParams]) -> list[SpaceParams]:
+        labels = [space.label for space in spaces]
+        twice = next((label for label in labels if labels.count(label) > 1), None)
+        if twice is not None:
+            raise ValueError(f"two spaces are named {twice!r}; give each its own `name`")
+        return spaces
+
     @property
     def block(self):
         """The chosen backbone's own block."""
         return getattr(self, self.backbone)
+
+    def for_space(self, space: SpaceParams):
+        """These params as they extract ``space``: its backbone, side and options; the shared keys kept."""
+        return self.model_copy(
+            update={"backbone": space.backbone, "image_size": space.image_size, space.backbone: space.block}
+        )
 
 
 ExtractParams = with_blocks("ExtractParams", ExtractShared, EXTRACTORS, "the knobs of")

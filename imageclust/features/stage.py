@@ -63,10 +63,10 @@ def _loader(images_path: Path, shards: list[Shard], batch_size: int, workers: in
     )
 
 
-def _run_id(prepared_dir: Path, encoder_path, params, device, image_shape, engine: EngineChoice) -> str:
+def _run_id(prepared_dir: Path, encoder_path, params, device, image_shape, engine: EngineChoice, stage: str) -> str:
     """Shards resume only into the run they belong to: same params, data, encoder, code, device type
     and engine."""
-    code = digest_files(stage_modules("extract"))  # the files dvc.yaml lists as the stage's code
+    code = digest_files(stage_modules(stage))  # the files dvc.yaml lists as the stage's code
     data = digest_files([prepared_dir / SAMPLES_FILE, prepared_dir / META_FILE])
     encoder = digest_files([encoder_path]) if params.backbone == EXTRACTOR else None
     return fingerprint(params, code, data, encoder, device.type, list(image_shape), engine.engine, engine.precision)
@@ -84,8 +84,11 @@ def _choose_engine(embedder: Embedder, data, batch_size: int, params, engines_di
     return choice
 
 
-def extract_features(prepared_dir, encoder_path, out_dir, work_dir, gparams, params, engines_dir=None) -> dict | None:
-    """Extract ``params.backbone``'s features of every prepared sample into ``out_dir``.
+def extract_features(
+    prepared_dir, encoder_path, out_dir, work_dir, gparams, params, engines_dir=None, stage: str = "extract"
+) -> dict | None:
+    """Extract ``params.backbone``'s features of every prepared sample into ``out_dir`` (for the
+    DVC stage ``stage``, whose code is part of the resume fingerprint).
 
     Returns the run's summary in the main process, None in the other ranks of a distributed run.
     """
@@ -100,7 +103,7 @@ def extract_features(prepared_dir, encoder_path, out_dir, work_dir, gparams, par
     engine = _choose_engine(embedder, data, batch_size, params, engines_dir or default_cache_dir(), ddp)
 
     shards = plan_shards(len(data.ids), params.shard_rows)
-    work = WorkFolder(work_dir, _run_id(prepared_dir, encoder_path, params, device, data.images.shape, engine))
+    work = WorkFolder(work_dir, _run_id(prepared_dir, encoder_path, params, device, data.images.shape, engine, stage))
     if ddp.is_main:
         work.reset_if_stale()
     ddp.barrier()

@@ -89,6 +89,9 @@ class FinetuneRun:
     checkpoint_dir: Path | None = None
     run_id: str = ""
     curves: Curves | None = None
+    # extract.spaces by name: (n, d_i) features of the same rows in further representation spaces
+    # (TURTLE fits a head per space; the other methods use ``vectors``)
+    more_spaces: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def block(self):

@@ -18,7 +18,7 @@ from ..labelfree import cluster_sizes
 from ..metrics import nmi
 from ..models.encoder import save_trained_encoder
 from ..runtime import resolve_device
-from ..tables import Assignments, read_assignments, read_features, write_assignments
+from ..tables import Assignments, read_assignments, read_features, read_spaces, write_assignments
 from .base import CHECKPOINT_FILE, Curves, FinetuneRun
 from .registry import METHODS
 
@@ -41,9 +41,12 @@ def run_finetune(
     prepared_dir=None,
     encoder_path=None,
     checkpoint_dir=None,
+    spaces_dir=None,
 ) -> dict:
-    """Fine-tune on the ``train_splits`` rows; every row gets a cluster. Returns the stage's metrics."""
+    """Fine-tune on the ``train_splits`` rows; every row gets a cluster. Returns the stage's metrics.
+    ``spaces_dir``: the extract_spaces stage's folder (the further representation spaces)."""
     features = read_features(features_dir)
+    more_spaces = read_spaces(spaces_dir, features.ids) if spaces_dir is not None else {}
     initial = read_assignments(Path(cluster_dir) / CLUSTER_ASSIGNMENTS)
     if not np.array_equal(initial.ids, features.ids):
         raise DataError(f"{cluster_dir}: assignments do not match the features in {features_dir}; rerun cluster")
@@ -55,6 +58,7 @@ def run_finetune(
     if num_clusters < 2:
         raise DataError(f"{cluster_dir}: the cluster stage found {num_clusters} cluster; fine-tuning needs 2 or more")
     inputs = [Path(features_dir), Path(cluster_dir) / CLUSTER_ASSIGNMENTS]
+    inputs += [Path(spaces_dir) / name for name in more_spaces]
     row_images = None
     if params.trains_encoder:
         if prepared_dir is None or encoder_path is None:
@@ -92,6 +96,7 @@ def run_finetune(
         checkpoint_dir=checkpoint_dir and Path(checkpoint_dir),
         run_id=run_id,
         curves=curves,
+        more_spaces={name: table.vectors for name, table in more_spaces.items()},
     )
     started = time.perf_counter()
     result = METHODS[params.method].run(run)
@@ -121,6 +126,7 @@ def run_finetune(
         "k": num_clusters,
         "seconds": round(seconds, 3),
         "nmi_with_cluster_stage": agreement,
+        "spaces": 1 + len(more_spaces),  # representation spaces the method was given
         "cluster_sizes": cluster_sizes(result.clusters[train], num_clusters),
         **result.stats,
     }

@@ -9,10 +9,10 @@ the outer loss of ``losses.turtle`` (their cross-entropy against the labels, hel
 ``gamma`` times the entropy of the mean labels); restarts ranked by the generalisation score
 (``labelfree.generalisation_score``), which needs no label.
 
-Made for a CPU: each space is L2-normalised, centred and projected on its ``pca_dim`` leading
-principal components (fitted on the training rows), scaled to unit variance per component, so the
-linear layers are small and one learning rate suits every backbone; the outer learning rate decays on
-a cosine. The spaces are the extract stage's features (one space today).
+Made for a CPU: each space is L2-normalised, centred and projected on its ``pca_dim`` leading principal
+components (fitted on the training rows) and scaled, so the linear layers are small and one learning
+rate suits every backbone; the outer learning rate decays on a cosine. The spaces are the extract
+stage's features, then those of ``extract.spaces``.
 """
 
 from __future__ import annotations
@@ -88,9 +88,7 @@ class SpaceProjection:
         return cls(pca.mean_.astype(np.float32), pca.components_.T.astype(np.float32), np.maximum(scale, 1e-6))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ((l2_normalize(np.asarray(x, dtype=np.float32)) - self.mean) @ self.components / self.scale).astype(
-            np.float32
-        )
+        return ((l2_normalize(np.asarray(x, np.float32)) - self.mean) @ self.components / self.scale).astype(np.float32)
 
     def to_tensors(self) -> dict:
         return {name: torch.from_numpy(getattr(self, name)) for name in ("mean", "components", "scale")}
@@ -223,12 +221,9 @@ def train_task_encoder(
         used = len(torch.unique(labels.argmax(1)))
         sums += [check_finite_loss(loss.item(), "finetune turtle", 0, step, HINT), error.item(), entropy.item(), used]
         if on_row is not None and ((step + 1) % STEPS_PER_ROW == 0 or step + 1 == p.outer_steps):
-            count = (step % STEPS_PER_ROW) + 1
-            mean = sums / count
-            sums[:] = 0
-            names = ("turtle/loss", "turtle/error", "turtle/entropy", "turtle/clusters_used")
-            row = dict(zip(names, mean))
-            on_row(step + 1, {name: float(value) for name, value in row.items()}, lambda s=step + 1: snapshot(s))
+            mean, sums[:] = sums / ((step % STEPS_PER_ROW) + 1), 0
+            row = {name: float(v) for name, v in zip(("loss", "error", "entropy", "clusters_used"), mean)}
+            on_row(step + 1, {f"turtle/{name}": v for name, v in row.items()}, lambda s=step + 1: snapshot(s))
     return encoder
 
 
@@ -275,7 +270,8 @@ def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
     labels every row."""
     p, device = run.block, run.device
     torch.manual_seed(run.seed)
-    projections, all_spaces = project_spaces([run.vectors], run.train, p, run.seed, device)
+    raw_spaces = [run.vectors, *run.more_spaces.values()]
+    projections, all_spaces = project_spaces(raw_spaces, run.train, p, run.seed, device)
     train_rows = torch.from_numpy(np.flatnonzero(run.train)).to(device)
     spaces = [z[train_rows] for z in all_spaces]
     initial = torch.as_tensor(run.initial_clusters, dtype=torch.long, device=device)[train_rows]
@@ -319,6 +315,7 @@ def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
             "heads": heads,
             "projections": [proj.to_tensors() for proj in projections],
             "centres": torch.from_numpy(centres),
+            "spaces": list(run.more_spaces),  # what predict must embed new images in, after the extract stage's
         },
         stats={
             "train_samples": int(len(train_rows)),
@@ -337,11 +334,14 @@ def assign_probabilities(heads: list[dict], spaces: list[np.ndarray]) -> np.ndar
     return torch.stack(per_space).mean(0).numpy()
 
 
-def assign_turtle(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def assign_turtle(model: dict, vectors: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """New samples' clusters by the kept task encoder, confidences, and distances to the cluster means
-    in the first space's projection."""
-    projections = [SpaceProjection.from_tensors(saved) for saved in model["projections"]]
-    spaces = [proj(vectors) for proj in projections]
+    in the first space's projection. ``vectors``: their features in each space the model was fitted on
+    (a list), or in the extract stage's alone."""
+    raw = list(vectors) if isinstance(vectors, list | tuple) else [vectors]
+    if len(raw) != len(model["projections"]):
+        raise ValueError(f"the model was fitted on {len(model['projections'])} spaces, given {len(raw)}")
+    spaces = [SpaceProjection.from_tensors(saved)(x) for saved, x in zip(model["projections"], raw)]
     probs = assign_probabilities(model["heads"], spaces)
     clusters = probs.argmax(1)
     return clusters, probs.max(1), distances_to_centres(spaces[0], model["centres"].numpy(), clusters)

@@ -216,3 +216,24 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, warm_start):
     np.testing.assert_array_equal(result.confidence, expected.confidence)
     assert result.stats == expected.stats
     assert resumed.curves.history == whole.curves.history
+
+
+def test_a_second_space_is_fitted_with_its_own_head_and_assigns_new_rows():
+    """The extract stage's features hold no classes here (noise); the second space does: TURTLE finds
+    them through its head, and assigns new rows from the features of both spaces."""
+    blobs, labels = sphere_blobs(n=90, d=16)
+    noise = np.random.default_rng(1).normal(size=(90, 4)).astype(np.float32)
+    random_start = dict(init="random", outer_steps=100, outer_lr=0.05)
+    alone = finetune_turtle(make_run(noise, labels, random_start, np.zeros(90, dtype=np.int64)))
+    both = finetune_turtle(
+        make_run(noise, labels, random_start, np.zeros(90, dtype=np.int64), more_spaces={"blobs": blobs})
+    )
+    assert clustering_accuracy(labels, alone.clusters) < 0.7
+    assert clustering_accuracy(labels, both.clusters) >= 0.95  # the noise head still pulls a little
+    assert both.model["spaces"] == ["blobs"] and len(both.model["heads"]) == 2
+    model = {**both.model, "num_clusters": 3}
+    clusters, confidence, _ = assign_turtle(model, [noise[::7], blobs[::7]])
+    np.testing.assert_array_equal(clusters, both.clusters[::7])
+    np.testing.assert_allclose(confidence, both.confidence[::7], rtol=1e-5)
+    with pytest.raises(ValueError, match="fitted on 2 spaces, given 1"):
+        assign_turtle(model, noise[::7])

@@ -1,0 +1,29 @@
+"""extract_spaces: the features of the further representation spaces of extract.spaces (none by default)."""
+
+import argparse
+
+from imageclust.cli import run_stage, write_metrics
+from imageclust.config import load_params
+from imageclust.features.params import ExtractParams
+from imageclust.features.spaces import extract_spaces
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", required=True, help="prepared data folder")
+    parser.add_argument("--out", required=True, help="folder of the spaces: one features folder each, spaces.json")
+    parser.add_argument("--work", required=True, help="folder of finished shards kept across runs, to resume")
+    parser.add_argument("--engines", help="cache of exported graphs and engine choices (as the extract stage's)")
+    parser.add_argument("--metrics", help="metrics JSON to write")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    gparams, params = load_params(ExtractParams, path=args.params)
+    summary = extract_spaces(args.data, args.out, args.work, gparams, params, args.engines)
+    if args.metrics:
+        write_metrics(args.metrics, summary, images=summary["rows"] * summary["spaces"])
+
+
+if __name__ == "__main__":
+    run_stage(main, build_parser())
