@@ -6,6 +6,8 @@ Usage, on a project whose extract stage has run (``quality.py --workdir`` keeps 
 ``python benchmarks/turtle.py --features /tmp/bq/cifar10-seed0/artifacts/features --fit-split train
 --score-split test --setting default --setting outer_lr=0.03 --setting "outer_steps=1000 restarts=1"
 --out benchmarks/results/turtle.json``. Every restart is scored; ``acc`` is the one the score picks.
+``--space DIR`` (repeated) adds further representation spaces, as ``extract.spaces`` does (the
+extract_spaces stage's ``artifacts/spaces/<name>``); ``--name`` keys the result in ``--out``.
 """
 
 from __future__ import annotations
@@ -36,19 +38,20 @@ def kmeans_start(vectors: np.ndarray, fit: np.ndarray, k: int, seed: int) -> np.
     return KMeans(k, n_init=10, random_state=seed).fit(unit[fit]).predict(unit)
 
 
-def measure(vectors, labels, fit, score, initial, k: int, overrides: dict, seed: int) -> dict:
-    """Every restart as the finetune stage runs it (``turtle.fit_restart``), each scored by ACC on the
-    ``score`` rows and by the generalisation score on the ``fit`` rows."""
+def measure(spaces: list[np.ndarray], labels, fit, score, initial, k: int, overrides: dict, seed: int) -> dict:
+    """Every restart as the finetune stage runs it (``turtle.fit_restart``) on the features of
+    ``spaces``, each scored by ACC on the ``score`` rows and by the generalisation score on the
+    ``fit`` rows."""
     p = turtle.Params(**overrides)
     started = time.perf_counter()
-    _, (z_all,) = turtle.project_spaces([vectors], fit, p, seed)
+    _, z_all = turtle.project_spaces(spaces, fit, p, seed)
     rows = torch.from_numpy(np.flatnonzero(fit))
-    z, start = z_all[rows], torch.as_tensor(initial, dtype=torch.long)[rows]
+    z, start = [space[rows] for space in z_all], torch.as_tensor(initial, dtype=torch.long)[rows]
     restarts = []
     for r in range(p.restarts):
-        encoder = turtle.fit_restart([z], start, k, p, seed, r)
-        _, generalisation = turtle.scored_labels(encoder, [z], p, seed)
-        clusters = turtle.label(encoder, [z_all]).argmax(1).numpy()
+        encoder = turtle.fit_restart(z, start, k, p, seed, r)
+        _, generalisation = turtle.scored_labels(encoder, z, p, seed)
+        clusters = turtle.label(encoder, z_all).argmax(1).numpy()
         restarts.append(
             {
                 "generalisation_score": round(generalisation, 4),
@@ -68,6 +71,8 @@ def measure(vectors, labels, fit, score, initial, k: int, overrides: dict, seed:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=Path, required=True)
+    parser.add_argument("--space", type=Path, action="append", default=[], help="a further space's features folder")
+    parser.add_argument("--name", help="the result's key in --out (default: the project folder's name)")
     parser.add_argument("--fit-split", default="train")
     parser.add_argument("--score-split", default="test")
     parser.add_argument("--k", type=int, default=10)
@@ -78,18 +83,24 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(2)
     table = read_features(args.features)
     fit, score = table.splits == args.fit_split, table.splits == args.score_split
-    initial = kmeans_start(table.vectors, fit, args.k, args.seed)
+    more = [read_features(folder) for folder in args.space]
+    for folder, space in zip(args.space, more):
+        if not np.array_equal(space.ids, table.ids):
+            parser.error(f"--space {folder}: its rows differ from --features")
+    spaces = [table.vectors, *(space.vectors for space in more)]
+    initial = kmeans_start(table.vectors, fit, args.k, args.seed)  # on the first space, as the cluster stage
     results = {
         "features": str(args.features),
+        "spaces": [str(folder) for folder in args.space],
         "kmeans_acc": round(clustering_accuracy(table.labels[score], initial[score]), 4),
     }
     for setting in args.setting:
         overrides = {} if setting == "default" else dict(kv.split("=", 1) for kv in setting.split())
         overrides = {key: yaml.safe_load(value) for key, value in overrides.items()}
-        results[setting] = measure(table.vectors, table.labels, fit, score, initial, args.k, overrides, args.seed)
+        results[setting] = measure(spaces, table.labels, fit, score, initial, args.k, overrides, args.seed)
         print(setting, json.dumps(results[setting]), flush=True)
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
-    report[args.features.parent.parent.name] = results
+    report[args.name or args.features.parent.parent.name] = results
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
 

@@ -13,14 +13,9 @@ contiguous or starting at 0, except in ``contingency`` (which indexes a table wi
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from sklearn.metrics import (
-    adjusted_rand_score,
-    calinski_harabasz_score,
-    davies_bouldin_score,
-    normalized_mutual_info_score,
-    silhouette_score,
-)
+
+# SciPy and scikit-learn are imported where used: check_params imports this module through the
+# schema, and runs before every experiment
 
 NOISE = -1
 
@@ -88,6 +83,8 @@ def hungarian_match(labels, clusters) -> dict[int, int]:
     if found is None:
         return {}
     table, classes, cluster_ids, _ = found
+    from scipy.optimize import linear_sum_assignment
+
     class_rows, cluster_cols = linear_sum_assignment(table, maximize=True)
     return {int(cluster_ids[k]): int(classes[c]) for c, k in zip(class_rows, cluster_cols)}
 
@@ -103,6 +100,8 @@ def clustering_accuracy(labels, clusters) -> float:
     if found is None:
         return 0.0
     table, _, _, n = found
+    from scipy.optimize import linear_sum_assignment
+
     class_rows, cluster_cols = linear_sum_assignment(table, maximize=True)
     return float(table[class_rows, cluster_cols].sum() / n)
 
@@ -119,12 +118,16 @@ def purity(labels, clusters) -> float:
 def nmi(labels, clusters) -> float:
     """Normalised mutual information, arithmetic-mean normalisation (sklearn's default)."""
     labels, clusters = _check_pair(labels, clusters)
+    from sklearn.metrics import normalized_mutual_info_score
+
     return float(normalized_mutual_info_score(labels, clusters, average_method="arithmetic"))
 
 
 def ari(labels, clusters) -> float:
     """Adjusted Rand index: 1 for identical partitions, about 0 for a random one."""
     labels, clusters = _check_pair(labels, clusters)
+    from sklearn.metrics import adjusted_rand_score
+
     return float(adjusted_rand_score(labels, clusters))
 
 
@@ -142,6 +145,8 @@ def label_free_scores(vectors, clusters, max_samples: int, seed: int) -> dict[st
     A score is left out (not set to 0 or NaN) when it is undefined: fewer than 2 clusters, or as
     many clusters as samples (in the whole set, or in the silhouette subsample).
     """
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
     clusters = _as_ids(clusters, "clusters")
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(vectors) != len(clusters):

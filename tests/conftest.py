@@ -18,6 +18,31 @@ from imageclust.data.params import DataParams
 from imageclust.data.prepared import RawDataset, write_prepared
 from imageclust.pretrain.params import PretrainParams
 
+# The longest files (make test's --durations) are handed out first: `-n 2 --dist loadfile` gives whole
+# files to the two workers in collection order, and a long file collected last runs alone at the end.
+LONGEST_FIRST = (
+    "test_pipeline.py",
+    "test_pipeline_experiments.py",
+    "pretrain/test_loop.py",
+    "test_predict.py",
+    "test_faults.py",
+    "test_unlabeled_flow.py",
+    "features/test_stage.py",
+    "data/test_folder.py",
+    "clustering/test_stage.py",
+    "finetune/test_registry.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    tests = Path(__file__).parent
+
+    def place(item) -> int:
+        return rank.get(Path(item.fspath).relative_to(tests).as_posix(), len(rank))
+
+    items.sort(key=place)  # stable: a file's tests keep their order
+
 
 def tiny_digits(n: int = 96, seed: int = 0) -> RawDataset:
     full = digits.load(DataParams(test_fraction=0.25), seed)

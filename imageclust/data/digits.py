@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits
 
 from .source import Source, array_source, stratified_split
 
@@ -11,6 +10,8 @@ DIGITS_MAX_VALUE = 16  # load_digits() pixels are counts in [0, 16]
 
 
 def load(params, seed: int) -> Source:
+    from sklearn.datasets import load_digits  # here: scikit-learn is slow to import
+
     digits = load_digits()
     pixels = np.rint(digits.images * (255.0 / DIGITS_MAX_VALUE)).clip(0, 255).astype(np.uint8)
     labels = digits.target.astype(np.int64)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from ..errors import DataError, ParamsError
 from ..tables import UNLABELED
@@ -90,6 +89,8 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> np.
 
 
 def _split_indices(indices: np.ndarray, labels: np.ndarray, seed: int, **sizes):
+    from sklearn.model_selection import train_test_split  # here: scikit-learn costs every stage a second to import
+
     counts = Counter(labels.tolist())
     stratify = labels if UNLABELED not in counts and min(counts.values()) >= 2 and len(counts) > 1 else None
     try:

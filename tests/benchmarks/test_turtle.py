@@ -10,7 +10,17 @@ def test_measure_scores_every_restart_and_reports_the_picked_one():
     x, labels = sphere_blobs(n=90, d=8)
     fit = np.arange(90) % 5 != 0
     initial = turtle.kmeans_start(x, fit, 3, seed=0)
-    result = turtle.measure(x, labels, fit, ~fit, initial, 3, {"outer_steps": 20, "restarts": 2, "pca_dim": 4}, 0)
+    result = turtle.measure([x], labels, fit, ~fit, initial, 3, {"outer_steps": 20, "restarts": 2, "pca_dim": 4}, 0)
     scores = [r["generalisation_score"] for r in result["restarts"]]
     assert len(scores) == 2 and result["picked_restart"] == int(np.argmax(scores))
     assert result["acc"] == result["restarts"][result["picked_restart"]]["acc"] == 1.0
+
+
+def test_measure_takes_further_spaces():
+    x, labels = sphere_blobs(n=90, d=8)
+    fit = np.arange(90) % 5 != 0
+    initial = turtle.kmeans_start(x, fit, 3, seed=0)
+    other = np.random.default_rng(0).normal(size=(90, 3)).astype(np.float32)  # a space without the classes
+    one = turtle.measure([x], labels, fit, ~fit, initial, 3, {"outer_steps": 20, "restarts": 1, "pca_dim": 4}, 0)
+    two = turtle.measure([x, other], labels, fit, ~fit, initial, 3, {"outer_steps": 20, "restarts": 1, "pca_dim": 4}, 0)
+    assert one["restarts"][0]["generalisation_score"] != two["restarts"][0]["generalisation_score"]

@@ -10,7 +10,7 @@ from fakes import killed_at
 from imageclust.finetune.base import CHECKPOINT_FILE, Curves, FinetuneRun
 from imageclust.finetune.params import FinetuneParams
 from imageclust.finetune.registry import METHODS
-from imageclust.finetune.temi import CosineHead, centroid_init, finetune_temi
+from imageclust.finetune.temi import CosineHead, Params, centroid_init, finetune_temi, teacher_momentum
 from imageclust.io import load_torch
 from imageclust.losses.clustering import beta_pmi, temi_loss
 from imageclust.metrics import clustering_accuracy
@@ -127,6 +127,17 @@ def test_temi_loss_stays_finite_when_probabilities_underflow():
 
 
 # ---------------------------------------------------------------- centroid initialisation
+
+
+def test_teacher_momentum_rises_on_a_cosine_to_its_final_value():
+    p = Params()
+    assert (p.teacher_temperature, p.teacher_momentum, p.teacher_momentum_final) == (0.1, 0.996, 1.0)  # TEMI's code
+    assert teacher_momentum(p, 0, 100) == pytest.approx(0.996)
+    assert teacher_momentum(p, 50, 100) == pytest.approx(0.998)
+    assert teacher_momentum(p, 100, 100) == pytest.approx(1.0)
+    rising = [teacher_momentum(p, step, 100) for step in range(101)]
+    assert rising == sorted(rising)
+    assert teacher_momentum(Params(teacher_momentum_final=0.996), 70, 100) == pytest.approx(0.996)  # constant
 
 
 def test_centroid_init_sets_normalised_cluster_means():
