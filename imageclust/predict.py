@@ -145,12 +145,13 @@ class Predictor:
     def _space_embedder(self, extract, spaces_dir: Path, name: str) -> Embedder:
         space = next((s for s in extract.spaces if s.label == name), None)
         meta_path = spaces_dir / name / FEATURES_META_FILE
-        if space is None or not meta_path.is_file():
+        meta = read_json(meta_path) if meta_path.is_file() else {}
+        if space is None or meta.get("backbone") != space.backbone:
             raise DataError(
-                f"{self.finetune_dir / MODEL_FILE} was fitted on the space {name!r}, which "
-                f"{'params.yaml' if space is None else spaces_dir} lacks; run `dvc repro`"
+                f"{self.finetune_dir / MODEL_FILE} was fitted on the space {name!r}, which params.yaml's "
+                f"extract.spaces and {spaces_dir} do not both hold; run `dvc repro`"
             )
-        return self._embedder(extract.for_space(space), read_json(meta_path), Path())
+        return self._embedder(extract.for_space(space), meta, Path())
 
     def _matched_classes(self, classes: list[str]) -> dict[int, str]:
         """Cluster -> class as the run matched them (one to one), when its samples had labels."""

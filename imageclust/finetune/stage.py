@@ -46,7 +46,8 @@ def run_finetune(
     """Fine-tune on the ``train_splits`` rows; every row gets a cluster. Returns the stage's metrics.
     ``spaces_dir``: the extract_spaces stage's folder (the further representation spaces)."""
     features = read_features(features_dir)
-    more_spaces = read_spaces(spaces_dir, features.ids) if spaces_dir is not None else {}
+    uses_spaces = spaces_dir is not None and METHODS[params.method].uses_spaces
+    more_spaces = read_spaces(spaces_dir, features.ids) if uses_spaces else {}
     initial = read_assignments(Path(cluster_dir) / CLUSTER_ASSIGNMENTS)
     if not np.array_equal(initial.ids, features.ids):
         raise DataError(f"{cluster_dir}: assignments do not match the features in {features_dir}; rerun cluster")

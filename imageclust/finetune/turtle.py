@@ -347,4 +347,4 @@ def assign_turtle(model: dict, vectors: np.ndarray | list[np.ndarray]) -> tuple[
     return clusters, probs.max(1), distances_to_centres(spaces[0], model["centres"].numpy(), clusters)
 
 
-METHOD = FinetuneMethod("turtle", finetune_turtle, Params, assign_turtle)
+METHOD = FinetuneMethod("turtle", finetune_turtle, Params, assign_turtle, uses_spaces=True)
