@@ -23,7 +23,7 @@ lint: install
 	ruff format --check .
 
 test: lint
-	OMP_NUM_THREADS=1 python -m pytest -ra --durations=10 -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 python -m pytest -ra --durations=10 -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: install
 	python -m pytest -ra -m "not slow"

@@ -18,8 +18,9 @@ from imageclust.data.params import DataParams
 from imageclust.data.prepared import RawDataset, write_prepared
 from imageclust.pretrain.params import PretrainParams
 
-# The longest files (make test's --durations) are handed out first: `-n 2 --dist loadfile` gives whole
-# files to the two workers in collection order, and a long file collected last runs alone at the end.
+# The longest files (make test's --durations) are handed out first: `-n 2 --dist loadfile
+# --no-loadscope-reorder` gives whole files to the two workers in collection order (xdist's default
+# order, most tests first, left the two-test DVC file to run alone at the end).
 LONGEST_FIRST = (
     "test_pipeline.py",
     "test_pipeline_experiments.py",

@@ -64,6 +64,7 @@ def test_every_extractor_has_its_params_block():
         "dtype",
         "shard_rows",
         "num_workers",
+        "spaces",
     }
     assert set(EXTRACTORS) == blocks
     repo_params = yaml.safe_load((REPO / "params.yaml").read_text())["extract"]
