@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle
+.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,10 @@ bench-turtle: install
 	python benchmarks/turtle.py --features $(FEATURES) --setting default --setting restarts=1 \
 		--setting "restarts=1 init=random" --setting "restarts=1 outer_lr=0.03" \
 		--setting "restarts=1 whiten=true" --setting "restarts=1 warm_start=false" --out benchmarks/results/turtle.json
+
+# DATA: one or more --data NAME=PROJECT[:SPACE] (projects whose extract stage ran; see the script)
+bench-choose-k: install
+	python benchmarks/choose_k.py $(DATA) --out benchmarks/results/choose_k.json --docs
 
 bench-ablation: install
 	python benchmarks/ablation.py --runs fashion_mnist --out benchmarks/results/ablation.json

@@ -11,7 +11,8 @@ vectors as the cluster stage sees them:
 Clustering rarely beats the probe: if a supervised linear classifier on these features misses a
 target, no clustering of them reaches it. Usage, on the clones ``quality.py --workdir`` keeps:
 ``python benchmarks/linear_probe.py --run mnist/seed2=/tmp/bq/mnist-seed2 --out
-benchmarks/results/linear_probe.json``.
+benchmarks/results/linear_probe.json``; ``--run NAME=PROJECT:SPACE`` probes a space of
+``extract.spaces`` (``artifacts/spaces/SPACE``).
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         "--run",
         action="append",
         required=True,
-        metavar="NAME=PROJECT",
-        help="a benchmark run's name and its project folder (repeatable)",
+        metavar="NAME=PROJECT[:SPACE]",
+        help="a benchmark run's name and its project folder (repeatable); :SPACE probes artifacts/spaces/SPACE",
     )
     parser.add_argument("--fit-split", default="train")
     parser.add_argument("--score-split", default="test")
@@ -80,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
         name, sep, project = item.partition("=")
         if not sep:
             parser.error(f"--run {item!r}: expected NAME=PROJECT")
-        report[name] = probe(Path(project) / "artifacts" / "features", args.fit_split, args.score_split)
+        project, _, space = project.partition(":")  # PROJECT:SPACE, a space of extract.spaces
+        features = Path(project) / "artifacts" / (f"spaces/{space}" if space else "features")
+        report[name] = probe(features, args.fit_split, args.score_split)
         print(json.dumps({name: report[name]}), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -62,3 +62,13 @@ def size_warning(sizes: dict, largest: float = 2.0, smallest: float = 0.2) -> st
     if sizes["smallest_to_mean"] < smallest and not sizes["empty"]:
         problems.append(f"the smallest cluster is {sizes['smallest_to_mean']:.2f}x the mean size")
     return "; ".join(problems) or None
+
+
+def k_warning(k: int, second: int | None, margin: float | None, thin: float = 0.05) -> str | None:
+    """A line for the report when the chosen K barely beat the runner-up."""
+    if margin is None or margin >= thin:
+        return None
+    return (
+        f"K={k} was chosen over K={second} by a margin of {margin:.1%}: look at the K curve, "
+        "or set cluster.k if you know the number of classes"
+    )

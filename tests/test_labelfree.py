@@ -16,3 +16,10 @@ def test_size_warning_names_sinks_and_starved_clusters_only():
         "the largest cluster is 2.5x the mean size; the smallest cluster is 0.10x the mean size"
     )
     assert size_warning({"largest_to_mean": 1.5, "smallest_to_mean": 0.0, "empty": 2}) == "2 empty cluster(s)"
+
+
+def test_k_warning_only_when_the_margin_is_thin():
+    from imageclust.labelfree import k_warning
+
+    assert k_warning(7, 8, 0.015).startswith("K=7 was chosen over K=8 by a margin of 1.5%")
+    assert k_warning(7, 8, 0.2) is None and k_warning(7, None, None) is None

@@ -36,7 +36,7 @@ def test_auto_k_then_deepcluster_from_scratch_then_a_refusal(project):
     )
     assert {"cluster", "finetune", "evaluate", "export", "plot"} <= stages_run(auto.stdout)
     chosen = json.loads((project / "metrics/cluster.json").read_text())
-    assert chosen["k_auto"] and 2 <= chosen["k"] <= 20 and chosen["k_criterion"] == "silhouette"
+    assert chosen["k_auto"] and 2 <= chosen["k"] <= 20 and chosen["k_criterion"] == "stability"
     assert json.loads((project / "metrics/finetune.json").read_text())["k"] == chosen["k"]
     assert (project / "plots/k_curve.png").stat().st_size > 1000
     assert "Choice of K" in (project / "plots/report.html").read_text()  # the curve, not the note

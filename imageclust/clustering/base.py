@@ -29,7 +29,7 @@ class ClusterMethod:
     fit: Callable[[np.ndarray, int, Any, int], Clustering]  # (x, k, its params block, seed)
     params: type[Section] = NoParams
     finds_k: bool = False  # it finds the number of clusters itself: cluster.k is not used
-    k_criterion: str = "silhouette"  # how cluster.k: auto scores a K, unless cluster.auto_k.criterion says
+    k_criterion: str = "stability"  # how cluster.k: auto scores a K, unless cluster.auto_k.criterion says
 
 
 def student_t_assignment(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:

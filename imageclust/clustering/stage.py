@@ -11,9 +11,10 @@ import numpy as np
 
 from ..errors import ParamsError
 from ..io import atomic_dir
+from ..labelfree import k_warning
 from ..tables import Assignments, read_features, write_assignments
 from .base import Clustering
-from .choose_k import choose_k
+from .choose_k import choose_k, runner_up
 from .preprocess import FeatureTransform
 from .registry import METHODS
 
@@ -55,7 +56,17 @@ def run_clustering(features_dir, out_dir, seed: int, train_splits: list[str], pa
         except ValueError as err:
             raise ParamsError(f"params: {err}") from None
         log.info("k=auto: %s chose K=%d from %s", criterion, k, {key: round(v, 4) for key, v in curve.items()})
-        chosen = {"k_auto": True, "k_criterion": criterion, "k_curve": {str(key): v for key, v in curve.items()}}
+        second, margin = runner_up(curve, criterion, params.auto_k.strength_threshold)
+        chosen = {
+            "k_auto": True,
+            "k_criterion": criterion,
+            "k_curve": {str(key): v for key, v in curve.items()},
+            "k_runner_up": second,
+            "k_margin": margin,
+        }
+        warning = k_warning(k, second, margin)
+        if warning:
+            log.warning("k=auto: %s", warning)
     clustering = method.fit(x[train], k if k != "auto" else 0, params.block, seed)
     clusters, confidence = clustering.predict(x)
     if clustering.fit_labels is not None:  # the fitted points keep the method's own assignment

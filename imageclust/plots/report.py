@@ -15,7 +15,7 @@ import numbers
 from pathlib import Path
 
 from ..io import atomic_path
-from ..labelfree import size_warning
+from ..labelfree import k_warning, size_warning
 
 # evaluate.json's columns in this order; others follow alphabetically
 SCORE_COLUMNS = (
@@ -121,8 +121,10 @@ def write_report(
     if "evaluate" in metrics:
         parts += ["<h2>Scores</h2>", scores_table(metrics["evaluate"])]
     for name, m in metrics.items():  # label-free flags of a degenerate clustering
-        warning = size_warning(m["cluster_sizes"]) if isinstance(m.get("cluster_sizes"), dict) else None
-        if warning:
+        warnings = [size_warning(m["cluster_sizes"]) if isinstance(m.get("cluster_sizes"), dict) else None]
+        if m.get("k_auto"):
+            warnings.append(k_warning(m["k"], m.get("k_runner_up"), m.get("k_margin")))
+        for warning in filter(None, warnings):
             parts.append(f'<p class="warning">{html.escape(name)}: {html.escape(warning)}</p>')
     others = [(name, m) for name, m in metrics.items() if name != "evaluate"]
     if others:

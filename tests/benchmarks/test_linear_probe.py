@@ -1,6 +1,8 @@
 """The linear-probe benchmark: the ceiling it reports follows the features, not a constant."""
 
 import json
+import shutil
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -45,6 +47,10 @@ def test_command_merges_named_runs_and_refuses_unlabelled_splits(tmp_path):
     linear_probe.main(["--run", f"toy/seed0={project}", "--out", str(out)])
     report = json.loads(out.read_text())
     assert report["older/seed0"] == {"linear_probe_acc": 0.5} and report["toy/seed0"]["dim"] == 8
+    # a further representation space of the same project (artifacts/spaces/<name>)
+    shutil.copytree(project / "artifacts" / "features", project / "artifacts" / "spaces" / "wide")
+    linear_probe.main(["--run", f"toy/wide={project}:wide", "--out", str(out)])
+    assert json.loads(out.read_text())["toy/wide"] == {**report["toy/seed0"], "seconds": ANY}
     with pytest.raises(SystemExit, match="'val' is missing"):
         linear_probe.main(["--run", f"toy={project}", "--score-split", "val", "--out", str(out)])
     with pytest.raises(SystemExit):

@@ -23,12 +23,16 @@ def params(**cluster):
 @pytest.mark.parametrize(
     "method, chosen, criterion",
     [
-        ("kmeans", "auto", "silhouette"),
+        ("kmeans", "auto", "stability"),
         ("gmm", "auto", "bic"),
         ("spectral", "auto", "eigengap"),
-        ("agglomerative", "auto", "silhouette"),
+        ("agglomerative", "auto", "stability"),
         ("kmeans", "eigengap", "eigengap"),
         ("gmm", "silhouette", "silhouette"),
+        ("kmeans", "silhouette_umap", "silhouette_umap"),
+        ("kmeans", "prediction_strength", "prediction_strength"),
+        ("kmeans", "stability", "stability"),
+        ("kmeans", "generalisation", "generalisation"),
     ],
 )
 def test_auto_k_finds_the_number_of_blobs(method, chosen, criterion):
@@ -63,8 +67,13 @@ def test_auto_k_through_the_stage_records_the_curve_and_finetune_follows(tmp_pat
     )
     g, d, c = params(k="auto", auto_k={"min_k": 2, "max_k": 6})
     stats = run_clustering(tmp_path / "f", tmp_path / "c", g, d, c)
-    assert stats["k"] == 4 and stats["k_auto"] and stats["k_criterion"] == "silhouette"
+    assert stats["k"] == 4 and stats["k_auto"] and stats["k_criterion"] == "stability"
     assert set(stats["k_curve"]) == {"2", "3", "4", "5", "6"}
+    curve = {int(k): v for k, v in stats["k_curve"].items()}
+    second = min((k for k in curve if k != 4), key=lambda k: (curve[k], -k))  # the lowest; ties: the larger K
+    assert stats["k_runner_up"] == second
+    spread = max(curve.values()) - min(curve.values())
+    assert stats["k_margin"] == pytest.approx((curve[second] - curve[4]) / spread, abs=1e-4)
     assert read_assignments(tmp_path / "c" / ASSIGNMENTS_FILE).num_clusters == 4
     rows = (tmp_path / "c" / "k_curve.csv").read_text().splitlines()
     assert rows[0] == "k,score,criterion,chosen" and rows[3].startswith("4,") and rows[3].endswith(",1")

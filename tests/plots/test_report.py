@@ -55,6 +55,16 @@ def test_report_flags_a_sink_cluster(tmp_path):
     assert warnings == ["finetune: the largest cluster is 2.6x the mean size"]
 
 
+def test_report_flags_a_k_chosen_by_a_thin_margin(tmp_path):
+    thin = {"k": 7, "k_auto": True, "k_runner_up": 8, "k_margin": 0.015}
+    clear = {"k": 7, "k_auto": True, "k_runner_up": 8, "k_margin": 0.3}
+    for name, metrics, expected in (("thin", thin, 1), ("clear", clear, 0)):
+        write_report(tmp_path / f"{name}.html", "t", {"cluster": metrics}, [], [])
+        warnings = re.findall(r'<p class="warning">(.*?)</p>', (tmp_path / f"{name}.html").read_text())
+        assert len(warnings) == expected, name
+    assert "K=7 was chosen over K=8 by a margin of 1.5%" in (tmp_path / "thin.html").read_text()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)")
 def test_report_renders_in_headless_chromium(tmp_path):
     inputs = make_inputs(tmp_path)
