@@ -1,7 +1,8 @@
 """Label-free scores of one candidate K, for ``cluster.k: auto`` (``choose_k.py`` scans them).
 
-Each takes the sample being clustered, K, and ``fit(x, k, seed) -> labels`` (the clustering
-method, fitted on ``x`` and assigning it) or ``fit_model`` (fitted on one set, assigning another).
+Each takes the sample being clustered and K; the resampling ones also take ``fit(x, k, seed)``
+(the clustering method's labels of ``x``, fitted on ``x``) and ``transfer(fitted, new, k, seed)``
+(its labels of ``new``, fitted on ``fitted``).
 The resampling criteria compare clusterings of disjoint halves of the sample, transferred from one
 half to the other by the method's own rule for new points, as the papers do with a classifier.
 """
