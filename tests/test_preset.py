@@ -1,5 +1,9 @@
 """Params presets: every preset names real keys with valid values, and turns into dvc exp run -S args."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -45,3 +49,72 @@ def test_dry_run_prints_the_dvc_command(capsys):
     out = capsys.readouterr().out
     assert out.startswith("dvc exp run -S ") and " -S pretrain.method=simclr " in out
     assert out.rstrip().endswith("-S data.name=mnist -n try")  # the user's options come last and win
+
+
+def _git(root, *args):
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+@pytest.fixture
+def preset_project(tmp_path, monkeypatch):
+    """A git + DVC project with the repository's params.yaml and one stage that records the params
+    it ran with, so a real `dvc exp run` shows what a preset made of them."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "params.yaml").write_text((preset.PRESETS_DIR.parent / "params.yaml").read_text())
+    (root / "dvc.yaml").write_text(
+        "stages:\n  record:\n    cmd: python -c \"import shutil; shutil.copy('params.yaml', 'ran_with.yaml')\"\n"
+        "    params: [data, extract, pretrain, cluster, finetune]\n    outs: [{ran_with.yaml: {cache: false}}]\n"
+    )
+    _git(root, "init", "-q")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "empty")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True, env=env)
+    (root / ".gitignore").write_text("/ran_with.yaml\n")
+    _git(root, "add", "-A")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "defaults")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    return root
+
+
+def _ran_with(root) -> dict:
+    return preset.flatten(yaml.safe_load((root / "ran_with.yaml").read_text()))
+
+
+def test_two_presets_in_a_row_each_start_from_the_committed_params(preset_project, capsys):
+    """photos_frozen sets extract.backbone; small_gray does not, and must not inherit it (it used to
+    cluster EfficientNet features of 16 px digits, silently)."""
+    committed = preset.flatten(yaml.safe_load((preset_project / "params.yaml").read_text()))
+    with pytest.raises(SystemExit) as first:
+        preset.main(["photos_frozen"])
+    assert first.value.code == 0
+    assert _ran_with(preset_project)["extract.backbone"] == "efficientnet_lite0"
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as second:
+        preset.main(["small_gray", "-S", "seed=3"])
+    assert second.value.code == 0
+    ran = _ran_with(preset_project)
+    expected = {**committed, **preset.load_preset("small_gray"), "seed": 3}
+    assert ran == expected
+    said = capsys.readouterr().err
+    assert "preset small_gray resets to the committed params.yaml: " in said
+    assert "extract.backbone ('efficientnet_lite0' -> 'encoder')" in said
+
+
+def test_leftover_keys_name_what_the_preset_does_not_set():
+    workspace = {"extract": {"backbone": "efficientnet_lite0", "image_size": 160}, "seed": 0}
+    committed = {"extract": {"backbone": "pixels", "image_size": 32}, "seed": 0}
+    assert preset.leftover_keys(workspace, committed, {"extract.image_size": 16}) == {
+        "extract.backbone": ("efficientnet_lite0", "pixels")
+    }
+
+
+def test_a_preset_refuses_an_uncommitted_params_file(tmp_path, monkeypatch):
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="params.yaml: not committed in git .*presets start from it: commit it first"):
+        preset.main(["small_gray", "--dry-run"])
+    assert (tmp_path / "params.yaml").read_text() == "seed: 0\n"
