@@ -111,6 +111,8 @@ class Predictor:
         self.model = load_torch(self.finetune_dir / MODEL_FILE)
         method = METHODS.get(self.model.get("method"))
         self.assign = method.assign if method is not None else None
+        if self.model.get("kept_cluster_stage"):  # its guard kept the cluster stage's assignment
+            self.assign = None
         if method is None or (method.assign is not None and "trains_encoder" not in self.model):
             raise DataError(
                 f"{self.finetune_dir / MODEL_FILE}: finetune.method={self.model.get('method')!r} saved "
@@ -183,7 +185,7 @@ class Predictor:
         vectors = self.embedder(torch.from_numpy(pixels)).cpu().numpy()
         x = self.transform.apply(vectors)
         stage_clusters, stage_confidence = self.clustering.predict(x)
-        if self.assign is None:  # finetune.method: none
+        if self.assign is None:  # finetune.method: none, or a guard that kept the cluster stage's
             return (
                 stage_clusters,
                 stage_confidence,

@@ -40,6 +40,7 @@ def main(args: argparse.Namespace) -> None:
         encoder_path=args.encoder,
         checkpoint_dir=args.checkpoints,
         spaces_dir=args.spaces,
+        encoder_pretrained=raw_value(raw, "pretrain.method", None) != "none",
     )
     write_metrics(args.metrics, summary, images=summary.get("images_trained"))
 

@@ -66,7 +66,7 @@ def test_heads_on_features_assign_as_the_method_did(method, finetune, block):
 @pytest.mark.parametrize(
     "method, finetune, block",
     [
-        ("deepcluster", finetune_deepcluster, {"epochs": 1, "pca_dim": 4, "augment": "none"}),
+        ("deepcluster", finetune_deepcluster, {"epochs": 1, "pca_dim": 4, "augment": "none", "guard": False}),
         (
             "spectral",
             finetune_spectral,
@@ -77,6 +77,7 @@ def test_heads_on_features_assign_as_the_method_did(method, finetune, block):
                 "augment": "none",
                 "score_samples": 30,
                 "patience": None,
+                "guard": False,  # a random encoder
             },
         ),
     ],

@@ -123,3 +123,37 @@ def tuned_rows(project: Path) -> int:
     import pyarrow.parquet as pq
 
     return pq.read_metadata(project / "artifacts/finetune/assignments.parquet").num_rows
+
+
+def test_a_guard_that_keeps_the_cluster_stage_predicts_with_it(tmp_path, stage_project, monkeypatch):
+    """Spectral fine-tuning after MoCo, its guard made to judge every clustering worse than the
+    cluster stage's: the finetune stage returns the cluster stage's assignment and says so, and
+    ``predict`` sorts new images by the cluster stage's model, not by the encoder it did not keep."""
+    import shutil
+
+    from imageclust.data.prepared import load_prepared
+    from imageclust.finetune import guard
+    from imageclust.predict import Predictor
+    from imageclust.tables import read_assignments
+
+    judged = iter([1.0])  # the cluster stage's assignment is judged first, every clustering after it 0
+    monkeypatch.setattr(guard.Referee, "score", lambda self, labels: next(judged, 0.0))
+    project = stage_project({**preset.load_preset("moco_spectral"), **FEW, **TINY["moco_spectral"]})
+    project.run(*STAGES)
+    shutil.copy(Path(__file__).resolve().parents[1] / "dvc.yaml", tmp_path / "dvc.yaml")  # where predict looks
+    tuned = json.loads((tmp_path / "metrics/finetune.json").read_text())
+    assert tuned["guard_kept_cluster_stage"] and tuned["guard_start_score"] == 1.0
+    stage = read_assignments(tmp_path / "artifacts/cluster/assignments.parquet")
+    final = read_assignments(tmp_path / "artifacts/finetune/assignments.parquet")
+    np.testing.assert_array_equal(final.clusters, stage.clusters)
+    assert not (tmp_path / "artifacts/finetune/encoder.pt").exists()
+
+    prepared = load_prepared(tmp_path / "data/prepared")
+    (tmp_path / "new").mkdir()
+    rows = np.arange(0, len(prepared.ids), 7)
+    for row in rows:
+        Image.fromarray(prepared.images[row][..., 0]).save(tmp_path / "new" / f"{prepared.ids[row]}.png")
+    predicted = Predictor(tmp_path).predict(sorted((tmp_path / "new").iterdir()))
+    by_id = dict(zip(stage.ids, stage.clusters))
+    expected = [by_id[path.stem] for path in predicted.paths]
+    np.testing.assert_array_equal(predicted.clusters, expected)

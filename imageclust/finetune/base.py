@@ -93,10 +93,15 @@ class FinetuneRun:
     # extract.spaces by name: (n, d_i) features of the same rows in further representation spaces
     # (TURTLE fits a head per space; the other methods use ``vectors``)
     more_spaces: dict[str, np.ndarray] = field(default_factory=dict)
+    encoder_pretrained: bool = True  # pretrain.method is not none: the starting features mean something
 
     @property
     def block(self):
         return self.params.block
+
+    def guarded(self, guard: bool | None) -> bool:
+        """A method's ``guard`` param (``guard.py``); null: on when the encoder was pretrained."""
+        return self.encoder_pretrained if guard is None else guard
 
     def resume(self) -> dict | None:
         """The state of the last checkpoint of this very run (same params, data and code), if any."""

@@ -17,6 +17,10 @@ The network is the pretrain stage's encoder, or its random initialisation with
   views' classification losses.
 The final clusters are k-means on the trained network's features, as each epoch's; new rows go to
 the nearest centre, with DEC's soft assignment as confidence.
+
+With ``guard`` (by default when the encoder was pretrained), every epoch's network is judged by its
+clustering into K in the features it started from (``guard.py``): the best-judged epoch's network
+makes the final clusters, and when none beats the cluster stage's assignment, that is returned.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from pydantic import Field
 from torch import nn
 
 from ..augment import PresetName, build_augmenter
-from ..clustering import kmeans
 from ..clustering.base import Clustering, distances_to_centres
 from ..config import Int, Section
 from ..losses.contrastive import nt_xent, supervised_contrastive
@@ -40,7 +43,9 @@ from ..models.heads import projection_head
 from ..runtime import check_finite_loss
 from ..tables import UNLABELED
 from .base import FinetuneMethod, FinetuneResult, FinetuneRun
+from .guard import BestEpoch, Referee, warn_if_kept_start
 from .images import Images, embed, trainable_encoder
+from .pseudo_labels import cluster_features, training_clusters, uniform_cluster_sampler
 
 log = logging.getLogger(__name__)
 HINT = "Try a lower finetune.deepcluster.lr"  # when the loss stops being a number
@@ -92,87 +97,13 @@ class Params(Section):
     projection_dims: list[Int] = Field(
         default_factory=lambda: [128, 64], min_length=1, description="the projection head of the contrastive variants"
     )
-
-
-def uniform_cluster_sampler(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``size`` indices drawn evenly over the non-empty clusters of ``labels`` (DeepCluster's
-    ``UnifLabelSampler``): each cluster gives ``size // clusters + 1`` indices (with replacement only
-    when it holds fewer), the lot is shuffled and cut to ``size``."""
-    members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    per_cluster = size // len(members) + 1
-    drawn = np.concatenate([rng.choice(m, per_cluster, replace=len(m) < per_cluster) for m in members])
-    rng.shuffle(drawn)
-    return drawn[:size]
-
-
-def reseed_empty_clusters(
-    x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, rng: np.random.Generator, scale: float = 1e-4
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """DeepCluster's rule for an empty cluster (section 3.3): take a random non-empty cluster, give
-    the empty one its centre plus a small perturbation, and split the non-empty cluster's points
-    between the two centres by distance. Returns new labels, centroids and the number re-seeded."""
-    labels, centroids = labels.copy(), centroids.copy()
-    k, reseeded = len(centroids), 0
-    for empty in range(k):
-        if (labels == empty).any():
-            continue
-        sizes = np.bincount(labels, minlength=k)
-        donor = int(rng.choice(np.flatnonzero(sizes > 1)))  # a cluster of one cannot be split
-        noise = scale * rng.standard_normal(centroids.shape[1])
-        centroids[empty], centroids[donor] = centroids[donor] + noise, centroids[donor] - noise
-        points = np.flatnonzero(labels == donor)
-        closer = ((x[points] - centroids[empty]) ** 2).sum(1) < ((x[points] - centroids[donor]) ** 2).sum(1)
-        if not closer.any() or closer.all():  # identical points: split them in half
-            closer = np.arange(len(points)) < len(points) // 2
-        labels[points[closer]] = empty
-        reseeded += 1
-    return labels, centroids, reseeded
-
-
-class ClusterSpace:
-    """PCA whitening then L2 normalisation, fitted on the training features (as DeepCluster's
-    ``preprocess_features``)."""
-
-    def __init__(self, x: np.ndarray, dim: int | None, whiten: bool, seed: int):
-        from sklearn.decomposition import PCA
-
-        self.pca = None
-        if dim is not None:
-            self.pca = PCA(n_components=min(dim, *x.shape), whiten=whiten, random_state=seed).fit(x)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.pca is not None:
-            x = self.pca.transform(x)
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        return x.astype(np.float32)
-
-    def to_tensors(self) -> dict[str, torch.Tensor]:
-        """What applying the transform takes: (x - mean) @ components.T / scale, then L2."""
-        if self.pca is None:
-            return {}
-        scale = np.sqrt(self.pca.explained_variance_) if self.pca.whiten else np.ones(self.pca.n_components_)
-        return {
-            name: torch.from_numpy(np.asarray(v, dtype=np.float32))
-            for name, v in (
-                ("pca_mean", self.pca.mean_),
-                ("pca_components", self.pca.components_),
-                ("pca_scale", scale),
-            )
-        }
-
-
-def cluster_features(x: np.ndarray, k: int, p, seed: int) -> tuple[ClusterSpace, Clustering, np.ndarray, dict]:
-    """One DeepCluster clustering of the training features ``x``: the space, the k-means model, the
-    labels after re-seeding empty clusters, and statistics."""
-    space = ClusterSpace(x, p.pca_dim, p.whiten, seed)
-    z = space(x)
-    params = kmeans.Params(backend=p.kmeans_backend, n_init=p.kmeans_n_init, max_iter=100)
-    clustering = kmeans.fit_kmeans(z, k, params, seed)
-    nearest = clustering.predict(z)[0].astype(np.int64)
-    labels, clustering.centroids, reseeded = reseed_empty_clusters(
-        z, nearest, clustering.centroids, np.random.default_rng(seed)
+    guard: bool | None = Field(
+        None,
+        description=(
+            "keep the epoch whose clustering into K scores best in the starting features (by nearest "
+            "neighbours), never worse than the cluster stage's; null: when the encoder was pretrained"
+        ),
     )
-    return space, clustering, labels, {"reseeded": reseeded, **clustering.stats}
 
 
 class DeepClusterNet(nn.Module):
@@ -190,16 +121,6 @@ class DeepClusterNet(nn.Module):
     def forward(self, x: torch.Tensor):
         h = self.encoder(x)
         return self.top(h), (self.projector(h) if self.projector is not None else None)
-
-
-def training_clusters(k: int, samples: int, requested: int | None = None) -> int:
-    """The number of pseudo-classes DeepCluster trains on: ``requested``, or the paper's ten times
-    the number of classes (10,000 k-means clusters for ImageNet's 1,000), kept to at least ten
-    images per cluster on average and never below ``k``. Over-clustering gives finer pseudo-labels
-    that a class can be split across without being merged with another."""
-    if requested is not None:
-        return requested
-    return max(k, min(10 * k, samples // 10))
 
 
 def _epoch_generators(seed: int, epoch: int, device: torch.device):
@@ -222,6 +143,23 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
     top_optimizer = torch.optim.SGD(net.top.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     augment = build_augmenter(p.augment)
     labelled = (run.labels[run.train] != UNLABELED).all()
+    best = None
+    if run.guarded(p.guard):
+        best = BestEpoch.from_start(Referee(run.vectors[train_rows], run.seed), run.initial_clusters[train_rows])
+
+    def encoder_snapshot() -> dict:
+        return {name: t.detach().cpu().clone() for name, t in net.encoder.state_dict().items()}
+
+    def judge(epoch: int, features: np.ndarray) -> dict:
+        """Offer the network after ``epoch`` epochs to the guard, by its clustering into K."""
+        labels = cluster_features(features, run.num_clusters, p, run.seed + epoch)[2]
+        score = best.offer(epoch, labels, encoder_snapshot)
+        log.info("deepcluster after %d epochs: guard score %.4f (cluster stage %.4f)", epoch, score, best.start_score)
+        row = {"deepcluster/guard_score": score}
+        if labelled:  # diagnostics only: nothing reads them
+            row["diagnostic/guard_acc_with_labels"] = clustering_accuracy(run.labels[train_rows], labels)
+        return row
+
     pseudo, previous, start = None, None, 0
     resumed = run.resume()
     if resumed is not None:
@@ -229,6 +167,8 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
         net.load_state_dict(resumed["net"])
         optimizer.load_state_dict(resumed["optimizer"])
         top_optimizer.load_state_dict(resumed["top_optimizer"])
+        if best is not None:
+            best.restore(resumed["guard"], resumed["guard_encoder"])
 
     def state() -> dict:
         return {
@@ -238,6 +178,8 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
             "net": net.state_dict(),
             "optimizer": optimizer.state_dict(),
             "top_optimizer": top_optimizer.state_dict(),
+            "guard": best.state() if best else None,
+            "guard_encoder": best.snapshot if best else None,
         }
 
     images_trained = 0  # by this run, for images/s: not by the run it resumed
@@ -246,6 +188,8 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
         row = {}
         if epoch % p.reassign_every == 0:
             features = embed(net.encoder, images, train_rows, batch_size, normalize=False)
+            if best is not None:
+                row.update(judge(epoch, features))
             _, clustering, labels, info = cluster_features(features, train_k, p, run.seed + epoch)
             previous, pseudo = pseudo, torch.from_numpy(labels)
             net.reset_top()
@@ -295,7 +239,18 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
         log.info("deepcluster epoch %d/%d: loss %.4f", epoch + 1, p.epochs, totals[0])
         run.end_epoch(epoch, p.epochs, row, state)
 
-    # the final clusters: k-means on the trained network's features, every row assigned
+    if best is not None:
+        judge(p.epochs, embed(net.encoder, images, train_rows, batch_size, normalize=False))
+        warn_if_kept_start("deepcluster", best)
+        if best.kept_start:
+            return FinetuneResult(
+                clusters=run.initial_clusters.copy(),
+                confidence=run.initial_confidence.copy(),
+                model={"kept_cluster_stage": True},
+                stats={"train_samples": len(train_rows), "epochs": p.epochs, **best.stats()},
+            )
+        net.encoder.load_state_dict(best.snapshot)
+    # the final clusters: k-means on the (best-judged) network's features, every row assigned
     features = embed(net.encoder, images, np.arange(len(run.vectors)), batch_size, normalize=False)
     space, clustering, labels, info = cluster_features(features[run.train], run.num_clusters, p, run.seed + p.epochs)
     clusters, confidence = clustering.predict(space(features))
@@ -308,6 +263,7 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
         "train_k": train_k,
         "final_reseeded_clusters": info["reseeded"],
         "nmi_to_last_pseudo_labels": nmi(pseudo.numpy(), labels),
+        **(best.stats() if best else {}),
     }
     model = {
         "centroids": torch.from_numpy(clustering.centroids),

@@ -16,6 +16,12 @@ Each epoch, on the training rows only:
    and pseudo-labels of the best-scoring epoch; stop early after ``patience`` epochs without a better
    score.
 
+With ``guard`` (by default when the encoder was pretrained), each spectral clustering's pseudo-labels are also judged in
+the features the run started from (``guard.py``, by nearest neighbours): the epoch kept is the
+best-judged clustering's, its best-scoring epoch, and when no clustering beats the cluster stage's
+assignment, judged the same way, that assignment is returned (the silhouette of the encoder's own
+embeddings rose on Fashion-MNIST while the clusters left the classes: 0.620 against k-means' 0.689).
+
 Choices: the score is measured after the epoch's training, under the pseudo-labels the epoch trained
 on; at the end every row is embedded with the kept encoder, training rows keep their pseudo-label and
 every other row takes the vote of its nearest training rows (the spectral clustering's ``knn`` rule,
@@ -43,6 +49,7 @@ from ..losses.prototypes import prototype_loss
 from ..metrics import nmi
 from ..runtime import check_finite_loss
 from .base import FinetuneMethod, FinetuneResult, FinetuneRun, shuffled_batches
+from .guard import Referee
 from .images import Images, embed, trainable_encoder
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,13 @@ class Params(Section):
     )
     patience: Int | None = Field(3, ge=1, description="stop after this many epochs without a better score")
     score_samples: Int = Field(5000, ge=10, description="seeded subsample the score is computed on")
+    guard: bool | None = Field(
+        None,
+        description=(
+            "judge each clustering in the starting features (by nearest neighbours) and never return one "
+            "judged worse than the cluster stage's; null: when the encoder was pretrained"
+        ),
+    )
 
 
 LOWER_IS_BETTER = {"davies_bouldin"}
@@ -116,12 +130,15 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
     image_generator = torch.Generator(device=device).manual_seed(run.seed)  # augmentations
     labels = centres = best = None  # pseudo-labels of the training rows (CPU), their centres (device)
     scores: list[float] = []
+    referee = Referee(run.vectors[train_rows], run.seed) if run.guarded(p.guard) else None
+    start_score = referee.score(run.initial_clusters[train_rows]) if referee else None
+    judged = -math.inf  # the guard's score of the current pseudo-labels
     since_best, reclusterings, stopped, start = 0, 0, False, 0
 
     resumed = run.resume()
     if resumed is not None:
         start, labels, scores = resumed["epoch"], resumed["labels"].numpy(), resumed["scores"]
-        centres, best = resumed["centres"].to(device), resumed["best"]
+        centres, best, judged = resumed["centres"].to(device), resumed["best"], resumed["judged"]
         since_best, reclusterings, stopped = resumed["since_best"], resumed["reclusterings"], resumed["stopped"]
         encoder.load_state_dict(resumed["encoder"])
         optimizer.load_state_dict(resumed["optimizer"])
@@ -136,6 +153,7 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
             "labels": torch.from_numpy(labels),
             "centres": centres.cpu(),
             "best": best,
+            "judged": judged,
             "scores": scores,
             "since_best": since_best,
             "reclusterings": reclusterings,
@@ -154,6 +172,8 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
             centres = centres_of(z, labels, k).to(device)
             reclusterings += 1
             row["spectral/nmi_to_previous"] = nmi(previous, labels)  # stability, no labels needed
+            if referee is not None:
+                judged = row["spectral/guard_score"] = referee.score(labels)
 
         encoder.train()
         targets = torch.from_numpy(labels).to(device)
@@ -170,11 +190,12 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
 
         score = cluster_score(embed(encoder, images, train_rows[scored], batch_size), labels[scored], p.score)
         scores.append(score)
-        if best is None or oriented(p.score, score) > oriented(p.score, best["score"]):
+        if best is None or (judged, oriented(p.score, score)) > (best["judged"], oriented(p.score, best["score"])):
             since_best = 0
             best = {
                 "epoch": epoch,
                 "score": score,
+                "judged": judged,
                 "labels": torch.from_numpy(labels.copy()),
                 "encoder": {name: t.detach().clone() for name, t in encoder.state_dict().items()},
             }
@@ -187,6 +208,26 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
             log.info("spectral: no better %s for %d epochs; stopping after epoch %d", p.score, p.patience, epoch + 1)
             break
 
+    guard = {}
+    if referee is not None:
+        guard = {
+            "guard_start_score": round(start_score, 4),
+            "guard_best_score": round(best["judged"], 4),
+            "guard_kept_cluster_stage": bool(best["judged"] <= start_score),
+        }
+        if guard["guard_kept_cluster_stage"]:
+            log.warning(
+                "spectral: no clustering beat the cluster stage's in the starting features (neighbour "
+                "kappa %.4f against %.4f); the cluster stage's assignment is kept",
+                best["judged"],
+                start_score,
+            )
+            return FinetuneResult(
+                clusters=run.initial_clusters.copy(),
+                confidence=run.initial_confidence.copy(),
+                model={"kept_cluster_stage": True},
+                stats={"best_epoch": best["epoch"], "train_samples": int(n), **guard},
+            )
     encoder.load_state_dict(best["encoder"])
     encoder.eval()
     best_labels = best["labels"].numpy()
@@ -215,6 +256,7 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
             "reclusterings": reclusterings,
             "train_samples": int(n),
             "images_trained": images_trained,
+            **guard,
         },
     )
 

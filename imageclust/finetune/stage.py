@@ -42,9 +42,11 @@ def run_finetune(
     encoder_path=None,
     checkpoint_dir=None,
     spaces_dir=None,
+    encoder_pretrained: bool = True,
 ) -> dict:
     """Fine-tune on the ``train_splits`` rows; every row gets a cluster. Returns the stage's metrics.
-    ``spaces_dir``: the extract_spaces stage's folder (the further representation spaces)."""
+    ``spaces_dir``: the extract_spaces stage's folder (the further representation spaces);
+    ``encoder_pretrained``: pretrain.method is not none (the guards judge in the starting features)."""
     features = read_features(features_dir)
     uses_spaces = spaces_dir is not None and METHODS[params.method].uses_spaces
     more_spaces = read_spaces(spaces_dir, features.ids) if uses_spaces else {}
@@ -98,6 +100,7 @@ def run_finetune(
         run_id=run_id,
         curves=curves,
         more_spaces={name: table.vectors for name, table in more_spaces.items()},
+        encoder_pretrained=encoder_pretrained,
     )
     started = time.perf_counter()
     result = METHODS[params.method].run(run)

@@ -9,14 +9,14 @@ import torch
 from conftest import three_shapes
 
 from imageclust.finetune.base import CHECKPOINT_FILE, FinetuneRun
-from imageclust.finetune.deepcluster import (
+from imageclust.finetune.deepcluster import finetune_deepcluster
+from imageclust.finetune.params import FinetuneParams
+from imageclust.finetune.pseudo_labels import (
     ClusterSpace,
-    finetune_deepcluster,
     reseed_empty_clusters,
     training_clusters,
     uniform_cluster_sampler,
 )
-from imageclust.finetune.params import FinetuneParams
 from imageclust.finetune.registry import METHODS
 from imageclust.finetune.stage import ENCODER_FILE
 from imageclust.io import load_torch
@@ -129,7 +129,8 @@ def deepcluster_params(**block) -> FinetuneParams:
         method="deepcluster",
         batch_size=16,
         checkpoint_every=1,
-        deepcluster={"epochs": 2, "pca_dim": 4, "augment": "none", **block},
+        # a random encoder: no guard unless a test asks (its starting features judge nothing)
+        deepcluster={"epochs": 2, "pca_dim": 4, "augment": "none", "guard": False, **block},
     )
 
 
@@ -178,9 +179,18 @@ def test_deepcluster_finds_the_shapes(image_run):
     assert clustering_accuracy(three_shapes()[1], result.clusters) >= 0.9
 
 
-def test_deepcluster_resumes_after_a_kill_as_if_never_stopped(image_run, tmp_path, monkeypatch):
-    params = deepcluster_params(epochs=3, contrastive="views")
-    uninterrupted = finetune_deepcluster(image_run(params))
+@pytest.mark.parametrize("guard", [False, True])
+def test_deepcluster_resumes_after_a_kill_as_if_never_stopped(image_run, tmp_path, monkeypatch, guard):
+    params = deepcluster_params(epochs=3, contrastive="views", guard=guard)
+
+    def run_of(params, **kwargs):
+        run = image_run(params, **kwargs)
+        if guard:  # a start at chance, so that the guard keeps an epoch's network
+            run.initial_clusters = np.random.default_rng(0).permutation(run.initial_clusters)
+        return run
+
+    uninterrupted = finetune_deepcluster(run_of(params))
+    assert not uninterrupted.stats.get("guard_kept_cluster_stage")
 
     original = FinetuneRun.end_epoch
 
@@ -191,16 +201,17 @@ def test_deepcluster_resumes_after_a_kill_as_if_never_stopped(image_run, tmp_pat
 
     monkeypatch.setattr(FinetuneRun, "end_epoch", killed_after_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        finetune_deepcluster(image_run(params, checkpoint_dir=tmp_path / "ckpt"))
+        finetune_deepcluster(run_of(params, checkpoint_dir=tmp_path / "ckpt"))
     monkeypatch.setattr(FinetuneRun, "end_epoch", original)
     assert load_torch(tmp_path / "ckpt" / CHECKPOINT_FILE)["epoch"] == 2
     torch.manual_seed(123)  # the global generator as another process would find it
-    resumed = finetune_deepcluster(image_run(params, checkpoint_dir=tmp_path / "ckpt"))
+    resumed = finetune_deepcluster(run_of(params, checkpoint_dir=tmp_path / "ckpt"))
+    assert resumed.stats == uninterrupted.stats | {"images_trained": resumed.stats["images_trained"]}
     np.testing.assert_array_equal(resumed.clusters, uninterrupted.clusters)
     for key, value in uninterrupted.encoder.state_dict().items():
         torch.testing.assert_close(resumed.encoder.state_dict()[key], value, rtol=0, atol=0)
 
-    other = finetune_deepcluster(image_run(params, checkpoint_dir=tmp_path / "ckpt", run_id="another"))
+    other = finetune_deepcluster(run_of(params, checkpoint_dir=tmp_path / "ckpt", run_id="another"))
     np.testing.assert_array_equal(other.clusters, uninterrupted.clusters)  # another run's checkpoint is ignored
 
 
@@ -214,3 +225,40 @@ def test_trained_encoder_is_saved_in_the_pretrain_format(image_run, tmp_path):
     assert header["finetuned"] and header["backbone"] == "small_cnn"
     for key, value in result.encoder.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value)
+
+
+# ---------------------------------------------------------------- the guard
+
+
+def test_guard_returns_the_cluster_stage_when_no_epoch_beats_it(image_run):
+    """Starting features that hold the cluster stage's assignment exactly: no epoch's clustering of
+    a random network's features can beat it, so it is returned, and predict uses the cluster stage."""
+    run = image_run(deepcluster_params(guard=True))
+    run.vectors = np.eye(3, dtype=np.float32)[run.initial_clusters] * 5
+    run.initial_clusters = run.initial_clusters.copy()
+    result = finetune_deepcluster(run)
+    np.testing.assert_array_equal(result.clusters, run.initial_clusters)
+    assert result.model == {"kept_cluster_stage": True} and result.encoder is None
+    stats = result.stats
+    assert stats["guard_kept_cluster_stage"] and stats["guard_best_epoch"] is None
+    assert len(stats["guard_scores"]) == 3  # before each of the 2 epochs, and after the last
+    assert max(stats["guard_scores"]) <= stats["guard_start_score"]
+
+
+def test_guard_keeps_the_best_judged_epoch(image_run):
+    """A cluster stage's assignment at chance in the starting features: an epoch's clustering wins, its
+    network makes the final clusters."""
+    run = image_run(deepcluster_params(guard=True, epochs=2))
+    run.initial_clusters = np.random.default_rng(0).permutation(run.initial_clusters)
+    result = finetune_deepcluster(run)
+    stats = result.stats
+    assert not stats["guard_kept_cluster_stage"] and stats["guard_best_epoch"] in (0, 1, 2)
+    assert stats["guard_best_score"] == max(stats["guard_scores"]) > stats["guard_start_score"]
+    assert "rule" in result.model and result.encoder is not None
+
+
+def test_guard_defaults_to_whether_the_encoder_was_pretrained(image_run):
+    run = image_run(deepcluster_params(guard=None, epochs=1))
+    assert run.guarded(None) and not run.guarded(False)
+    run.encoder_pretrained = False  # pretrain.method: none
+    assert "guard_scores" not in finetune_deepcluster(run).stats

@@ -60,6 +60,7 @@ def inputs(tmp_path_factory):
 def make_run(inputs, tmp_path=None, curves=None, run_id="", **spectral_params):
     root, groups = inputs
     block = dict(epochs=1, recluster_every=1, num_neighbors=5, augment="gray", score_samples=30, patience=None)
+    block["guard"] = False  # a random encoder: its starting features judge nothing
     params = FinetuneParams(method="spectral", batch_size=16, checkpoint_every=1, spectral={**block, **spectral_params})
     return FinetuneRun(
         vectors=np.random.default_rng(0).normal(size=(N, 4)).astype(np.float32),
@@ -171,3 +172,33 @@ def test_killed_run_resumes_bit_identically(inputs, tmp_path, monkeypatch):
     assert resumed.stats == whole.stats
     for name, tensor in whole.encoder.state_dict().items():
         assert torch.equal(resumed.encoder.state_dict()[name], tensor), name
+
+
+def test_guard_returns_the_cluster_stage_when_no_clustering_beats_it(inputs, monkeypatch):
+    """Spectral clusterings at chance, and starting features that hold the cluster stage's groups: the
+    cluster stage's assignment is returned."""
+    import types
+
+    run = make_run(inputs, epochs=2, guard=True)
+    run.vectors = np.eye(3, dtype=np.float32)[run.initial_clusters] * 5
+    shuffled = np.random.default_rng(0).integers(0, 3, size=int(run.train.sum()))
+    monkeypatch.setattr(
+        spectral.spectral_clustering,
+        "fit_spectral",
+        lambda z, k, params, seed: types.SimpleNamespace(fit_labels=shuffled),
+    )
+    result = spectral.finetune_spectral(run)
+    np.testing.assert_array_equal(result.clusters, run.initial_clusters)
+    assert result.model == {"kept_cluster_stage": True} and result.encoder is None
+    assert result.stats["guard_kept_cluster_stage"]
+    assert result.stats["guard_best_score"] < result.stats["guard_start_score"]
+
+
+def test_guard_keeps_the_best_judged_clustering(inputs, tmp_path):
+    run = make_run(inputs, epochs=2, guard=True, curves=Curves(tmp_path / "live"))
+    run.initial_clusters = np.random.default_rng(0).permutation(run.initial_clusters)  # at chance
+    result = spectral.finetune_spectral(run)
+    run.curves.close()
+    assert not result.stats["guard_kept_cluster_stage"]
+    assert result.stats["guard_best_score"] > result.stats["guard_start_score"]
+    assert "spectral/guard_score" in run.curves.history[0]

@@ -1,0 +1,50 @@
+"""The guard of the encoder-training methods: a labelling judged in the starting features, the best
+epoch kept, the cluster stage's assignment as the floor."""
+
+import numpy as np
+import pytest
+
+from imageclust.finetune.guard import BestEpoch, Referee
+
+
+def blobs(n=300, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % k
+    centres = rng.normal(size=(k, 8)) * 4
+    return (centres[labels] + rng.normal(size=(n, 8))).astype(np.float32), labels
+
+
+def test_referee_prefers_the_clusters_the_features_hold():
+    x, labels = blobs()
+    referee = Referee(x, seed=0)
+    shuffled = np.random.default_rng(1).permutation(labels)
+    assert referee.score(labels) > 0.9  # kappa: linear classifiers predict the blobs on held-out rows
+    assert abs(referee.score(shuffled)) < 0.15  # and a random labelling at chance
+    assert referee.score(np.zeros_like(labels)) == -1.0  # one cluster: nothing to judge
+    assert referee.score(labels + 5) == pytest.approx(referee.score(labels))  # names do not matter
+
+
+def test_referee_scores_one_seeded_subsample():
+    x, labels = blobs(n=500)
+    a, b = Referee(x, seed=0, max_samples=200), Referee(x, seed=0, max_samples=200)
+    assert len(a.rows) == 200 and np.array_equal(a.rows, b.rows)
+    assert a.score(labels) == b.score(labels)
+
+
+def test_best_epoch_keeps_the_start_unless_an_epoch_beats_it():
+    x, labels = blobs()
+    shuffled = np.random.default_rng(1).permutation(labels)
+    best = BestEpoch.from_start(Referee(x, seed=0), labels)
+    best.offer(0, shuffled, lambda: "epoch 0")
+    best.offer(1, labels, lambda: "epoch 1")  # a tie does not replace the start
+    assert best.kept_start and best.snapshot is None and len(best.scores) == 2
+    stats = best.stats()
+    assert stats["guard_kept_cluster_stage"] and stats["guard_best_epoch"] is None
+
+    worse_start = BestEpoch.from_start(Referee(x, seed=0), shuffled)
+    worse_start.offer(0, shuffled, lambda: "epoch 0")
+    worse_start.offer(3, labels, lambda: "epoch 3")
+    assert not worse_start.kept_start and worse_start.epoch == 3 and worse_start.snapshot == "epoch 3"
+    restored = BestEpoch(Referee(x, seed=0))
+    restored.restore(worse_start.state(), "epoch 3")
+    assert restored.stats() == worse_start.stats()
