@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k
+.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k bench-choose-method
 
 install: $(VENV)/.installed
 
@@ -62,6 +62,9 @@ bench-turtle: install
 # DATA: one or more --data NAME=PROJECT[:SPACE] (projects whose extract stage ran; see the script)
 bench-choose-k: install
 	python benchmarks/choose_k.py $(DATA) --out benchmarks/results/choose_k.json --docs
+
+bench-choose-method: install   # RUNS="--run NAME=PROJECT[:SPLIT] ..."
+	python benchmarks/choose_method.py $(RUNS) --out benchmarks/results/choose_method.json --docs
 
 bench-ablation: install
 	python benchmarks/ablation.py --runs fashion_mnist --out benchmarks/results/ablation.json

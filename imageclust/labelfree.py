@@ -90,6 +90,22 @@ def size_warning(sizes: dict, largest: float = 2.0, smallest: float = 0.2) -> st
     return "; ".join(problems) or None
 
 
+def finetune_notes(metrics: dict) -> list[str]:
+    """What the finetune stage chose by itself, for the report: a guard that kept the cluster stage's
+    assignment, and the method ``auto`` kept."""
+    notes = []
+    if metrics.get("guard_kept_cluster_stage"):
+        notes.append(
+            f"{metrics.get('method')}: no clustering it made beat the cluster stage's in the starting features "
+            f"(judged {metrics.get('guard_best_score')} against {metrics.get('guard_start_score')}); "
+            "the cluster stage's assignment is kept"
+        )
+    if metrics.get("chosen"):
+        scores = ", ".join(f"{name} {score}" for name, score in (metrics.get("candidate_scores") or {}).items())
+        notes.append(f"auto kept {metrics['chosen']} (label-free scores: {scores})")
+    return notes
+
+
 def k_warning(k: int, second: int | None, margin: float | None, thin: float = 0.05) -> str | None:
     """A line for the report when the chosen K barely beat the runner-up."""
     if margin is None or margin >= thin:

@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..config import Int, Section
+from ..progress import progress
 from . import k_criteria
 from .base import ClusterMethod
 from .graph import knn_graph, laplacian_eigenpairs
@@ -93,7 +94,7 @@ def _curve(name: str, x: np.ndarray, ks: list[int], method: ClusterMethod, block
     transfer = lambda fitted, new, k, s: method.fit(fitted, k, block, s).predict(new)[0]  # noqa: E731
     embedded = k_criteria.umap_embedding(x, seed) if name == "silhouette_umap" else None
     curve = {}
-    for k in ks:
+    for k in progress(ks, desc=f"cluster: K by {name}", unit="K"):
         if name == "bic":
             curve[k] = float(method.fit(x, k, block, seed).stats["bic"])
         elif name == "prediction_strength":

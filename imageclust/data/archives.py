@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Callable
 
 from ..errors import DataError
+from ..progress import progress
 from .source import log_skip
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -199,7 +200,8 @@ def _unpack_tar(archive: Path, target: Path, skipped: Counter) -> None:
         _check_size(archive, sum(m.size for m in keep if m.isfile()), target)
         try:
             # The "data" filter repeats the path checks and drops unsafe permission bits, as a second line.
-            tar.extractall(target, members=keep, filter="data")
+            for member in progress(keep, desc=f"download: unpack {archive.name}", unit="file"):
+                tar.extract(member, target, filter="data")
         except tarfile.FilterError as exc:
             _refuse(archive, exc.tarinfo.name, str(exc))
 
@@ -218,7 +220,7 @@ def _unpack_zip(archive: Path, target: Path, skipped: Counter) -> None:
             keep.append(info)
         # Declared sizes bound what zipfile writes: it stops each member at its file_size.
         _check_size(archive, sum(info.file_size for info in keep), target)
-        for info in keep:
+        for info in progress(keep, desc=f"download: unpack {archive.name}", unit="file"):
             zf.extract(info, target)
 
 

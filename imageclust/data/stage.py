@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import atomic_dir
+from ..progress import progress
 from .images import SkipSample, to_canonical
 from .prepared import PreparedWriter, preparation_key
 from .registry import DATASETS
@@ -59,16 +60,16 @@ def _stream(source: Source, indices: np.ndarray, shape, resize_to: int | None, o
     # (and so the output) deterministic and the memory bounded.
     with atomic_dir(out_dir) as tmp, ThreadPoolExecutor(DECODE_THREADS) as pool:
         writer = PreparedWriter(tmp, len(indices), shape)
-        for start in range(0, len(indices), DECODE_CHUNK):
-            chunk = indices[start : start + DECODE_CHUNK]
-            for i, (pixels, reason) in zip(chunk, pool.map(convert, chunk)):
-                if reason is None:
-                    writer.add(pixels, source.ids[i], source.splits[i], source.labels[i])
-                else:
-                    log_skip(source.ids[i], reason, source.skipped)
-            done = min(start + DECODE_CHUNK, len(indices))
-            if done * 10 // len(indices) > start * 10 // len(indices):  # about every 10 %
-                log.info("%d/%d samples", done, len(indices))
+        with progress(total=len(indices), desc=f"download {source.name}: decode", unit="img") as bar:
+            for start in range(0, len(indices), DECODE_CHUNK):
+                chunk = indices[start : start + DECODE_CHUNK]
+                for i, (pixels, reason) in zip(chunk, pool.map(convert, chunk)):
+                    if reason is None:
+                        writer.add(pixels, source.ids[i], source.splits[i], source.labels[i])
+                    else:
+                        log_skip(source.ids[i], reason, source.skipped)
+                bar.update(len(chunk))
+                bar.set_postfix(skipped=sum(source.skipped.values()), refresh=False)
         if not writer.ids:
             raise DataError(f"{source.name}: no usable images (skipped: {dict(source.skipped)})")
         return writer.finish(source.name, source.classes, source.skipped, source.notes, prepared_with)

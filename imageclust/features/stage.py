@@ -22,6 +22,7 @@ from ..errors import DataError
 from ..imports import stage_modules
 from ..io import digest_files, fingerprint
 from ..models.encoder import EXTRACTOR
+from ..progress import progress
 from ..runtime import init_distributed, resolve_device
 from ..tables import FeatureShardWriter
 from .embedder import Embedder
@@ -116,7 +117,9 @@ def extract_features(
     dim = embedder.output_dim(data.images.shape[1:3])
     rows_done, started = 0, time.perf_counter()
     batches = _loader(prepared_dir / IMAGES_FILE, todo, batch_size, params.num_workers, device)
-    with torch.inference_mode():
+    where = f" (rank {ddp.rank})" if ddp.world_size > 1 else ""
+    bar = progress(total=sum(s.rows for s in todo), desc=f"{stage} {params.backbone}{where}", unit="img")
+    with torch.inference_mode(), bar:
         for shard_index, items in itertools.groupby(batches, key=lambda item: item[0]):
             shard = shards[shard_index]
             with FeatureShardWriter(work.shard_path(shard), dim, params.dtype) as writer:
@@ -126,6 +129,7 @@ def extract_features(
                     writer.write(
                         data.ids[start:stop], data.splits[start:stop], data.labels[start:stop], vectors.cpu().numpy()
                     )
+                    bar.update(stop - start)
             rows_done += shard.rows
             if ddp.is_main:
                 rate = rows_done / (time.perf_counter() - started)

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..config import NoParams, Section
 from ..io import load_torch, save_torch
+from ..progress import progress
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "last.pt"
@@ -148,15 +148,7 @@ class FinetuneRun:
 
     def epochs(self, start: int, total: int, desc: str):
         """Epoch numbers from ``start`` with a progress bar."""
-        return tqdm(
-            range(start, total),
-            initial=start,
-            total=total,
-            desc=f"finetune {desc}",
-            unit="epoch",
-            leave=False,
-            dynamic_ncols=True,
-        )
+        return progress(range(start, total), total=total, initial=start, desc=f"finetune {desc}", unit="epoch")
 
 
 @dataclass

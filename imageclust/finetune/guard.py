@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..clustering.k_criteria import generalisation_kappa
 from ..labelfree import neighbour_kappa
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,14 @@ class Referee:
     def score(self, train_labels: np.ndarray) -> float:
         """The chance-corrected neighbour score of a labelling of every training row (-1: one cluster)."""
         return neighbour_kappa(self.space, np.asarray(train_labels)[self.rows], seed=self.seed)
+
+    def linear(self, train_labels: np.ndarray) -> float:
+        """TURTLE's generalisation score of the labelling, chance-corrected (-1: one cluster); its own
+        seeded subsample of ``max_samples`` rows, after a PCA of every training row to 128 dimensions."""
+        labels = np.unique(np.asarray(train_labels), return_inverse=True)[1]
+        if labels.max(initial=0) < 1:
+            return -1.0
+        return generalisation_kappa(self.vectors, labels, self.seed, max_samples=self.max_samples)
 
 
 @dataclass

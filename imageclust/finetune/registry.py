@@ -3,7 +3,7 @@ plus one entry here; the schema, the parameters reference, the stage and ``predi
 
 from __future__ import annotations
 
-from . import deepcluster, none, scan, spectral, temi, turtle
+from . import auto, deepcluster, none, scan, spectral, temi, turtle
 from .base import FinetuneMethod
 
 METHODS: dict[str, FinetuneMethod] = {
@@ -15,5 +15,7 @@ METHODS: dict[str, FinetuneMethod] = {
         deepcluster.METHOD,
         spectral.METHOD,
         none.METHOD,
+        auto.METHOD,
     )
 }
+auto.METHODS.update(METHODS)  # the candidates auto may fit

@@ -15,7 +15,7 @@ import numbers
 from pathlib import Path
 
 from ..io import atomic_path
-from ..labelfree import k_warning, size_warning
+from ..labelfree import finetune_notes, k_warning, size_warning
 
 # evaluate.json's columns in this order; others follow alphabetically
 SCORE_COLUMNS = (
@@ -45,6 +45,7 @@ figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { color: #555; font-size: 0.9em; }
 details summary { cursor: pointer; font-weight: 600; margin: 0.5em 0; }
 .warning { background: #fff3cd; border-left: 4px solid #e0a800; padding: 0.5em 1em; }
+.note { background: #e7f1ff; border-left: 4px solid #0d6efd; padding: 0.5em 1em; }
 """
 
 # count the pictures the browser decoded; the tests of the report read the result off <body>
@@ -126,6 +127,7 @@ def write_report(
             warnings.append(k_warning(m["k"], m.get("k_runner_up"), m.get("k_margin")))
         for warning in filter(None, warnings):
             parts.append(f'<p class="warning">{html.escape(name)}: {html.escape(warning)}</p>')
+        parts += [f'<p class="note">{html.escape(name)}: {html.escape(note)}</p>' for note in finetune_notes(m)]
     others = [(name, m) for name, m in metrics.items() if name != "evaluate"]
     if others:
         parts.append("<h2>Stages</h2>")

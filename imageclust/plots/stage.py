@@ -12,6 +12,7 @@ from ..data.prepared import load_prepared
 from ..errors import DataError
 from ..io import atomic_dir, read_json
 from ..metrics import NOISE
+from ..progress import progress
 from ..tables import UNLABELED, read_assignments, read_features
 from .common import plot_note
 from .confusion import confusion_records, plot_confusion, write_cluster_labels_csv, write_confusion_csv
@@ -149,7 +150,7 @@ def make_all_plots(
         save_png(overview_sheet(views, images, params.overview_images, side), tmp / "overview.png")
         sheets = []
         (tmp / "sheets").mkdir()
-        for view in views:
+        for view in progress(views, desc="plot: contact sheets", unit="cluster"):
             png = tmp / "sheets" / f"{'noise' if view.cluster == NOISE else f'cluster_{view.cluster:03d}'}.png"
             save_png(cluster_sheet(view, images, params.sheet_confident, params.sheet_uncertain, 10, side), png)
             sheets.append((f"{view.name}: {len(view.rows)} images", png))

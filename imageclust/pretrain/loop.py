@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from ..augment import build_augmenter
 from ..data.prepared import META_FILE, SAMPLES_FILE, load_prepared
@@ -26,6 +25,7 @@ from ..imports import stage_modules
 from ..io import digest_files, fingerprint, load_torch, save_torch
 from ..models.backbones import build_backbone
 from ..models.encoder import backbone_options, save_encoder
+from ..progress import progress
 from ..runtime import (
     amp_dtype,
     autocast,
@@ -161,14 +161,12 @@ def pretrain(
         losses = []
         epoch_started = time.perf_counter()
         batches = epoch_batches(len(indices), batch_size, gparams.seed, epoch)
-        bar = tqdm(
+        bar = progress(
             total=len(batches) * batch_size,
             unit="img",
-            unit_scale=True,
-            leave=False,
-            dynamic_ncols=True,
             desc=f"pretrain epoch {epoch + 1}/{params.epochs}",
             disable=not ddp.is_main,
+            unit_scale=True,
         )
         for step, batch in enumerate(batches):
             if hasattr(method, "set_progress"):  # schedules of the method's own (MoCo's temperature)

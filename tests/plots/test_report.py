@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -63,6 +64,24 @@ def test_report_flags_a_k_chosen_by_a_thin_margin(tmp_path):
         warnings = re.findall(r'<p class="warning">(.*?)</p>', (tmp_path / f"{name}.html").read_text())
         assert len(warnings) == expected, name
     assert "K=7 was chosen over K=8 by a margin of 1.5%" in (tmp_path / "thin.html").read_text()
+
+
+def test_report_says_what_the_finetune_stage_chose_by_itself(tmp_path):
+    guarded = {
+        "method": "deepcluster",
+        "guard_kept_cluster_stage": True,
+        "guard_best_score": 0.95,
+        "guard_start_score": 0.97,
+    }
+    chosen = {"method": "auto", "chosen": "turtle", "candidate_scores": {"none": 0.84, "turtle": 0.86}}
+    for name, metrics, expected in (
+        ("guarded", guarded, "deepcluster: no clustering it made beat the cluster stage's in the starting features "
+         "(judged 0.95 against 0.97); the cluster stage's assignment is kept"),
+        ("chosen", chosen, "auto kept turtle (label-free scores: none 0.84, turtle 0.86)"),
+    ):  # fmt: skip
+        write_report(tmp_path / f"{name}.html", "t", {"finetune": metrics}, [], [])
+        notes = re.findall(r'<p class="note">(.*?)</p>', (tmp_path / f"{name}.html").read_text())
+        assert [html.unescape(n) for n in notes] == [f"finetune: {expected}"]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)")

@@ -1,0 +1,136 @@
+"""Which fine-tuning method to keep, without labels: every candidate method on a project's features,
+as its finetune stage runs them (``run_finetune``), each judged by the label-free scores a run could
+choose by, and scored with the labels for this table only. For each dataset: every method's ACC and
+scores, each selector's pick, and its regret (the best ACC in hindsight minus the pick's).
+
+Selectors: ``neighbour`` (``labelfree.neighbour_kappa`` in the extract stage's features, what the
+guards use), ``linear`` (TURTLE's generalisation score, chance-corrected) and ``both``, their mean.
+
+Usage: ``python benchmarks/choose_method.py --run digits=/tmp/bq/digits-seed0 --run
+cifar10=/tmp/exp/cifar:test --out benchmarks/results/choose_method.json [--docs]``: each project's
+extract and cluster stages have run; ``:SPLIT`` is the split scored (default: every row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.common import write_between_markers  # noqa: E402
+from imageclust.config import GlobalParams, load_section  # noqa: E402
+from imageclust.finetune.guard import Referee  # noqa: E402
+from imageclust.finetune.params import FinetuneParams  # noqa: E402
+from imageclust.finetune.stage import run_finetune  # noqa: E402
+from imageclust.metrics import clustering_accuracy  # noqa: E402
+from imageclust.paths import artifact_paths  # noqa: E402
+from imageclust.tables import read_assignments, read_features  # noqa: E402
+
+METHODS = ("none", "scan", "temi", "turtle")
+SELECTORS = ("neighbour", "linear", "both")
+DOCS = REPO / "docs" / "results.md"
+
+
+def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed: int) -> dict:
+    """Every method on the project's features with this repository's default params for it."""
+    paths = artifact_paths(project)
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    train_splits = raw["data"]["train_splits"]
+    features = read_features(paths["features"])
+    train = np.isin(features.splits, train_splits)
+    defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
+    rows = {}
+    for method in methods:
+        params = load_section(FinetuneParams, {"finetune": {"method": method, method: defaults[method]}})
+        with tempfile.TemporaryDirectory(prefix="choose-method-") as tmp:
+            started = time.perf_counter()
+            run_finetune(
+                paths["features"], paths["cluster"], Path(tmp) / "out", Path(tmp) / "live",
+                GlobalParams(seed=seed, device="cpu"), train_splits, params,
+            )  # fmt: skip
+            seconds = time.perf_counter() - started
+            a = read_assignments(Path(tmp) / "out" / "assignments.parquet")
+        scored = a.splits == split if split else np.ones(len(a.ids), bool)
+        referee, clusters = Referee(features.vectors[train], seed), a.clusters[train]  # as auto judges
+        rows[method] = {
+            "acc": round(clustering_accuracy(a.labels[scored], a.clusters[scored]), 4),
+            "neighbour": round(referee.score(clusters), 4),
+            "linear": round(referee.linear(clusters), 4),
+            "seconds": round(seconds, 1),
+        }
+        rows[method]["both"] = round((rows[method]["neighbour"] + rows[method]["linear"]) / 2, 4)
+        print(project.name, method, rows[method], flush=True)
+    return rows
+
+
+def picks(rows: dict) -> dict:
+    """Each selector's pick and its regret against the best ACC in hindsight."""
+    best = max(r["acc"] for r in rows.values())
+    out = {"best_acc": best}
+    for selector in SELECTORS:
+        pick = max(rows, key=lambda m: rows[m][selector])
+        out[selector] = {"pick": pick, "regret": round(best - rows[pick]["acc"], 4)}
+    return out
+
+
+def table(report: dict) -> str:
+    """ACC / neighbour score / linear score of each method, and each selector's pick (regret)."""
+    lines = [
+        "| data | "
+        + " | ".join(f"{m}: ACC / neighbour / linear" for m in METHODS)
+        + " | "
+        + " | ".join(f"{s} picks (regret)" for s in SELECTORS)
+        + " |",
+        "| --- " * (1 + len(METHODS) + len(SELECTORS)) + "|",
+    ]
+    for name, entry in report["datasets"].items():
+        rows, chosen = entry["methods"], entry["picks"]
+        cells = [
+            f"{rows[m]['acc']:.3f} / {rows[m]['neighbour']:.3f} / {rows[m]['linear']:.3f}" if m in rows else "-"
+            for m in METHODS
+        ]
+        choices = [f"{chosen[s]['pick']} ({chosen[s]['regret']:.3f})" for s in SELECTORS]
+        lines.append(f"| {name} | " + " | ".join(cells + choices) + " |")
+    summary = report["summary"]
+    regrets = [f"{summary[s]['mean_regret']:.3f} ({summary[s]['worst_regret']:.3f})" for s in SELECTORS]
+    lines.append("| mean regret (worst) | " + " | ".join([""] * len(METHODS) + regrets) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", action="append", required=True, help="NAME=PROJECT[:SPLIT]")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--docs", action="store_true", help=f"rewrite the table in {DOCS.name}")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    report = json.loads(args.out.read_text()) if args.out.exists() else {"datasets": {}}
+    for spec in args.run:
+        name, _, target = spec.partition("=")
+        project, _, split = target.partition(":")
+        rows = run_methods(Path(project), split or None, tuple(args.methods), args.seed)
+        report["datasets"][name] = {"project": project, "split": split or "all", "methods": rows, "picks": picks(rows)}
+        regrets = {s: [d["picks"][s]["regret"] for d in report["datasets"].values()] for s in SELECTORS}
+        report["summary"] = {
+            s: {"mean_regret": round(float(np.mean(r)), 4), "worst_regret": round(float(np.max(r)), 4)}
+            for s, r in regrets.items()
+        }
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    if args.docs:
+        write_between_markers(DOCS, "<!-- choose_method:begin -->", "<!-- choose_method:end -->", table(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""``finetune.method: auto``: fit every candidate method on the same features and keep the clustering
+that generalises best in the extract stage's features (``guard.Referee``): by default the mean of two
+chance-corrected scores, by nearest neighbours (``labelfree.neighbour_kappa``, which the guards use)
+and by linear classifiers (TURTLE's generalisation score). Each alone is biased: the linear score
+favours the Voronoi cells of a k-means in the same space and the labelling TURTLE optimises for it,
+the neighbour score clusterings made on a neighbour graph (a UMAP). No label is read. Every
+candidate's score and the pick go to ``metrics/finetune.json`` (``chosen``, ``candidate_scores``), so
+``dvc exp show`` shows which won; ``predict`` assigns new images with the winner's model.
+
+The candidates are methods on frozen features (``none``, the cluster stage's assignment, is one), each
+run with its defaults plus ``finetune.auto.overrides.<method>``, not with its own block of params.yaml:
+the stage depends on the ``finetune.auto`` block only, so a cached auto result cannot be served after a
+change to ``finetune.scan``. ``benchmarks/choose_method.py`` measures the regret of each score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ..config import Section
+from .base import CHECKPOINT_FILE, FinetuneMethod, FinetuneResult, FinetuneRun
+from .guard import Referee
+
+log = logging.getLogger(__name__)
+# every registered method by name: registry.py, which imports this module, fills it
+METHODS: dict[str, FinetuneMethod] = {}
+
+
+class Params(Section):
+    candidates: list[str] = Field(
+        default_factory=lambda: ["none", "scan", "temi", "turtle"],
+        min_length=1,
+        description="methods on frozen features to fit and judge (`none`: the cluster stage's assignment)",
+    )
+    score: Literal["neighbour", "linear", "both"] = Field(
+        "both",
+        description=(
+            "how a candidate's clustering is judged in the extract stage's features: by nearest neighbours "
+            "(labelfree.neighbour_kappa), by linear classifiers (TURTLE's generalisation score), or their mean"
+        ),
+    )
+    overrides: dict[str, dict] = Field(
+        default_factory=dict,
+        description="per candidate, keys of its block that differ from its defaults, e.g. {turtle: {restarts: 1}}",
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _frozen_feature_methods(cls, names: list[str]) -> list[str]:
+        frozen = [m for m, record in METHODS.items() if m != "auto" and not record.trains_encoder(record.params())]
+        for name in names:
+            if name in METHODS and name not in frozen and name != "auto":
+                raise ValueError(f"{name!r} trains the encoder; auto compares methods on the frozen features")
+            if name not in frozen:
+                raise ValueError(f"{name!r} is not a method auto can fit; choose from {frozen}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{names} names a method twice")
+        return names
+
+    @model_validator(mode="after")
+    def _overrides_of_candidates(self) -> Params:
+        for name, block in self.overrides.items():
+            if name not in self.candidates:
+                raise ValueError(f"overrides.{name}: {name!r} is not among the candidates {self.candidates}")
+            candidate_block(name, block)
+        return self
+
+
+def candidate_block(name: str, overrides: dict) -> Section:
+    """The candidate's params: its defaults and the overrides, refused with the key at fault."""
+    try:
+        block = METHODS[name].params(**overrides)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(["overrides", name, *(str(part) for part in first["loc"])])
+        raise ValueError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+    if METHODS[name].trains_encoder(block):
+        raise ValueError(f"overrides.{name}: these settings train the encoder; auto fits methods on frozen features")
+    return block
+
+
+def judge(referee: Referee, train_labels: np.ndarray, score: str) -> float:
+    """A clustering of the training rows judged by ``score`` (the ``finetune.auto.score`` choices)."""
+    if score == "neighbour":
+        return referee.score(train_labels)
+    if score == "linear":
+        return referee.linear(train_labels)
+    return (referee.score(train_labels) + referee.linear(train_labels)) / 2
+
+
+def fit_candidates(run: FinetuneRun) -> dict[str, tuple[FinetuneResult, float]]:
+    """Every candidate's result and its score, in the order of ``candidates``."""
+    p = run.block
+    train_rows = np.flatnonzero(run.train)
+    referee = Referee(run.vectors[train_rows], run.seed)
+    fitted = {}
+    for name in p.candidates:
+        params = run.params.model_copy(update={"method": name, name: candidate_block(name, p.overrides.get(name, {}))})
+        checkpoints = None
+        if run.checkpoint_dir is not None:  # each candidate resumes its own run
+            checkpoints = run.checkpoint_dir / name
+            checkpoints.mkdir(parents=True, exist_ok=True)
+        candidate = dataclasses.replace(run, params=params, checkpoint_dir=checkpoints, run_id=f"{run.run_id}:{name}")
+        result = METHODS[name].run(candidate)
+        score = judge(referee, result.clusters[train_rows], p.score)
+        log.info("auto: %s scores %.4f (%s) in the extract stage's features", name, score, p.score)
+        fitted[name] = (result, score)
+    if run.checkpoint_dir is not None:  # done: no candidate's resume state stays in DVC's cache
+        for name in p.candidates:
+            (run.checkpoint_dir / name / CHECKPOINT_FILE).unlink(missing_ok=True)
+            if not any((run.checkpoint_dir / name).iterdir()):
+                (run.checkpoint_dir / name).rmdir()
+    return fitted
+
+
+def finetune_auto(run: FinetuneRun) -> FinetuneResult:
+    """Fit the candidates, keep the best-scoring one (the first of equals, in the listed order)."""
+    fitted = fit_candidates(run)
+    chosen = max(fitted, key=lambda name: fitted[name][1])
+    result = fitted[chosen][0]
+    log.info("auto: %s chosen", chosen)
+    return dataclasses.replace(
+        result,
+        model={**result.model, "method": chosen},  # what predict assigns with
+        stats={
+            **result.stats,
+            "chosen": chosen,
+            "candidate_scores": {name: round(score, 4) for name, (_, score) in fitted.items()},
+            "chosen_by": f"{run.block.score} score in the extract stage's features",
+        },
+    )
+
+
+METHOD = FinetuneMethod("auto", finetune_auto, Params, assign=None, uses_spaces=True)

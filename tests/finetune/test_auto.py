@@ -1,0 +1,134 @@
+"""finetune.method: auto: every candidate fitted on the same features, the best by nearest neighbours
+in the extract stage's features kept, its model what predict uses; bad candidates refused by name."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from imageclust.config import load_section
+from imageclust.errors import ParamsError
+from imageclust.finetune import auto
+from imageclust.finetune.base import FinetuneRun
+from imageclust.finetune.params import FinetuneParams
+from imageclust.finetune.registry import METHODS
+
+FEW = {"temi": {"epochs": 2, "num_heads": 1, "num_neighbors": 5}}
+
+
+@pytest.fixture(autouse=True)
+def no_dvc_repo(monkeypatch):
+    import dvclive.live
+
+    monkeypatch.setattr(dvclive.live, "get_dvc_repo", lambda: None)
+
+
+def blobs(n=90, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    return (np.eye(d)[labels] * 4.0 + rng.normal(scale=0.3, size=(n, d))).astype(np.float32), labels
+
+
+def auto_run(initial, candidates=("none", "temi"), overrides=FEW, checkpoint_dir=None):
+    x, labels = blobs()
+    params = FinetuneParams(
+        method="auto", batch_size=32, checkpoint_every=1, auto={"candidates": list(candidates), "overrides": overrides}
+    )
+    return FinetuneRun(
+        vectors=x,
+        labels=labels,
+        train=np.ones(len(x), bool),
+        initial_clusters=initial,
+        initial_confidence=np.ones(len(x), np.float32),
+        num_clusters=3,
+        params=params,
+        seed=0,
+        device=torch.device("cpu"),
+        checkpoint_dir=checkpoint_dir,
+        run_id="auto-test",
+    )
+
+
+def test_auto_keeps_the_candidate_that_generalises_best(tmp_path):
+    """A cluster stage at chance: TEMI recovers the blobs and wins; its model is what predict uses."""
+    _, labels = blobs()
+    at_chance = np.random.default_rng(0).permutation(labels)
+    result = METHODS["auto"].run(auto_run(at_chance, checkpoint_dir=tmp_path / "ckpt"))
+    scores = result.stats["candidate_scores"]
+    assert set(scores) == {"none", "temi"} and scores["temi"] > 0.9 > abs(scores["none"])
+    assert result.stats["chosen"] == "temi" and result.model["method"] == "temi"
+    clusters, _, _ = METHODS["temi"].assign({**result.model, "num_clusters": 3}, blobs()[0])  # as the stage saves it
+    np.testing.assert_array_equal(clusters, result.clusters)
+    assert not any((tmp_path / "ckpt").rglob("*.pt"))  # no candidate's resume state left behind
+
+
+def test_auto_keeps_the_cluster_stage_when_it_is_best():
+    _, labels = blobs()
+    result = METHODS["auto"].run(auto_run(labels, candidates=("none",), overrides={}))
+    assert result.stats["chosen"] == "none" and result.model == {"method": "none"}
+    np.testing.assert_array_equal(result.clusters, labels)
+
+
+def test_candidates_run_with_their_defaults_and_the_overrides_only():
+    run = auto_run(blobs()[1])
+    block = auto.candidate_block("temi", run.block.overrides["temi"])
+    assert block.epochs == 2 and block.num_heads == 1
+    assert block.beta == METHODS["temi"].params().beta  # a key not overridden keeps its default
+
+
+@pytest.mark.parametrize(
+    "block, message",
+    [
+        ({"candidates": ["deepcluster"]}, "'deepcluster' trains the encoder"),
+        ({"candidates": ["kmeans"]}, "'kmeans' is not a method auto can fit; choose from"),
+        ({"candidates": ["scan", "scan"]}, "names a method twice"),
+        ({"candidates": ["scan"], "overrides": {"temi": {"epochs": 1}}}, "overrides.temi: 'temi' is not among"),
+        ({"overrides": {"scan": {"epochz": 1}}}, "overrides.scan.epochz: Extra inputs"),
+        ({"overrides": {"temi": {"hidden_dim": 8}}}, "overrides.temi: init_from_centroids=true needs hidden_dim=0"),
+        ({"overrides": {"scan": {"train_backbone": True}}}, "overrides.scan: these settings train the encoder"),
+    ],
+)
+def test_bad_candidates_are_refused_by_name(block, message):
+    with pytest.raises(ParamsError, match=f"params: finetune.auto.*{message}"):
+        load_section(FinetuneParams, {"finetune": {"method": "auto", "auto": block}})
+
+
+def test_auto_through_the_stages_and_predict(tmp_path, stage_project):
+    """On a slice of digits: the stage records every candidate's score and the pick, and predict sorts
+    new images as the run did."""
+    from PIL import Image
+
+    from imageclust.data.prepared import load_prepared
+    from imageclust.predict import Predictor
+    from imageclust.tables import read_assignments
+
+    project = stage_project(
+        {
+            "data.max_per_split": 60,
+            "pretrain.method": "none",
+            "extract.backbone": "pixels",
+            "cluster.k": 4,
+            "finetune.method": "auto",
+            "finetune.auto.candidates": ["none", "temi"],
+            "finetune.auto.overrides": FEW,
+            "device": "cpu",
+        }
+    )
+    project.run("check_params", "download", "pretrain", "extract", "extract_spaces", "cluster", "finetune")
+    tuned = json.loads((tmp_path / "metrics/finetune.json").read_text())
+    assert tuned["method"] == "auto" and tuned["chosen"] in ("none", "temi")
+    assert set(tuned["candidate_scores"]) == {"none", "temi"}
+    assert tuned["candidate_scores"][tuned["chosen"]] == max(tuned["candidate_scores"].values())
+
+    shutil.copy(Path(__file__).resolve().parents[2] / "dvc.yaml", tmp_path / "dvc.yaml")
+    prepared = load_prepared(tmp_path / "data/prepared")
+    (tmp_path / "new").mkdir()
+    for row in range(0, len(prepared.ids), 9):
+        Image.fromarray(prepared.images[row][..., 0]).save(tmp_path / "new" / f"{prepared.ids[row]}.png")
+    predicted = Predictor(tmp_path).predict(sorted((tmp_path / "new").iterdir()))
+    final = read_assignments(tmp_path / "artifacts/finetune/assignments.parquet")
+    by_id = dict(zip(final.ids, final.clusters))
+    np.testing.assert_array_equal(predicted.clusters, [by_id[path.stem] for path in predicted.paths])
