@@ -50,7 +50,8 @@ def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
     rows = {}
     for method in methods:
-        params = load_section(FinetuneParams, {"finetune": {"method": method, method: defaults[method]}})
+        block = {"method": method, method: defaults[method], "floor": False}  # each method as it is
+        params = load_section(FinetuneParams, {"finetune": block})
         with tempfile.TemporaryDirectory(prefix="choose-method-") as tmp:
             started = time.perf_counter()
             run_finetune(
@@ -73,12 +74,22 @@ def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed
 
 
 def picks(rows: dict) -> dict:
-    """Each selector's pick and its regret against the best ACC in hindsight."""
+    """Each selector's pick and its regret against the best ACC in hindsight; and ``finetune.floor``:
+    each method's ACC after it (the cluster stage's, ``none``, where the method is judged worse by
+    ``both``) and how far below the cluster stage each ends with and without it."""
     best = max(r["acc"] for r in rows.values())
     out = {"best_acc": best}
     for selector in SELECTORS:
         pick = max(rows, key=lambda m: rows[m][selector])
         out[selector] = {"pick": pick, "regret": round(best - rows[pick]["acc"], 4)}
+    if "none" in rows:
+        start = rows["none"]
+        floored = {m: start["acc"] if r["both"] < start["both"] else r["acc"] for m, r in rows.items()}
+        out["floor"] = {
+            "acc": floored,
+            "worst_below_cluster_stage": round(max(start["acc"] - r["acc"] for r in rows.values()), 4),
+            "worst_below_cluster_stage_floored": round(max(start["acc"] - a for a in floored.values()), 4),
+        }
     return out
 
 

@@ -100,6 +100,12 @@ def finetune_notes(metrics: dict) -> list[str]:
             f"(judged {metrics.get('guard_best_score')} against {metrics.get('guard_start_score')}); "
             "the cluster stage's assignment is kept"
         )
+    if metrics.get("floor_kept_cluster_stage"):
+        notes.append(
+            f"{metrics.get('method')}'s clustering was judged worse than the cluster stage's "
+            f"({metrics.get('floor_score')} against {metrics.get('floor_start_score')}); "
+            "the cluster stage's assignment is kept (finetune.floor)"
+        )
     if metrics.get("chosen"):
         scores = ", ".join(f"{name} {score}" for name, score in (metrics.get("candidate_scores") or {}).items())
         notes.append(f"auto kept {metrics['chosen']} (label-free scores: {scores})")

@@ -84,15 +84,6 @@ def candidate_block(name: str, overrides: dict) -> Section:
     return block
 
 
-def judge(referee: Referee, train_labels: np.ndarray, score: str) -> float:
-    """A clustering of the training rows judged by ``score`` (the ``finetune.auto.score`` choices)."""
-    if score == "neighbour":
-        return referee.score(train_labels)
-    if score == "linear":
-        return referee.linear(train_labels)
-    return (referee.score(train_labels) + referee.linear(train_labels)) / 2
-
-
 def fit_candidates(run: FinetuneRun) -> dict[str, tuple[FinetuneResult, float]]:
     """Every candidate's result and its score, in the order of ``candidates``."""
     p = run.block
@@ -107,7 +98,7 @@ def fit_candidates(run: FinetuneRun) -> dict[str, tuple[FinetuneResult, float]]:
             checkpoints.mkdir(parents=True, exist_ok=True)
         candidate = dataclasses.replace(run, params=params, checkpoint_dir=checkpoints, run_id=f"{run.run_id}:{name}")
         result = METHODS[name].run(candidate)
-        score = judge(referee, result.clusters[train_rows], p.score)
+        score = referee.judge(result.clusters[train_rows], p.score)
         log.info("auto: %s scores %.4f (%s) in the extract stage's features", name, score, p.score)
         fitted[name] = (result, score)
     if run.checkpoint_dir is not None:  # done: no candidate's resume state stays in DVC's cache
@@ -136,4 +127,4 @@ def finetune_auto(run: FinetuneRun) -> FinetuneResult:
     )
 
 
-METHOD = FinetuneMethod("auto", finetune_auto, Params, assign=None, uses_spaces=True)
+METHOD = FinetuneMethod("auto", finetune_auto, Params, assign=None, uses_spaces=True, floored=False)

@@ -48,6 +48,7 @@ class FinetuneMethod:
     assign: Assigner | None = None  # None: the cluster stage's model assigns new samples
     trains_encoder: Callable[[Any], bool] = never  # of its params block: it trains the encoder on the images
     uses_spaces: bool = False  # it is given the features of extract.spaces too (TURTLE: a head per space)
+    floored: bool = True  # finetune.floor applies (not to none, auto, or the methods with a guard of their own)
 
 
 class Curves:

@@ -288,4 +288,6 @@ def assign_deepcluster(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np
     return clusters, confidence, distances_to_centres(x, clustering.centroids, clusters)
 
 
-METHOD = FinetuneMethod("deepcluster", finetune_deepcluster, Params, assign_deepcluster, trains_encoder=lambda p: True)
+METHOD = FinetuneMethod(
+    "deepcluster", finetune_deepcluster, Params, assign_deepcluster, trains_encoder=lambda p: True, floored=False
+)

@@ -19,6 +19,7 @@ The referee space is only meaningful when the encoder was pretrained: from rando
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from ..clustering.k_criteria import generalisation_kappa
 from ..labelfree import neighbour_kappa
+from .base import FinetuneResult, FinetuneRun
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,14 @@ class Referee:
     def score(self, train_labels: np.ndarray) -> float:
         """The chance-corrected neighbour score of a labelling of every training row (-1: one cluster)."""
         return neighbour_kappa(self.space, np.asarray(train_labels)[self.rows], seed=self.seed)
+
+    def judge(self, train_labels: np.ndarray, score: str = "both") -> float:
+        """``neighbour`` (``score``), ``linear``, or ``both``: their mean (what ``auto`` and the floor use)."""
+        if score == "neighbour":
+            return self.score(train_labels)
+        if score == "linear":
+            return self.linear(train_labels)
+        return (self.score(train_labels) + self.linear(train_labels)) / 2
 
     def linear(self, train_labels: np.ndarray) -> float:
         """TURTLE's generalisation score of the labelling, chance-corrected (-1: one cluster); its own
@@ -107,6 +117,31 @@ class BestEpoch:
     def restore(self, state: dict, snapshot) -> None:
         self.start_score, self.score, self.epoch = state["start_score"], state["score"], state["epoch"]
         self.scores, self.snapshot = list(state["scores"]), snapshot
+
+
+def floor(run: FinetuneRun, result: FinetuneResult) -> FinetuneResult:
+    """``finetune.floor``: the cluster stage's assignment, judged as ``auto`` judges (``both``), is the
+    floor of a method on frozen features; the statistics say how both were judged."""
+    train_rows = np.flatnonzero(run.train)
+    referee = Referee(run.vectors[train_rows], run.seed)
+    start, score = referee.judge(run.initial_clusters[train_rows]), referee.judge(result.clusters[train_rows])
+    kept = bool(score < start)
+    stats = {"floor_start_score": round(start, 4), "floor_score": round(score, 4), "floor_kept_cluster_stage": kept}
+    if not kept:
+        return dataclasses.replace(result, stats={**result.stats, **stats})
+    log.warning(
+        "%s: its clustering is judged worse than the cluster stage's in the extract stage's features (%.4f against "
+        "%.4f); the cluster stage's assignment is kept (finetune.floor)",
+        run.params.method,
+        score,
+        start,
+    )
+    return FinetuneResult(
+        clusters=run.initial_clusters.copy(),
+        confidence=run.initial_confidence.copy(),
+        model={"kept_cluster_stage": True},
+        stats={**result.stats, **stats},
+    )
 
 
 def warn_if_kept_start(method: str, best: BestEpoch) -> None:

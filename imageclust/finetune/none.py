@@ -10,4 +10,4 @@ def keep_cluster_stage(run: FinetuneRun) -> FinetuneResult:
     return FinetuneResult(clusters=run.initial_clusters.copy(), confidence=run.initial_confidence.copy())
 
 
-METHOD = FinetuneMethod("none", keep_cluster_stage)
+METHOD = FinetuneMethod("none", keep_cluster_stage, floored=False)

@@ -23,6 +23,13 @@ class FinetuneShared(Section):
     checkpoint_every: Int = Field(
         5, ge=1, description="epochs between checkpoints (and after the last); a killed run resumes from the last one"
     )
+    floor: bool = Field(
+        True,
+        description=(
+            "SCAN, TEMI, TURTLE: return the cluster stage's assignment when the method's clustering is judged worse "
+            "in the extract stage's features (mean of the neighbour and linear chance-corrected scores)"
+        ),
+    )
 
     @property
     def block(self):

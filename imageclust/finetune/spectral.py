@@ -269,4 +269,6 @@ def assign_spectral(model: dict, vectors: np.ndarray) -> tuple[np.ndarray, np.nd
     return clusters, confidence, distances_to_centres(z, model["centres"].numpy(), clusters)
 
 
-METHOD = FinetuneMethod("spectral", finetune_spectral, Params, assign_spectral, trains_encoder=lambda p: True)
+METHOD = FinetuneMethod(
+    "spectral", finetune_spectral, Params, assign_spectral, trains_encoder=lambda p: True, floored=False
+)

@@ -20,6 +20,7 @@ from ..models.encoder import save_trained_encoder
 from ..runtime import resolve_device
 from ..tables import Assignments, read_assignments, read_features, read_spaces, write_assignments
 from .base import CHECKPOINT_FILE, Curves, FinetuneRun
+from .guard import floor
 from .registry import METHODS
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ def run_finetune(
     )
     started = time.perf_counter()
     result = METHODS[params.method].run(run)
+    if params.floor and METHODS[params.method].floored:
+        result = floor(run, result)
     curves.close()
     seconds = time.perf_counter() - started
     with atomic_dir(out_dir) as tmp:

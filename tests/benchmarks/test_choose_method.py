@@ -25,6 +25,12 @@ def test_picks_and_regrets_by_hand():
         "neighbour": {"pick": "scan", "regret": 0.0},
         "linear": {"pick": "none", "regret": 0.1},
         "both": {"pick": "none", "regret": 0.1},
+        # the floor: SCAN judged worse than the cluster stage by `both` ends at the cluster stage's ACC
+        "floor": {
+            "acc": {"none": 0.70, "scan": 0.70},
+            "worst_below_cluster_stage": 0.0,  # none itself; SCAN is above it
+            "worst_below_cluster_stage_floored": 0.0,
+        },
     }
 
 

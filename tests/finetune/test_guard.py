@@ -48,3 +48,48 @@ def test_best_epoch_keeps_the_start_unless_an_epoch_beats_it():
     restored = BestEpoch(Referee(x, seed=0))
     restored.restore(worse_start.state(), "epoch 3")
     assert restored.stats() == worse_start.stats()
+
+
+def _run(x, initial):
+    import torch
+
+    from imageclust.finetune.base import FinetuneRun
+    from imageclust.finetune.params import FinetuneParams
+
+    return FinetuneRun(
+        vectors=x,
+        labels=initial,
+        train=np.ones(len(x), bool),
+        initial_clusters=initial,
+        initial_confidence=np.ones(len(x), np.float32),
+        num_clusters=3,
+        params=FinetuneParams(method="temi"),
+        seed=0,
+        device=torch.device("cpu"),
+    )
+
+
+def test_the_floor_keeps_the_cluster_stage_over_a_worse_clustering():
+    from imageclust.finetune.base import FinetuneResult
+    from imageclust.finetune.guard import floor
+
+    x, labels = blobs()
+    at_chance = np.random.default_rng(1).permutation(labels)
+    worse = FinetuneResult(clusters=at_chance, confidence=np.ones(len(x), np.float32), model={"w": 1}, stats={"a": 1})
+    kept = floor(_run(x, labels), worse)
+    np.testing.assert_array_equal(kept.clusters, labels)
+    assert kept.model == {"kept_cluster_stage": True}
+    assert kept.stats["a"] == 1 and kept.stats["floor_kept_cluster_stage"]
+    assert kept.stats["floor_score"] < kept.stats["floor_start_score"]
+
+    better = floor(_run(x, at_chance), FinetuneResult(clusters=labels, confidence=np.ones(len(x), np.float32)))
+    np.testing.assert_array_equal(better.clusters, labels)
+    assert not better.stats["floor_kept_cluster_stage"] and better.model == {}
+
+
+def test_judge_is_the_mean_of_the_two_scores():
+    x, labels = blobs()
+    referee = Referee(x, seed=0)
+    both = referee.judge(labels)
+    assert both == pytest.approx((referee.judge(labels, "neighbour") + referee.judge(labels, "linear")) / 2)
+    assert referee.judge(labels, "neighbour") == referee.score(labels) and referee.linear(labels) > 0.9
