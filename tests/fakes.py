@@ -80,11 +80,13 @@ def killed_at(run: FinetuneRun, epoch: int) -> FinetuneRun:
     return run
 
 
-def frozen_run(x, labels, train, k, params, seed=0, **kwargs) -> FinetuneRun:
-    """A run on frozen features whose initial clusters are k-means' (what the cluster stage gives)."""
+def frozen_run(x, labels, train, k, params, seed=0, initial=None, **kwargs) -> FinetuneRun:
+    """A run on frozen features whose initial clusters are ``initial``, by default k-means' (what the
+    cluster stage gives)."""
     from sklearn.cluster import KMeans
 
-    initial = KMeans(k, n_init=2, random_state=0).fit_predict(x)
+    if initial is None:
+        initial = KMeans(k, n_init=2, random_state=0).fit_predict(x)
     return FinetuneRun(
         vectors=x,
         labels=labels,

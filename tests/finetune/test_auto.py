@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from fakes import frozen_run
 
 from imageclust.config import load_section
 from imageclust.errors import ParamsError
 from imageclust.finetune import auto
-from imageclust.finetune.base import FinetuneRun
 from imageclust.finetune.params import FinetuneParams
 from imageclust.finetune.registry import METHODS
 
@@ -37,18 +36,8 @@ def auto_run(initial, candidates=("none", "temi"), overrides=FEW, checkpoint_dir
     params = FinetuneParams(
         method="auto", batch_size=32, checkpoint_every=1, auto={"candidates": list(candidates), "overrides": overrides}
     )
-    return FinetuneRun(
-        vectors=x,
-        labels=labels,
-        train=np.ones(len(x), bool),
-        initial_clusters=initial,
-        initial_confidence=np.ones(len(x), np.float32),
-        num_clusters=3,
-        params=params,
-        seed=0,
-        device=torch.device("cpu"),
-        checkpoint_dir=checkpoint_dir,
-        run_id="auto-test",
+    return frozen_run(
+        x, labels, np.ones(len(x), bool), 3, params, initial=initial, checkpoint_dir=checkpoint_dir, run_id="auto-test"
     )
 
 

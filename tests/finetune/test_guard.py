@@ -51,22 +51,11 @@ def test_best_epoch_keeps_the_start_unless_an_epoch_beats_it():
 
 
 def _run(x, initial):
-    import torch
+    from fakes import frozen_run
 
-    from imageclust.finetune.base import FinetuneRun
     from imageclust.finetune.params import FinetuneParams
 
-    return FinetuneRun(
-        vectors=x,
-        labels=initial,
-        train=np.ones(len(x), bool),
-        initial_clusters=initial,
-        initial_confidence=np.ones(len(x), np.float32),
-        num_clusters=3,
-        params=FinetuneParams(method="temi"),
-        seed=0,
-        device=torch.device("cpu"),
-    )
+    return frozen_run(x, initial, np.ones(len(x), bool), 3, FinetuneParams(method="temi"), initial=initial)
 
 
 def test_the_floor_keeps_the_cluster_stage_over_a_worse_clustering():
