@@ -91,7 +91,7 @@ def generalisation_kappa(
     if x.shape[1] > max_dim:
         from sklearn.decomposition import PCA
 
-        x = PCA(n_components=max_dim, random_state=seed).fit_transform(x)
+        x = PCA(n_components=min(max_dim, len(x)), random_state=seed).fit_transform(x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         accuracy = generalisation_score([x], labels, folds=folds, max_samples=max_samples, seed=seed)

@@ -15,6 +15,9 @@ them the right way round (0.955 against 0.978), as on Fashion-MNIST and CIFAR-10
 
 The referee space is only meaningful when the encoder was pretrained: from random weights
 (``pretrain.method: none``) the guard is off (``guard: false`` in the method's block).
+
+``floor`` is the same floor for the methods on frozen features (``finetune.floor``), judged by the mean
+of the neighbour and linear scores, as ``finetune.method: auto`` judges its candidates.
 """
 
 from __future__ import annotations

@@ -52,3 +52,11 @@ def test_runner_up_and_its_margin():
     assert runner_up({2: 1.0, 3: 0.9, 4: 0.72}, "prediction_strength", 0.8) == (4, 0.1)  # 0.08 / 0.8 either side
     assert runner_up({2: 1.0, 3: 0.84, 4: 0.5}, "prediction_strength", 0.8) == (4, 0.05)  # the chosen K barely passes
     assert runner_up({5: 0.3}, "silhouette", 0.8) == (None, None)
+
+
+def test_generalisation_kappa_on_fewer_samples_than_dimensions():
+    """72 photos of 1,280-d features (a small folder): the projection is no wider than the samples."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(72) % 3
+    x = rng.normal(size=(3, 1280))[labels] * 3 + rng.normal(size=(72, 1280))
+    assert k_criteria.generalisation_kappa(x, labels, seed=0) > 0.9

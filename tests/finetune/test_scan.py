@@ -24,8 +24,9 @@ from imageclust.tables import UNLABELED, FeatureTable, read_assignments, write_f
 TINY = dict(epochs=3, self_label_epochs=1, num_heads=2, hidden_dim=16)
 
 
-def scan_params(**overrides) -> FinetuneParams:
-    return FinetuneParams(method="scan", batch_size=32, scan={**TINY, **overrides})
+def scan_params(floor: bool = False, **overrides) -> FinetuneParams:
+    """SCAN as it is (``floor``: the stage's floor, off unless a test asks: 2 epochs lose to k-means)."""
+    return FinetuneParams(method="scan", batch_size=32, floor=floor, scan={**TINY, **overrides})
 
 
 @pytest.fixture(autouse=True)
@@ -186,6 +187,19 @@ def finetune(tmp_path, train_splits=None, params=None, **overrides):
         params or scan_params(**overrides),
         checkpoint_dir=tmp_path / "checkpoints",
     )
+
+
+def test_the_floor_returns_the_cluster_stage_through_the_stage(tmp_path):
+    """Two epochs of SCAN on these blobs are judged worse than the cluster stage's k-means: with the
+    floor on, the stage writes the cluster stage's assignment and a model that says so."""
+    cluster_stage(tmp_path)
+    stats = finetune(tmp_path, params=scan_params(floor=True, epochs=2, self_label_epochs=1))
+    assert stats["floor_kept_cluster_stage"] and stats["floor_score"] < stats["floor_start_score"]
+    final = read_assignments(tmp_path / "finetune" / ASSIGNMENTS_FILE)
+    start = read_assignments(tmp_path / "cluster" / "assignments.parquet")
+    np.testing.assert_array_equal(final.clusters, start.clusters)
+    model = load_torch(tmp_path / "finetune" / MODEL_FILE)
+    assert model["kept_cluster_stage"] and model["method"] == "scan" and "head" not in model
 
 
 def test_run_finetune_writes_assignments_head_and_curves(tmp_path):
