@@ -47,6 +47,7 @@ def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed
     train_splits = raw["data"]["train_splits"]
     features = read_features(paths["features"])
     train = np.isin(features.splits, train_splits)
+    referee = Referee(features.vectors[train], seed)  # as auto judges; its projection fitted once
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
     rows = {}
     for method in methods:
@@ -61,7 +62,7 @@ def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed
             seconds = time.perf_counter() - started
             a = read_assignments(Path(tmp) / "out" / "assignments.parquet")
         scored = a.splits == split if split else np.ones(len(a.ids), bool)
-        referee, clusters = Referee(features.vectors[train], seed), a.clusters[train]  # as auto judges
+        clusters = a.clusters[train]
         rows[method] = {
             "acc": round(clustering_accuracy(a.labels[scored], a.clusters[scored]), 4),
             "neighbour": round(referee.score(clusters), 4),

@@ -74,6 +74,17 @@ def instability(x: np.ndarray, k: int, fit: Fit, transfer: Transfer, seed: int, 
     return float(np.mean(observed) / max(np.mean(chance), 1e-12))
 
 
+def principal_components(x: np.ndarray, seed: int, max_dim: int = 128) -> np.ndarray:
+    """``x`` projected on its ``max_dim`` leading principal components (no more than it has rows) when
+    it is wider, as ``generalisation_kappa`` scores it; unchanged otherwise. A caller that scores many
+    labellings of the same rows projects once."""
+    if x.shape[1] <= max_dim:
+        return x
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=min(max_dim, len(x)), random_state=seed).fit_transform(x)
+
+
 def generalisation_kappa(
     x: np.ndarray, labels: np.ndarray, seed: int, folds: int = 3, max_samples: int = 2000, max_dim: int = 128
 ) -> float:
@@ -88,10 +99,7 @@ def generalisation_kappa(
 
     from ..labelfree import generalisation_score
 
-    if x.shape[1] > max_dim:
-        from sklearn.decomposition import PCA
-
-        x = PCA(n_components=min(max_dim, len(x)), random_state=seed).fit_transform(x)
+    x = principal_components(x, seed, max_dim)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         accuracy = generalisation_score([x], labels, folds=folds, max_samples=max_samples, seed=seed)

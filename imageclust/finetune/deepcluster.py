@@ -43,7 +43,7 @@ from ..models.heads import projection_head
 from ..runtime import check_finite_loss
 from ..tables import UNLABELED
 from .base import FinetuneMethod, FinetuneResult, FinetuneRun
-from .guard import BestEpoch, Referee, warn_if_kept_start
+from .guard import BestEpoch, Referee, cluster_stage_kept, warn_if_kept_start
 from .images import Images, embed, trainable_encoder
 from .pseudo_labels import cluster_features, training_clusters, uniform_cluster_sampler
 
@@ -243,12 +243,7 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
         judge(p.epochs, embed(net.encoder, images, train_rows, batch_size, normalize=False))
         warn_if_kept_start("deepcluster", best)
         if best.kept_start:
-            return FinetuneResult(
-                clusters=run.initial_clusters.copy(),
-                confidence=run.initial_confidence.copy(),
-                model={"kept_cluster_stage": True},
-                stats={"train_samples": len(train_rows), "epochs": p.epochs, **best.stats()},
-            )
+            return cluster_stage_kept(run, {"train_samples": len(train_rows), "epochs": p.epochs, **best.stats()})
         net.encoder.load_state_dict(best.snapshot)
     # the final clusters: k-means on the (best-judged) network's features, every row assigned
     features = embed(net.encoder, images, np.arange(len(run.vectors)), batch_size, normalize=False)

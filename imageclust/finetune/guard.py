@@ -25,12 +25,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
-from ..clustering.k_criteria import generalisation_kappa
+from ..clustering.k_criteria import generalisation_kappa, principal_components
 from ..labelfree import neighbour_kappa
 from .base import FinetuneResult, FinetuneRun
+from .none import keep_cluster_stage
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,12 @@ class Referee:
         labels = np.unique(np.asarray(train_labels), return_inverse=True)[1]
         if labels.max(initial=0) < 1:
             return -1.0
-        return generalisation_kappa(self.vectors, labels, self.seed, max_samples=self.max_samples)
+        return generalisation_kappa(self.projected, labels, self.seed, max_samples=self.max_samples)
+
+    @cached_property
+    def projected(self) -> np.ndarray:
+        """Every training row on its principal components, fitted once for every labelling judged."""
+        return principal_components(self.vectors, self.seed)
 
 
 @dataclass
@@ -139,12 +146,13 @@ def floor(run: FinetuneRun, result: FinetuneResult) -> FinetuneResult:
         score,
         start,
     )
-    return FinetuneResult(
-        clusters=run.initial_clusters.copy(),
-        confidence=run.initial_confidence.copy(),
-        model={"kept_cluster_stage": True},
-        stats={**result.stats, **stats},
-    )
+    return cluster_stage_kept(run, {**result.stats, **stats})
+
+
+def cluster_stage_kept(run: FinetuneRun, stats: dict) -> FinetuneResult:
+    """The cluster stage's assignment as the method's result, with a model that tells ``predict`` to
+    assign new images by the cluster stage's (what ``finetune.method: none`` returns, said so)."""
+    return dataclasses.replace(keep_cluster_stage(run), model={"kept_cluster_stage": True}, stats=stats)
 
 
 def warn_if_kept_start(method: str, best: BestEpoch) -> None:

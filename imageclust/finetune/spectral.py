@@ -49,7 +49,7 @@ from ..losses.prototypes import prototype_loss
 from ..metrics import nmi
 from ..runtime import check_finite_loss
 from .base import FinetuneMethod, FinetuneResult, FinetuneRun, shuffled_batches
-from .guard import Referee
+from .guard import Referee, cluster_stage_kept
 from .images import Images, embed, trainable_encoder
 
 log = logging.getLogger(__name__)
@@ -222,12 +222,7 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
                 best["judged"],
                 start_score,
             )
-            return FinetuneResult(
-                clusters=run.initial_clusters.copy(),
-                confidence=run.initial_confidence.copy(),
-                model={"kept_cluster_stage": True},
-                stats={"best_epoch": best["epoch"], "train_samples": int(n), **guard},
-            )
+            return cluster_stage_kept(run, {"best_epoch": best["epoch"], "train_samples": int(n), **guard})
     encoder.load_state_dict(best["encoder"])
     encoder.eval()
     best_labels = best["labels"].numpy()
