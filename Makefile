@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k bench-choose-method
+.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k bench-choose-method bench-report-size
 
 install: $(VENV)/.installed
 
@@ -65,6 +65,9 @@ bench-choose-k: install
 
 bench-choose-method: install   # RUNS="--run NAME=PROJECT[:SPLIT] ..."
 	python benchmarks/choose_method.py $(RUNS) --out benchmarks/results/choose_method.json --docs
+
+bench-report-size: install   # a folder of 10,000 photo-sized JPEGs through photos_frozen: the report, git
+	python benchmarks/report_size.py --out benchmarks/results/report_size.json
 
 bench-ablation: install
 	python benchmarks/ablation.py --runs fashion_mnist --out benchmarks/results/ablation.json

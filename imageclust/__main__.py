@@ -8,6 +8,7 @@ import sys
 # command -> (module with main(argv) -> exit code, what it does)
 COMMANDS = {
     "predict": ("imageclust.predict", "sort new images into the last run's clusters"),
+    "export": ("imageclust.export", "another run's assignments table, by revision or registered model"),
     "compare": ("imageclust.compare", "chosen DVC experiments side by side: table, CSV and bar chart"),
 }
 

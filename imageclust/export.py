@@ -9,14 +9,22 @@ to one-to-one when labels exist), then each earlier source's ``<name>_stage_clus
 
 from __future__ import annotations
 
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .bundle import fetch_at_rev, registered
+from .cli import EXIT_USER_ERROR
+from .errors import DataError, UserError
 from .io import atomic_dir
 from .metrics import hungarian_match
+from .paths import artifact_paths
 from .tables import UNLABELED, Assignments
 
 CSV_FILE = "assignments.csv"
@@ -73,3 +81,32 @@ def write_export(out_dir: str | Path, frame: pd.DataFrame) -> None:
     with atomic_dir(out_dir) as tmp:
         frame.to_parquet(tmp / PARQUET_FILE, index=False)
         frame.to_csv(tmp / CSV_FILE, index=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m imageclust export (--rev REV | --model NAME) --out FOLDER``: the assignments table
+    of another run, a git revision's or DVC experiment's, or the run that made a registered model."""
+    parser = argparse.ArgumentParser(prog="python -m imageclust export", description=main.__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--rev", help="a git commit, branch, tag or DVC experiment of the project")
+    source.add_argument("--model", help="a registered model, NAME[@vX.Y.Z]: the run that made it")
+    parser.add_argument("--out", type=Path, required=True, help="a new folder for assignments.csv and .parquet")
+    parser.add_argument("--project", type=Path, default=Path("."), help="the pipeline's folder (default: here)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        if args.out.exists():
+            raise DataError(f"--out {args.out}: exists; choose a new folder")
+        rev, what = args.rev, "--rev"
+        if args.model:
+            rev, what = registered(args.project, args.model)[0], f"--model {args.model}"
+        export_path = artifact_paths(args.project)["export"].relative_to(args.project)
+        with tempfile.TemporaryDirectory() as scratch, atomic_dir(args.out) as tmp:
+            fetched = fetch_at_rev(args.project, rev, export_path, Path(scratch) / "export", what)
+            for name in (CSV_FILE, PARQUET_FILE):
+                shutil.copy2(fetched / name, tmp / name)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    logging.getLogger("export").info("the assignments of %s (%s) written to %s", what, rev, args.out)
+    return 0

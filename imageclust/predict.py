@@ -1,6 +1,8 @@
 """Sort new images into the clusters of the last run.
 
-``python -m imageclust predict IMAGES_OR_FOLDERS... [--out predictions.csv] [--sort-into DIR [--link]]``
+``python -m imageclust predict IMAGES_OR_FOLDERS... [--out predictions.csv] [--sort-into DIR [--link]]
+[--rev REV | --model FOLDER]``: the workspace's models, those of a git revision or DVC experiment, or
+a model folder that ``dvc artifacts get PROJECT image-clusterer`` fetched.
 
 Each image goes the way the pipeline's images went: decoded and converted as the download stage
 converts (the prepared size and channels), embedded by the extract stage's backbone with its
@@ -15,17 +17,15 @@ for the methods that train it), or by the cluster stage's transform and rule whe
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
-import os
-import shutil
 import sys
-from dataclasses import dataclass, field
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .bundle import PARAMS_FILE, bundle_paths, model_source, read_manifest
 from .cli import EXIT_USER_ERROR
 from .clustering.base import distances_to_centres
 from .clustering.stage import MODEL_FILE as CLUSTER_MODEL_FILE
@@ -41,10 +41,11 @@ from .features.params import ExtractParams
 from .features.registry import EXTRACTORS
 from .finetune.registry import METHODS
 from .finetune.stage import ASSIGNMENTS_FILE, ENCODER_FILE, MODEL_FILE
-from .io import atomic_dir, atomic_path, load_torch, read_json
+from .io import load_torch, read_json
 from .metrics import hungarian_match
 from .models.encoder import load_encoder
 from .paths import artifact_paths
+from .predictions import Predictions, check_new_folder, read_cluster_names, sort_into, write_csv
 from .runtime import resolve_device, to_float_images
 from .tables import FEATURES_META as FEATURES_META_FILE
 from .tables import UNLABELED, read_assignments
@@ -67,26 +68,22 @@ def image_paths(inputs: list[Path]) -> list[Path]:
     return paths
 
 
-@dataclass
-class Predictions:
-    paths: list[Path]
-    clusters: np.ndarray  # -1 where the image could not be read (or for HDBSCAN's noise)
-    confidence: np.ndarray
-    distance: np.ndarray
-    stage_clusters: np.ndarray
-    errors: dict[int, str] = field(default_factory=dict)  # position -> why it was not read
-    matched: dict[int, str] = field(default_factory=dict)  # cluster -> class name
-
-
 class Predictor:
     """Everything the last run saved to assign new images, loaded once; ``predict(paths)`` in batches."""
 
-    def __init__(self, project: Path = Path("."), params_path: Path | None = None, batch_size: int = 64):
+    def __init__(
+        self,
+        project: Path = Path("."),
+        params_path: Path | None = None,
+        batch_size: int = 64,
+        paths: dict[str, Path] | None = None,
+    ):
+        # the run in ``project`` (its dvc.yaml names where its artifacts are), or the artifacts at ``paths``
         self.project, self.batch_size = Path(project), batch_size
         gparams, self.data_params, extract = load_params(
             DataParams, ExtractParams, path=params_path or self.project / "params.yaml"
         )
-        paths = artifact_paths(self.project)
+        paths = paths or artifact_paths(self.project)
         self.finetune_dir = paths["finetune"]
         prepared_meta, features_meta = paths["prepared"] / META_FILE, paths["features"] / FEATURES_META_FILE
         for needed in (
@@ -128,6 +125,12 @@ class Predictor:
             self.encoder, _ = load_encoder(self.finetune_dir / ENCODER_FILE)
             self.encoder = self.encoder.to(self.device)
         self.matched = self._matched_classes(meta["classes"])
+
+    @classmethod
+    def from_model(cls, folder: Path, batch_size: int = 64) -> Predictor:
+        """The model folder the export stage writes (``dvc artifacts get`` fetches it)."""
+        read_manifest(folder)
+        return cls(folder, folder / PARAMS_FILE, batch_size, paths=bundle_paths(folder))
 
     def _embedder(self, extract, features_meta: dict, encoder_path: Path) -> Embedder:
         """Extract's backbone behind its preprocessing, on the engine the stage ran (its graphs reused
@@ -226,66 +229,34 @@ class Predictor:
         return out
 
 
-def write_csv(path: Path, p: Predictions) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(
-                ["path", "cluster", "confidence", "distance", "matched_class", "cluster_stage_cluster", "error"]
-            )
-            for i, image in enumerate(p.paths):
-                if i in p.errors:
-                    writer.writerow([str(image), "", "", "", "", "", p.errors[i]])
-                    continue
-                writer.writerow(
-                    [
-                        str(image),
-                        int(p.clusters[i]),
-                        f"{p.confidence[i]:.6f}",
-                        f"{p.distance[i]:.6f}",
-                        p.matched.get(int(p.clusters[i]), ""),
-                        int(p.stage_clusters[i]),
-                        "",
-                    ]
-                )
-
-
-def check_new_folder(folder: Path) -> None:
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise DataError(f"--sort-into {folder}: exists and is not an empty folder; choose a new one")
-
-
-def sort_into(folder: Path, p: Predictions, link: bool) -> None:
-    """One sub-folder per cluster (``cluster_007``, ``noise``) holding a copy of, or a link to, each image."""
-    check_new_folder(folder)
-    with atomic_dir(folder) as tmp:
-        for i, image in enumerate(p.paths):
-            if i in p.errors:
-                continue
-            cluster = int(p.clusters[i])
-            target_dir = tmp / ("noise" if cluster < 0 else f"cluster_{cluster:03d}")
-            target_dir.mkdir(exist_ok=True)
-            target = target_dir / image.name
-            serial = 1
-            while target.exists() or target.is_symlink():  # same name from another folder
-                target = target_dir / f"{image.stem}_{serial}{image.suffix}"
-                serial += 1
-            if link:
-                os.symlink(image.resolve(), target)
-            else:
-                shutil.copy2(image, target)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m imageclust predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("images", type=Path, nargs="+", help="image files and folders (searched recursively)")
     parser.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default: %(default)s)")
     parser.add_argument("--sort-into", type=Path, help="new folder with one sub-folder of images per cluster")
     parser.add_argument("--link", action="store_true", help="with --sort-into: symbolic links instead of copies")
+    parser.add_argument("--names", type=Path, help="CSV of `cluster,name`: your names for the clusters (folders, CSV)")
     parser.add_argument("--project", type=Path, default=Path("."), help="the pipeline's folder (default: here)")
     parser.add_argument("--params", type=Path, help="params file (default: the project's params.yaml)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--rev", help="the models of this git commit, tag or DVC experiment of the project (default: the workspace's)"
+    )
+    source.add_argument(
+        "--model", type=Path, help="a model folder, as `dvc artifacts get PROJECT image-clusterer -o FOLDER` fetches"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     return parser
+
+
+def load_predictor(args: argparse.Namespace, scratch: Path) -> Predictor:
+    folder, line = model_source(args.project, args.rev, args.model, args.params, scratch)
+    if folder is None:
+        predictor = Predictor(args.project, args.params, args.batch_size)
+    else:
+        predictor = Predictor.from_model(folder, args.batch_size)
+    log.info(line)  # which models, and whether the params that made them are the workspace's dvc.lock's
+    return predictor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,8 +269,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--link needs --sort-into")
         if args.sort_into is not None:
             check_new_folder(args.sort_into)  # before the work, not after it
+        names = read_cluster_names(args.names) if args.names is not None else {}
         paths = image_paths(args.images)
-        predictions = Predictor(args.project, args.params, args.batch_size).predict(paths)
+        with tempfile.TemporaryDirectory(prefix="imageclust-model-") as scratch:
+            predictions = load_predictor(args, Path(scratch)).predict(paths)
+        predictions.names = names
         if len(predictions.errors) == len(paths):
             raise DataError(f"none of the {len(paths)} images could be read")
         write_csv(args.out, predictions)
@@ -308,12 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    read = len(paths) - len(predictions.errors)
-    log.info(
-        "%d images assigned, %d could not be read; wrote %s%s",
-        read,
-        len(predictions.errors),
-        args.out,
-        f" and {args.sort_into}/" if args.sort_into else "",
-    )
+    failed, also = len(predictions.errors), f" and {args.sort_into}/" if args.sort_into else ""
+    log.info("%d images assigned, %d could not be read; wrote %s%s", len(paths) - failed, failed, args.out, also)
     return 0

@@ -1,4 +1,5 @@
-"""plot: confusion matrices, cluster sizes, 2-D maps, contact sheets, training curves and report.html."""
+"""plot: confusion matrices, cluster sizes, 2-D maps, contact sheets, training curves and report.html
+(DVC-cached), and the per-cluster CSVs (committed)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STAGE=PATH",
         help="a stage's metrics JSON for the report; repeatable; evaluate's gives the scores table",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder, replaced as a whole")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="folder of the pictures and report.html (DVC-cached), replaced as a whole",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="folder of the per-cluster CSVs (small, committed to git), replaced as a whole; default: --out",
+    )
     return parser
 
 
@@ -55,7 +66,16 @@ def main(args: argparse.Namespace) -> None:
     feature_shards(args.features)
     require_files(*sources.values(), *metrics.values())
     make_all_plots(
-        args.features, sources, args.prepared, live_dirs, args.out, params, gparams.seed, args.k_curve, metrics
+        args.features,
+        sources,
+        args.prepared,
+        live_dirs,
+        args.out,
+        params,
+        gparams.seed,
+        args.k_curve,
+        metrics,
+        data_dir=args.data,
     )
 
 

@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from imageclust.bundle import MODEL_STAGES
 from imageclust.data.prepared import RawDataset, load_prepared, write_prepared
 from imageclust.errors import DataError
 from imageclust.export import CSV_FILE, PARQUET_FILE, assignments_frame, write_export
@@ -115,3 +117,12 @@ def test_stage_end_to_end(tmp_path):
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [CSV_FILE, PARQUET_FILE]
     missing = export_stage(tmp_path, tmp_path / "absent.parquet", tmp_path / "e2")
     assert missing.returncode == 2 and "absent.parquet" in missing.stderr and not (tmp_path / "e2").exists()
+
+
+def test_the_export_stage_depends_on_every_param_that_made_the_models():
+    # bundle.json records the params that made the models; a key missing here would let it go stale
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    export = set(stages["export"]["params"])
+    for stage in MODEL_STAGES:
+        missing = {key for key in stages[stage]["params"] if key not in export and key.split(".")[0] not in export}
+        assert not missing, f"dvc.yaml: the export stage's params lack {stage}'s {sorted(missing)}"

@@ -94,6 +94,20 @@ def make_project(root: Path) -> Path:
     return root
 
 
+def assert_git_holds_small_files_only(project: Path, limit: int = 512 * 1024) -> None:
+    """What git tracks, and what an experiment changed that git would take, is small: the report,
+    pictures and per-sample tables are in DVC's cache."""
+    tracked = sh(project, "git", "ls-files").stdout.split()
+    changed = [
+        line[3:] for line in sh(project, "git", "status", "--porcelain", "--untracked-files=all").stdout.splitlines()
+    ]
+    assert changed, "the experiment changed no file git tracks"
+    sizes = {name: (project / name).stat().st_size for name in {*tracked, *changed} if (project / name).is_file()}
+    assert not {name: size for name, size in sizes.items() if size > limit}
+    assert not [name for name in changed if name.startswith("report/") and name != "report/.gitignore"]
+    assert sh(project, "git", "check-ignore", "report/report.html", "report/sheets").returncode == 0
+
+
 def test_pipeline_through_dvc(project):
     first = sh(project, "dvc", "repro")
     assert stages_run(first.stdout) == {
@@ -122,12 +136,21 @@ def test_pipeline_through_dvc(project):
         "sheets/cluster_000.png",
         "report.html",
     ):
-        assert (project / "plots" / name).stat().st_size > 0
+        assert (project / "report" / name).stat().st_size > 0
+    assert (project / "plots/cluster_labels_finetune.csv").stat().st_size > 0
     exported = list(csv.DictReader(open(project / "artifacts/export/assignments.csv")))
     assert len(exported) == evaluate["finetune"]["all"]["n"]
     assert_predict_gives_the_exported_clusters(project, "new")
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "first results")
+    first_run = {
+        row["id"]: row["cluster"] for row in csv.DictReader(open(project / "artifacts/export/assignments.csv"))
+    }
+    # DVC's model registry: registered by GTO's convention (a git tag NAME@vX.Y.Z), fetched by name
+    sh(project, "git", "tag", "-a", "image-clusterer@v1.0.0", "-m", "digits, first results")
+    fetched = project.parent / "fetched-model"
+    sh(project, "dvc", "artifacts", "get", ".", "image-clusterer", "-o", str(fetched))
+    assert json.loads((fetched / "bundle.json").read_text())["k"] == 10
 
     again = sh(project, "dvc", "repro")
     assert stages_run(again.stdout) == set()
@@ -136,6 +159,21 @@ def test_pipeline_through_dvc(project):
     experiment = sh(project, "dvc", "exp", "run", "-S", "cluster.k=8")
     assert stages_run(experiment.stdout) == {"check_params", "cluster", "finetune", "evaluate", "export", "plot"}
     assert json.loads((project / "metrics/cluster.json").read_text())["k"] == 8
+    assert_git_holds_small_files_only(project)
+    # the registered model, and the committed run by --rev, sort new images as the first run did, and
+    # say that the workspace's models were made otherwise
+    for options in (("--model", str(fetched)), ("--model", "image-clusterer"), ("--rev", "HEAD")):
+        predicted, log = predicted_clusters(project, "new", *options)
+        assert predicted == {name: first_run[name] for name in predicted}, options
+        assert "made with params that differ from" in log and "cluster.k: 10 -> 8" in log, log
+    bad = sh(project, sys.executable, "-m", "imageclust", "predict", "../new", "--rev", "no-such-rev", check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: --rev: 'no-such-rev' is not a git revision")
+    # and the assignments table of the run that made a registered model
+    exported = ("-m", "imageclust", "export", "--model", "image-clusterer@v1.0.0", "--out", "../first-export")
+    sh(project, sys.executable, *exported)
+    rows = csv.DictReader(open(project.parent / "first-export/assignments.csv"))
+    assert {r["id"]: r["cluster"] for r in rows} == first_run
 
     diff = json.loads(sh(project, "dvc", "metrics", "diff", "--json").stdout)
     assert diff["metrics/cluster.json"]["k"] == {"old": 10, "new": 8, "diff": -2}
@@ -251,10 +289,15 @@ def assert_predict_gives_the_exported_clusters(project: Path, folder: str) -> No
     (project.parent / folder).mkdir()
     for row in exported[::50]:
         Image.fromarray(pixels[int(row["index"])][..., 0]).save(project.parent / folder / f"{row['id']}.png")
-    out = f"../{folder}.csv"
-    sh(project, sys.executable, "-m", "imageclust", "predict", f"../{folder}", "--out", out)
-    predicted = {Path(r["path"]).stem: r["cluster"] for r in csv.DictReader(open(project.parent / f"{folder}.csv"))}
-    assert predicted == {row["id"]: row["cluster"] for row in exported[::50]}
+    assert predicted_clusters(project, folder)[0] == {row["id"]: row["cluster"] for row in exported[::50]}
+
+
+def predicted_clusters(project: Path, folder: str, *options: str) -> tuple[dict[str, str], str]:
+    """``predict``'s cluster of each image in ``folder`` (beside the project), and what it logged."""
+    out = f"../{folder}{len(options)}.csv"
+    result = sh(project, sys.executable, "-m", "imageclust", "predict", f"../{folder}", "--out", out, *options)
+    rows = csv.DictReader(open(project / out))
+    return {Path(r["path"]).stem: r["cluster"] for r in rows}, result.stdout + result.stderr
 
 
 def test_bad_parameter_fails_first_and_keeps_outputs(project):

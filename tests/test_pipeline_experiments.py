@@ -38,8 +38,8 @@ def test_auto_k_then_deepcluster_from_scratch_then_a_refusal(project):
     chosen = json.loads((project / "metrics/cluster.json").read_text())
     assert chosen["k_auto"] and 2 <= chosen["k"] <= 20 and chosen["k_criterion"] == "stability"
     assert json.loads((project / "metrics/finetune.json").read_text())["k"] == chosen["k"]
-    assert (project / "plots/k_curve.png").stat().st_size > 1000
-    assert "Choice of K" in (project / "plots/report.html").read_text()  # the curve, not the note
+    assert (project / "report/k_curve.png").stat().st_size > 1000
+    assert "Choice of K" in (project / "report/report.html").read_text()  # the curve, not the note
 
     # a method that trains the encoder: DeepCluster from scratch (pretrain.method=none with the
     # encoder: its random initialisation), with its `views` contrastive variant (spectral fine-tuning

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import yaml
 from fakes import frozen_run, sphere_blobs
 
+from imageclust.errors import DataError
 from imageclust.finetune.deepcluster import finetune_deepcluster
 from imageclust.finetune.images import Images, embed
 from imageclust.finetune.params import FinetuneParams
@@ -25,6 +27,7 @@ from imageclust.finetune.spectral import finetune_spectral
 from imageclust.finetune.temi import finetune_temi
 from imageclust.finetune.turtle import finetune_turtle
 from imageclust.predict import image_paths
+from imageclust.predictions import Predictions, read_cluster_names, sort_into, write_csv
 from imageclust.tables import read_assignments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,6 +223,23 @@ def test_predict_on_cifar10_jpegs_gives_the_pipelines_clusters(tmp_path):
         assert float(rows[sample_id]["distance"]) >= 0 and rows[sample_id]["matched_class"]
     sorted_files = sorted(p.relative_to(tmp_path / "sorted").parts[0] for p in (tmp_path / "sorted").rglob("*.jpg"))
     assert len(sorted_files) == 90 and set(sorted_files) <= {"cluster_000", "cluster_001", "cluster_002"}
+    assert "models of the workspace" in done.stderr
+
+    # the model folder the export stage writes sorts the images the same, wherever it is moved
+    a = [f"--source=finetune={project / 'artifacts/finetune/assignments.parquet'}", "--prepared", "data/prepared"]
+    dirs = ["--features", "artifacts/features", "--cluster", "artifacts/cluster", "--finetune", "artifacts/finetune"]
+    dirs += ["--spaces", "artifacts/spaces", "--encoder", "artifacts/pretrain/encoder.pt"]
+    done = run_module(project, "stages.export", *a, "--out", "artifacts/export", "--model", "artifacts/model", *dirs)
+    assert done.returncode == 0, done.stderr[-2000:]
+    shutil.move(project / "artifacts/model", tmp_path / "elsewhere")
+    moved = run_module(tmp_path, "imageclust", "predict", images, "--out", "p4.csv", "--model", "elsewhere")
+    assert moved.returncode == 0, moved.stderr[-2000:]
+    assert "models of elsewhere (dataset image_folder, method temi, backbone efficientnet_lite0, k 3)" in moved.stderr
+    again = {Path(r["path"]).relative_to(images).as_posix(): r for r in csv.DictReader(open(tmp_path / "p4.csv"))}
+    assert {name: again[name]["cluster"] for name in rows} == {name: r["cluster"] for name, r in rows.items()}
+    assert {name: again[name]["matched_class"] for name in rows} == {
+        name: r["matched_class"] for name, r in rows.items()
+    }
 
     again = run_module(
         project, "imageclust", "predict", images, "--out", tmp_path / "p2.csv", "--sort-into", tmp_path / "sorted"
@@ -233,3 +253,39 @@ def test_predict_on_cifar10_jpegs_gives_the_pipelines_clusters(tmp_path):
     )
     assert mismatch.returncode == 2 and "extract.backbone='pixels'" in mismatch.stderr
     assert len(mismatch.stderr.strip().splitlines()) == 1
+
+
+def test_cluster_names_name_the_folders_and_the_csv_column(tmp_path):
+    names = tmp_path / "names.csv"
+    names.write_text("cluster,size,name\n0,5,cats\n1,3,\n2,4,big ships\n")
+    assert read_cluster_names(names) == {0: "cats", 2: "big ships"}  # cluster 1 left unnamed
+    images = []
+    for i in range(3):
+        images.append(tmp_path / f"img{i}.png")
+        images[-1].write_bytes(b"png")
+    clusters = np.array([0, 1, 2])
+    p = Predictions(images, clusters, np.ones(3), np.zeros(3), clusters, names=read_cluster_names(names))
+    sort_into(tmp_path / "sorted", p, link=False)
+    assert sorted(f.relative_to(tmp_path / "sorted").as_posix() for f in (tmp_path / "sorted").rglob("*.png")) == [
+        "big ships/img2.png",
+        "cats/img0.png",
+        "cluster_001/img1.png",
+    ]
+    write_csv(tmp_path / "p.csv", p)
+    assert [r["name"] for r in csv.DictReader(open(tmp_path / "p.csv"))] == ["cats", "", "big ships"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("cluster,label\n0,cats\n", "needs the columns `cluster` and `name`"),
+        ("cluster,name\nzero,cats\n", "line 2: cluster 'zero' is not a cluster number"),
+        ("cluster,name\n0,../up\n", "line 2: name '../up' must be"),
+        ("cluster,name\n0,cats\n0,dogs\n", "line 3: cluster 0 is named twice"),
+        ("cluster,name\n0,cats\n1,cats\n", "two clusters share a name"),
+    ],
+)
+def test_bad_cluster_names_are_refused_with_the_line(tmp_path, text, message):
+    (tmp_path / "names.csv").write_text(text)
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_cluster_names(tmp_path / "names.csv")

@@ -124,4 +124,5 @@ def test_every_stage_runs_without_labels(tmp_path):
             assert scores["n_labeled"] == 0
         assert {"silhouette", "davies_bouldin", "calinski_harabasz"} <= set(evaluate[source]["all"])
     assert "neighbor_label_agreement" not in json.loads((t / "finetune.json").read_text())
-    assert (t / "plots/embedding.png").exists() and not (t / "plots/confusion_finetune.png").exists()
+    assert (t / "plots/embedding.png").exists()
+    assert (t / "plots/confusion_finetune.csv").read_text().strip() == "actual,predicted"  # no labels: no rows

@@ -13,6 +13,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from ..io import atomic_path
+from ..metrics import NOISE, hungarian_match
 from ..tables import UNLABELED
 
 DPI = 120
@@ -32,6 +33,19 @@ def category_colors(n: int) -> np.ndarray:
     if n <= 20:
         return colormaps["tab20"](np.arange(n))
     return colormaps["turbo"](np.linspace(0.0, 1.0, n))
+
+
+def cluster_colour_indices(clusters: np.ndarray, labels: np.ndarray, n_classes: int) -> dict[int, int]:
+    """Each cluster's colour, as an index into ``category_colors``: where labels exist, the colour of
+    its matched class (so a map coloured by cluster and one coloured by class compare by eye), and
+    colours after the classes' for the clusters no class matched; without labels, its own number."""
+    ids = sorted(int(c) for c in np.unique(clusters) if c != NOISE)
+    known, found = labelled_rows(labels, clusters)
+    match = hungarian_match(known, found) if len(known) else {}
+    if not match:
+        return {c: c for c in ids}
+    unmatched = [c for c in ids if c not in match]
+    return {**match, **{c: max(n_classes, max(match.values()) + 1) + i for i, c in enumerate(unmatched)}}
 
 
 def labelled_rows(labels: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

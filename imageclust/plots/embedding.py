@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from ..clustering.preprocess import torch_threads_kept
 from ..metrics import NOISE
 from ..tables import UNLABELED
-from .common import MAX_LEGEND, category_colors, save_figure
+from .common import MAX_LEGEND, category_colors, cluster_colour_indices, save_figure
 
 TSNE_INPUT_DIM = 50
 
@@ -53,15 +53,20 @@ def embed_2d(vectors: np.ndarray, method: str, max_points: int, seed: int) -> tu
 
 
 def _scatter_by_category(
-    ax, coords: np.ndarray, categories: np.ndarray, names: dict[int, str], n_categories: int
+    ax, coords: np.ndarray, categories: np.ndarray, names: dict[int, str], colour_of: dict[int, int], n_colours: int
 ) -> None:
-    # colour by category index, so a class or cluster keeps its colour whichever subsample is drawn
+    # colour by a fixed index per category, so a class or cluster keeps its colour whichever subsample is drawn
     values = sorted(int(v) for v in np.unique(categories))
-    colors = category_colors(max(n_categories, values[-1] + 1))
+    colors = category_colors(max(n_colours, *(colour_of.get(v, v) + 1 for v in values)))
     for value in values:
         at = categories == value
         ax.scatter(
-            coords[at, 0], coords[at, 1], s=8, color=colors[value], label=names.get(value, str(value)), alpha=0.8
+            coords[at, 0],
+            coords[at, 1],
+            s=8,
+            color=colors[colour_of.get(value, value)],
+            label=names.get(value, str(value)),
+            alpha=0.8,
         )
     if len(values) <= MAX_LEGEND:
         ax.legend(fontsize=7, markerscale=2, loc="best", framealpha=0.7)
@@ -76,8 +81,10 @@ def plot_embedding(
     method: str,
     source: str = "cluster",
 ) -> None:
-    """The 2-D map twice: coloured by cluster and by true class (``clusters``, ``labels``: per point)."""
+    """The 2-D map twice: coloured by cluster and by true class (``clusters``, ``labels``: per point); a
+    cluster takes its matched class's colour, so the two panels compare by eye."""
     clusters, labels = np.asarray(clusters), np.asarray(labels)
+    colour_of = cluster_colour_indices(clusters, labels, len(class_names))
     fig = Figure(figsize=(13.0, 6.0), layout="constrained")
     by_cluster, by_class = fig.subplots(1, 2)
     fig.suptitle(f"{method.upper()} of {len(coords)} samples")
@@ -90,7 +97,8 @@ def plot_embedding(
             coords[~noise],
             clusters[~noise],
             {int(c): f"c{int(c)}" for c in np.unique(clusters[~noise])},
-            int(clusters.max()) + 1,
+            colour_of,
+            len(class_names),
         )
     by_cluster.set_title(f"coloured by {source} cluster")
     labelled = labels != UNLABELED
@@ -98,7 +106,7 @@ def plot_embedding(
         if not labelled.all():
             by_class.scatter(coords[~labelled, 0], coords[~labelled, 1], s=6, color="lightgrey", label="unlabeled")
         _scatter_by_category(
-            by_class, coords[labelled], labels[labelled], dict(enumerate(class_names)), len(class_names)
+            by_class, coords[labelled], labels[labelled], dict(enumerate(class_names)), {}, len(class_names)
         )
         by_class.set_title("coloured by true class")
     else:
@@ -132,6 +140,8 @@ def thumbnail_points(coords: np.ndarray, cells: int, seed: int) -> np.ndarray:
 def plot_thumbnail_map(
     coords: np.ndarray,
     clusters: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
     picked: np.ndarray,
     thumbnails: np.ndarray,
     path: str | Path,
@@ -140,20 +150,22 @@ def plot_thumbnail_map(
     source: str = "cluster",
 ) -> None:
     """The 2-D map with the images of the ``picked`` points drawn at their places, framed in their
-    cluster's colour (``thumbnails``: uint8 RGB tiles of the picked points, in the same order)."""
+    cluster's colour, as on the map coloured by cluster (``thumbnails``: uint8 RGB tiles of the picked
+    points, in the same order)."""
     clusters = np.asarray(clusters)
-    colors = category_colors(max(int(clusters.max()) + 1, 1))
+    colour_of = cluster_colour_indices(clusters, labels, n_classes)
+    colors = category_colors(max(n_classes, *(i + 1 for i in colour_of.values()), 1))
     fig = Figure(figsize=(12.0, 12.0), layout="constrained")
     ax = fig.add_subplot()
     low, high = coords.min(0), coords.max(0)
     span = np.maximum(high - low, 1e-12)
     half = span / cells / 2 * 0.95
-    point_colors = np.array([colors[c] if c != NOISE else (0.8, 0.8, 0.8, 1.0) for c in clusters])
+    point_colors = np.array([colors[colour_of[c]] if c != NOISE else (0.8, 0.8, 0.8, 1.0) for c in clusters])
     ax.scatter(coords[:, 0], coords[:, 1], s=3, c=point_colors, alpha=0.3)
     for i, tile in zip(picked.tolist(), thumbnails):
         x, y = coords[i]
         ax.imshow(tile, extent=(x - half[0], x + half[0], y - half[1], y + half[1]), interpolation="nearest", zorder=3)
-        color = colors[clusters[i]] if clusters[i] != NOISE else (0.6, 0.6, 0.6, 1.0)
+        color = colors[colour_of[int(clusters[i])]] if clusters[i] != NOISE else (0.6, 0.6, 0.6, 1.0)
         ax.add_patch(
             matplotlib.patches.Rectangle(
                 (x - half[0], y - half[1]),

@@ -20,5 +20,5 @@ class PlotParams(Section):
     )
     sheet_confident: Int = Field(40, ge=1, description="most confident images on each cluster's sheet")
     sheet_uncertain: Int = Field(10, ge=0, description="least confident images on each cluster's sheet")
-    overview_images: Int = Field(12, ge=1, description="images per cluster in `plots/overview.png`")
+    overview_images: Int = Field(12, ge=1, description="images per cluster in `report/overview.png`")
     max_sheets: Int = Field(100, ge=1, description="with more clusters, sheets of the largest this many only")

@@ -1,7 +1,9 @@
 """One self-contained HTML page per run: the metrics, then every picture of the plot stage.
 
 Pictures are embedded as base64 ``data:`` URIs and the style is inline, so the page opens offline,
-from an e-mail attachment or a CI artifact, with nothing to fetch. A few lines of script record in
+from an e-mail attachment or a CI artifact, with nothing to fetch. A picture of images (a contact
+sheet, the map with images) is embedded as a JPEG when that is less than half its PNG, which keeps
+the page of a folder of photos to a few megabytes; charts stay PNG, sharp. A few lines of script record in
 the page itself how many pictures the browser decoded (``data-images-loaded`` and
 ``data-images-broken`` on ``<body>``), which the tests read back from headless Chromium.
 """
@@ -10,14 +12,28 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import numbers
 from pathlib import Path
 
+from PIL import Image
+
 from ..io import atomic_path
 from ..labelfree import finetune_notes, k_warning, size_warning
 
-# evaluate.json's columns in this order; others follow alphabetically
+# the scores people look for first, with readable headers; every score is in the table folded below
+HEADLINE_SCORES = {
+    "acc": "ACC",
+    "nmi": "NMI",
+    "ari": "ARI",
+    "n": "images",
+    "clusters_nonempty": "clusters",
+    "cluster_size_max": "largest",
+    "cluster_size_min": "smallest",
+    "silhouette": "silhouette",
+}
+# evaluate.json's columns in this order in the full table; others follow alphabetically
 SCORE_COLUMNS = (
     "n",
     "n_labeled",
@@ -33,10 +49,13 @@ SCORE_COLUMNS = (
     "cluster_size_min",
     "cluster_size_max",
 )
+JPEG_QUALITY = 85
+JPEG_GAIN = 0.5  # a picture is embedded as JPEG only when that takes at most this share of its PNG
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+.wide { max-width: 100%; overflow-x: auto; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f0f0f0; }
@@ -77,16 +96,21 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def scores_table(evaluate: dict) -> str:
-    """``{source: {split: scores}}`` (the evaluate stage's JSON) as one row per source and split."""
+def scores_table(evaluate: dict, headline: bool = False) -> str:
+    """``{source: {split: scores}}`` (the evaluate stage's JSON) as one row per source and split:
+    every score under its key, or with ``headline`` the few of ``HEADLINE_SCORES`` under readable names."""
     keys = {key for splits in evaluate.values() for scores in splits.values() for key in scores}
-    columns = [c for c in SCORE_COLUMNS if c in keys] + sorted(keys - set(SCORE_COLUMNS))
+    if headline:
+        columns = [c for c in HEADLINE_SCORES if c in keys]
+        header = [HEADLINE_SCORES[c] for c in columns]
+    else:
+        header = columns = [c for c in SCORE_COLUMNS if c in keys] + sorted(keys - set(SCORE_COLUMNS))
     rows = [
         [f"{source} / {split}", *(scores.get(c, "") for c in columns)]
         for source, splits in evaluate.items()
         for split, scores in splits.items()
     ]
-    return _table(["source / split", *columns], rows)
+    return _table(["clusters / split", *header], rows)
 
 
 def stage_table(name: str, metrics: dict) -> str:
@@ -104,9 +128,20 @@ def stage_table(name: str, metrics: dict) -> str:
     return _table([name, "value"], rows)
 
 
+def embedded_picture(path: Path) -> tuple[str, bytes]:
+    """``(MIME type, bytes)`` to embed a PNG: the file itself, or a JPEG of it when that is much smaller
+    (pictures of photos), so that the page stays small without blurring the text of charts."""
+    png = Path(path).read_bytes()
+    with Image.open(io.BytesIO(png)) as image:
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    jpeg = buffer.getvalue()
+    return ("image/jpeg", jpeg) if len(jpeg) <= JPEG_GAIN * len(png) else ("image/png", png)
+
+
 def _image(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    mime, data = embedded_picture(path)
+    return f'<img alt="{html.escape(alt)}" src="data:{mime};base64,{base64.b64encode(data).decode("ascii")}">'
 
 
 def write_report(
@@ -120,7 +155,12 @@ def write_report(
     ``(heading, png, caption)``; ``sheets``: ``(cluster name, png)``, shown folded under one heading."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if "evaluate" in metrics:
-        parts += ["<h2>Scores</h2>", scores_table(metrics["evaluate"])]
+        parts += [
+            "<h2>Scores</h2>",
+            scores_table(metrics["evaluate"], headline=True),
+            '<details><summary>every score</summary><div class="wide">'
+            f"{scores_table(metrics['evaluate'])}</div></details>",
+        ]
     for name, m in metrics.items():  # label-free flags of a degenerate clustering
         warnings = [size_warning(m["cluster_sizes"]) if isinstance(m.get("cluster_sizes"), dict) else None]
         if m.get("k_auto"):

@@ -1,9 +1,14 @@
 """The plot stage: every figure, the contact sheets and ``report.html``, from the features, the
-assignments, the prepared images, the training curves and every stage's metrics."""
+assignments, the prepared images, the training curves and every stage's metrics.
+
+Its outputs are sized for git: the pictures, the page and the per-sample CSVs go to a folder that
+DVC caches; only per-cluster CSVs, a few rows each that diff well across experiments, go to a
+folder committed with the metrics."""
 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +25,7 @@ from .curves import find_losses, plot_k_curve, plot_training_curves
 from .embedding import embed_2d, plot_embedding, plot_thumbnail_map, thumbnail_points
 from .report import write_report
 from .sheets import cluster_sheet, cluster_views, overview_sheet, save_png, tile_side, tiles
-from .sizes import plot_cluster_sizes
+from .sizes import plot_cluster_sizes, write_cluster_sizes_csv
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +59,11 @@ def make_all_plots(
     seed: int,
     k_curve: str | Path | None = None,
     metrics: dict[str, Path] | None = None,
+    data_dir: str | Path | None = None,
 ) -> None:
-    """Write every figure, the contact sheets and ``report.html`` into a fresh ``out_dir``, swapped
-    into place only when all succeed.
+    """Write every figure, the contact sheets and ``report.html`` into a fresh ``out_dir``, and the
+    per-cluster CSVs (``cluster_labels_<source>.csv``, ``cluster_sizes.csv``) into a fresh
+    ``data_dir`` (``out_dir`` when not given); both are swapped into place only when all succeed.
 
     ``sources`` maps a name to an assignments parquet; the maps and sheets show the last one.
     ``live_dirs`` maps a stage name to its DVCLive folder, whose losses are drawn; ``metrics`` maps a
@@ -96,16 +103,22 @@ def make_all_plots(
         )
 
     k = max(1, *((a.num_clusters or int(a.clusters.max()) + 1) if len(a) else 0 for a in assignments.values()))
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp, nullcontext(tmp) if data_dir is None else atomic_dir(data_dir) as data:
+        write_cluster_sizes_csv({name: a.clusters for name, a in assignments.items()}, data / "cluster_sizes.csv", k)
+        notes = set()  # pictures that only say why there is nothing to draw: declared outputs, not in the report
         for name, a in assignments.items():
+            # per cluster: its size, and its class counts where labels exist (the list a user names clusters in)
+            write_cluster_labels_csv(a.labels, a.clusters, class_names, data / f"cluster_labels_{name}.csv")
             if not (a.labels != UNLABELED).any():
                 log.info("%s: no labelled samples, confusion skipped", name)
+                plot_note(f"{name}: no labelled samples, so no confusion matrix", tmp / f"confusion_{name}.png")
+                write_confusion_csv([], tmp / f"confusion_{name}.csv")
+                notes.add(f"confusion_{name}.png")
                 continue
             plot_confusion(
                 a.labels, a.clusters, class_names, tmp / f"confusion_{name}.png", title=f"{name}: true class vs cluster"
             )
             write_confusion_csv(confusion_records(a.labels, a.clusters, class_names), tmp / f"confusion_{name}.csv")
-            write_cluster_labels_csv(a.labels, a.clusters, class_names, tmp / f"cluster_labels_{name}.csv")
         plot_cluster_sizes({name: a.clusters for name, a in assignments.items()}, tmp / "cluster_sizes.png", k)
 
         shown = np.flatnonzero(found)
@@ -120,11 +133,16 @@ def make_all_plots(
             params.embedding,
             source=last_name,
         )
-        if params.thumbnail_grid:
+        if not params.thumbnail_grid:
+            plot_note("plot.thumbnail_grid: 0, so no map with images", tmp / "embedding_thumbnails.png")
+            notes.add("embedding_thumbnails.png")
+        else:
             on_map = thumbnail_points(coords, params.thumbnail_grid, seed)
             plot_thumbnail_map(
                 coords,
                 last.clusters[points],
+                last.labels[points],
+                len(class_names),
                 on_map,
                 tiles(images(points[on_map]), min(side, 64)),
                 tmp / "embedding_thumbnails.png",
@@ -133,10 +151,10 @@ def make_all_plots(
                 last_name,
             )
         plot_training_curves(find_losses(live_dirs), tmp / "training_curves.png")
-        chose_k = k_curve is not None and Path(k_curve).is_file()  # only when the cluster stage chose K
-        if chose_k:
+        if k_curve is not None and Path(k_curve).is_file():  # only when the cluster stage chose K
             plot_k_curve(k_curve, tmp / "k_curve.png")
-        else:  # dvc.yaml declares the picture: a note keeps `dvc plots show` from failing on it
+        else:  # dvc.yaml declares every picture: a note keeps the stage and `dvc plots show` from failing on it
+            notes.add("k_curve.png")
             plot_note(
                 f"K was given (cluster.k: {k}); cluster.k: auto chooses it without labels and draws\n"
                 "the score of every candidate here",
@@ -158,7 +176,7 @@ def make_all_plots(
         figures = [
             (heading, tmp / file, caption)
             for file, heading, caption in FIGURES
-            if (tmp / file).is_file() and (file != "k_curve.png" or chose_k)
+            if (tmp / file).is_file() and file not in notes
         ]
         title = f"{prepared.meta.get('name', 'data')}: {len(last)} images, {last_name} clusters"
         write_report(tmp / "report.html", title, stage_metrics, figures, sheets)

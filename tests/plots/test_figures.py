@@ -11,8 +11,10 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+import yaml
 from fakes import CLASSES, PLOT_PARAMS, make_inputs, plot_blobs, write_curve
 
+from imageclust.plots.common import cluster_colour_indices
 from imageclust.plots.confusion import (
     confusion_records,
     ordered_confusion,
@@ -22,7 +24,7 @@ from imageclust.plots.confusion import (
 )
 from imageclust.plots.curves import plot_training_curves, read_curve
 from imageclust.plots.embedding import embed_2d, plot_embedding, plot_thumbnail_map, thumbnail_points
-from imageclust.plots.sizes import plot_cluster_sizes
+from imageclust.plots.sizes import plot_cluster_sizes, write_cluster_sizes_csv
 from imageclust.plots.stage import make_all_plots
 from imageclust.tables import UNLABELED
 
@@ -100,6 +102,23 @@ def test_embed_2d_is_deterministic_and_subsamples(method):
     assert not np.array_equal(first_idx, other_idx)
 
 
+def test_a_cluster_takes_its_matched_class_colour():
+    # clusters 7 and 3 hold classes 0 and 1; cluster 5 is what is left over; -1 is noise
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 0, UNLABELED])
+    clusters = np.array([7, 7, 7, 3, 3, 3, 5, -1, 5])
+    assert cluster_colour_indices(clusters, labels, n_classes=2) == {7: 0, 3: 1, 5: 2}
+    # with more classes than any cluster matched, the leftover colour comes after every class's
+    assert cluster_colour_indices(clusters, labels, n_classes=4)[5] == 4
+    assert cluster_colour_indices(clusters, np.full(9, UNLABELED), n_classes=2) == {3: 3, 5: 5, 7: 7}
+
+
+def test_cluster_sizes_csv(tmp_path):
+    write_cluster_sizes_csv(
+        {"cluster": np.array([0, 0, 1, 2, 2, 2, -1]), "finetune": np.array([1, 1, 1, 1])}, tmp_path / "s.csv", 3
+    )
+    assert (tmp_path / "s.csv").read_text().splitlines() == ["rank,cluster,finetune", "1,3,4", "2,2,0", "3,1,0"]
+
+
 def test_embedding_plot_with_and_without_labels(tmp_path):
     vectors, labels = plot_blobs()
     picked, coords = embed_2d(vectors, "pca", max_points=50, seed=0)
@@ -127,7 +146,7 @@ def test_thumbnail_map(tmp_path):
     _, coords = embed_2d(vectors, "pca", max_points=60, seed=0)
     picked = thumbnail_points(coords, cells=8, seed=0)
     thumbnails = np.random.default_rng(0).integers(0, 255, size=(len(picked), 16, 16, 3), dtype=np.uint8)
-    plot_thumbnail_map(coords, labels, picked, thumbnails, tmp_path / "m.png", "pca", cells=8)
+    plot_thumbnail_map(coords, labels, labels, 3, picked, thumbnails, tmp_path / "m.png", "pca", cells=8)
     assert_png(tmp_path / "m.png")
 
 
@@ -165,10 +184,11 @@ def test_make_all_plots(tmp_path, labelled):
         inputs["sources"],
         inputs["prepared"],
         {"loss": tmp_path / "loss.tsv"},
-        tmp_path / "plots",
+        tmp_path / "report",
         PLOT_PARAMS,
         seed=0,
         metrics={"evaluate": tmp_path / "evaluate.json"},
+        data_dir=tmp_path / "plots",
     )
     expected = {
         "cluster_sizes.png",
@@ -180,24 +200,33 @@ def test_make_all_plots(tmp_path, labelled):
         "sheets",
         "k_curve.png",
     }
-    if labelled:
-        expected |= {f"confusion_{s}.{ext}" for s in ("cluster", "finetune") for ext in ("png", "csv")}
-        expected |= {"cluster_labels_cluster.csv", "cluster_labels_finetune.csv"}
-    assert {p.name for p in (tmp_path / "plots").iterdir()} == expected
-    assert sorted(p.name for p in (tmp_path / "plots" / "sheets").iterdir()) == [
+    expected |= {
+        f"confusion_{s}.{ext}" for s in ("cluster", "finetune") for ext in ("png", "csv")
+    }  # notes if unlabelled
+    assert {p.name for p in (tmp_path / "report").iterdir()} == expected
+    # dvc.yaml declares each of them as an output of the plot stage
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["plot"]
+    declared = {Path(o).name for o in stage["outs"] if isinstance(o, str) and o.startswith("${paths.report}/")}
+    assert declared == expected
+    # what goes to git: a few rows per cluster, nothing per sample
+    small = {"cluster_sizes.csv", "cluster_labels_cluster.csv", "cluster_labels_finetune.csv"}
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == small
+    sizes = (tmp_path / "plots" / "cluster_sizes.csv").read_text().splitlines()
+    assert sizes[0] == "rank,cluster,finetune" and len(sizes) == 4
+    assert sorted(p.name for p in (tmp_path / "report" / "sheets").iterdir()) == [
         "cluster_000.png",
         "cluster_001.png",
         "cluster_002.png",
     ]
-    for png in (tmp_path / "plots").rglob("*.png"):
+    for png in (tmp_path / "report").rglob("*.png"):
         assert_png(png)
-    report = (tmp_path / "plots" / "report.html").read_text()
-    # every picture but k_curve.png, a note that K was given (dvc.yaml declares it)
-    assert report.count("<img ") == len(list((tmp_path / "plots").rglob("*.png"))) - 1
+    report = (tmp_path / "report" / "report.html").read_text()
+    # every picture but the notes: that K was given, and without labels that there is no confusion
+    assert report.count("<img ") == len(list((tmp_path / "report").rglob("*.png"))) - (1 if labelled else 3)
     assert "Choice of K" not in report
     assert "http://" not in report and "https://" not in report  # nothing to fetch
     if labelled:  # ids joined correctly: every sample lands on its matched class
-        rows = (tmp_path / "plots" / "confusion_cluster.csv").read_text().splitlines()[1:]
+        rows = (tmp_path / "report" / "confusion_cluster.csv").read_text().splitlines()[1:]
         assert len(rows) == 60 and all(a == p for a, p in (r.split(",") for r in rows))
 
 
@@ -223,6 +252,8 @@ def stage_args(inputs: dict) -> list[str]:
         "--curve",
         "pretrain_loss=live/plots/metrics/loss.tsv",
         "--out",
+        "report",
+        "--data",
         "plots",
     ]
 
@@ -233,8 +264,9 @@ def test_stage_end_to_end(tmp_path):
     (tmp_path / "params.yaml").write_text("seed: 1\nplot:\n  embedding: tsne\n  max_points: 40\n")
     result = run_stage_script(tmp_path, *stage_args(inputs))
     assert result.returncode == 0, result.stderr
-    names = {p.name for p in (tmp_path / "plots").iterdir()}
+    names = {p.name for p in (tmp_path / "report").iterdir()}
     assert {"confusion_cluster.csv", "confusion_finetune.png", "embedding.png", "training_curves.png"} <= names
+    assert {p.name for p in (tmp_path / "plots").iterdir()} >= {"cluster_sizes.csv", "cluster_labels_finetune.csv"}
 
 
 def test_stage_missing_input_fails_cleanly(tmp_path):
@@ -245,4 +277,4 @@ def test_stage_missing_input_fails_cleanly(tmp_path):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "absent.parquet" in result.stderr
-    assert not any(p.name.startswith(("plots", ".plots")) for p in tmp_path.iterdir())
+    assert not any(p.name.startswith(("plots", ".plots", "report", ".report")) for p in tmp_path.iterdir())

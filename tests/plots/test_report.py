@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fakes import PLOT_PARAMS, make_inputs, write_curve
 
-from imageclust.plots.report import scores_table, stage_table, write_report
+from imageclust.plots.report import embedded_picture, scores_table, stage_table, write_report
 from imageclust.plots.stage import make_all_plots
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -23,8 +23,23 @@ HEADLESS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-us
 def test_scores_table_puts_the_usual_columns_first():
     table = scores_table({"finetune": {"all": {"zeta": 1, "nmi": 0.5, "acc": 0.75, "n": 10}}})
     header = re.findall(r"<th>(.*?)</th>", table)
-    assert header == ["source / split", "n", "acc", "nmi", "zeta"]
+    assert header == ["clusters / split", "n", "acc", "nmi", "zeta"]
     assert "<td>finetune / all</td><td>10</td><td>0.7500</td><td>0.5000</td><td>1</td>" in table
+    headline = scores_table({"finetune": {"all": {"zeta": 1, "nmi": 0.5, "acc": 0.75, "n": 10}}}, headline=True)
+    assert re.findall(r"<th>(.*?)</th>", headline) == ["clusters / split", "ACC", "NMI", "images"]
+
+
+def test_pictures_of_photos_are_embedded_as_jpeg_and_charts_as_png(tmp_path):
+    from PIL import Image
+
+    photo = (np.random.default_rng(0).random((200, 300, 3)) * 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    chart = np.full((200, 300, 3), 255, dtype=np.uint8)
+    chart[50:60, :] = 0
+    Image.fromarray(chart).save(tmp_path / "chart.png")
+    mime, data = embedded_picture(tmp_path / "photo.png")
+    assert mime == "image/jpeg" and len(data) < (tmp_path / "photo.png").stat().st_size / 2
+    assert embedded_picture(tmp_path / "chart.png") == ("image/png", (tmp_path / "chart.png").read_bytes())
 
 
 def test_stage_table_flattens_nested_metrics_and_escapes():
@@ -43,7 +58,7 @@ def test_report_embeds_pictures_and_fetches_nothing(tmp_path):
         [("cluster 0", png)],
     )
     page = (tmp_path / "r.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 2
+    assert len(re.findall(r'src="data:image/(png|jpeg);base64,', page)) == 2
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
     assert "title &lt;x&gt;" in page
 
