@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k bench-choose-method bench-report-size
+.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k bench-choose-method bench-report-size bench-size-prior
 
 install: $(VENV)/.installed
 
@@ -68,6 +68,10 @@ bench-choose-method: install   # RUNS="--run NAME=PROJECT[:SPLIT] ..."
 
 bench-report-size: install   # a folder of 10,000 photo-sized JPEGs through photos_frozen: the report, git
 	python benchmarks/report_size.py --out benchmarks/results/report_size.json
+
+# DATA: one or more --data NAME=PROJECT (projects whose extract stage ran)
+bench-size-prior: install
+	python benchmarks/size_prior.py $(DATA) --seeds 0 1 2 --per-class 150 --out benchmarks/results/size_prior.json --docs
 
 bench-ablation: install
 	python benchmarks/ablation.py --runs fashion_mnist --out benchmarks/results/ablation.json

@@ -3,6 +3,8 @@ registered method (``finetune.scan``, ``finetune.temi``, ...)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from ..config import Int, Section, one_of, with_blocks
@@ -28,6 +30,14 @@ class FinetuneShared(Section):
         description=(
             "SCAN, TEMI, TURTLE: return the cluster stage's assignment when the method's clustering is judged worse "
             "in the extract stage's features (mean of the neighbour and linear chance-corrected scores)"
+        ),
+    )
+
+    size_prior: Literal["auto", "uniform", "clusters"] = Field(
+        "auto",
+        description=(
+            "SCAN, TEMI, TURTLE: the cluster sizes their size terms expect: `uniform` (as published), `clusters` "
+            "(the cluster stage's sizes), `auto` (`clusters` when those are unequal)"
         ),
     )
 

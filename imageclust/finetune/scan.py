@@ -33,6 +33,7 @@ from ..models.heads import MultiHead, cluster_head
 from ..runtime import check_finite_loss
 from ..tables import UNLABELED
 from .base import FinetuneMethod, FinetuneResult, FinetuneRun, shuffled_batches
+from .size_prior import size_prior
 
 log = logging.getLogger(__name__)
 HINT = "Try a lower finetune.scan.lr"  # when the loss stops being a number
@@ -181,6 +182,8 @@ def finetune_scan(run: FinetuneRun) -> FinetuneResult:
     neighbors = mine_neighbors(x, p.num_neighbors)
     stats = {"train_samples": len(x), "num_neighbors": int(neighbors.shape[1])}
     stats.update(neighbor_label_agreement(run.labels[run.train], neighbors))
+    prior, prior_stats = size_prior(run)
+    stats.update(prior_stats)
 
     model = MultiHead(cluster_head(x.shape[1], p.hidden_dim, run.num_clusters) for _ in range(p.num_heads)).to(device)
     views = _Views(run, x.to(device), generator)
@@ -207,7 +210,7 @@ def finetune_scan(run: FinetuneRun) -> FinetuneResult:
         with torch.no_grad():
             model.eval()
             head_losses = [
-                float(scan_loss(a, n, p.entropy_weight)[0])
+                float(scan_loss(a, n, p.entropy_weight, prior)[0])
                 for a, n in zip(model(views.x), model(views.x[neighbors[:, 0]]))
             ]
         chosen = int(np.argmin(head_losses))
@@ -247,7 +250,7 @@ def finetune_scan(run: FinetuneRun) -> FinetuneResult:
                 pick = torch.randint(neighbors.shape[1], (len(batch),), generator=generator)
                 anchor = views.weak_view(batch.to(device))
                 neighbor = views.weak_view(neighbors[batch.to(device), pick.to(device)])
-                losses = [scan_loss(a, n, p.entropy_weight) for a, n in zip(model(anchor), model(neighbor))]
+                losses = [scan_loss(a, n, p.entropy_weight, prior) for a, n in zip(model(anchor), model(neighbor))]
                 loss = torch.stack([total for total, _, _ in losses]).sum()
                 check_finite_loss(loss.item(), "finetune scan", epoch, step, HINT)
                 optimizer.zero_grad(set_to_none=True)

@@ -40,6 +40,7 @@ from ..models.heads import MultiHead
 from ..runtime import check_finite_loss
 from .base import FinetuneMethod, FinetuneResult, FinetuneRun, shuffled_batches
 from .scan import mine_neighbors, neighbor_label_agreement
+from .size_prior import size_prior
 
 log = logging.getLogger(__name__)
 HINT = "Try a lower finetune.temi.lr"  # when the loss stops being a number
@@ -140,6 +141,7 @@ def head_losses(
     marginal: torch.Tensor,
     p,
     batch_size: int = 4096,
+    prior: torch.Tensor | None = None,
 ) -> list[float]:
     """Each head's TEMI loss over all rows of ``x`` paired with ``x[partner]`` (eval mode)."""
     student.eval()
@@ -154,6 +156,7 @@ def head_losses(
             p.beta,
             p.student_temperature,
             p.teacher_temperature,
+            prior,
         )[0]
         total += losses * (len(pair) // 2)
     return (total / len(x)).tolist()
@@ -186,6 +189,8 @@ def finetune_temi(run: FinetuneRun) -> FinetuneResult:
     neighbors = mine_neighbors(x, p.num_neighbors)
     stats = {"train_samples": len(x), "num_neighbors": int(neighbors.shape[1])}
     stats.update(neighbor_label_agreement(run.labels[run.train], neighbors))
+    prior, prior_stats = size_prior(run)
+    stats.update(prior_stats)
 
     student = MultiHead(CosineHead(x.shape[1], p.hidden_dim, run.num_clusters) for _ in range(p.num_heads))
     if p.init_from_centroids:
@@ -228,7 +233,13 @@ def finetune_temi(run: FinetuneRun) -> FinetuneResult:
             with torch.no_grad():
                 teacher_logits = _by_view(teacher(pair))
             losses, pmi, weight = temi_loss(
-                _by_view(student(pair)), teacher_logits, marginal, p.beta, p.student_temperature, p.teacher_temperature
+                _by_view(student(pair)),
+                teacher_logits,
+                marginal,
+                p.beta,
+                p.student_temperature,
+                p.teacher_temperature,
+                prior,
             )
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
@@ -255,7 +266,7 @@ def finetune_temi(run: FinetuneRun) -> FinetuneResult:
         }
         run.end_epoch(epoch, p.epochs, row, state)
 
-    losses = head_losses(student, teacher, x, neighbors[:, 0], marginal, p)
+    losses = head_losses(student, teacher, x, neighbors[:, 0], marginal, p, prior=prior)
     best = int(np.argmin(losses))
     stats.update(head_losses=[round(h, 4) for h in losses], best_head=best)
     head = teacher.heads[best]

@@ -1,19 +1,17 @@
-"""TURTLE on extracted features (Gadetsky, Jiang, Brbic, ICML 2024, "Let Go of Your Labels with
-Unsupervised Transfer"; official code mlbio-epfl/turtle, ``run_turtle.py``): search for the
-labelling that a linear classifier on the frozen features generalises best.
+"""TURTLE on extracted features (Gadetsky, Jiang, Brbic, ICML 2024, "Let Go of Your Labels with Unsupervised
+Transfer"; official code mlbio-epfl/turtle, ``run_turtle.py``): search for the labelling that a linear classifier
+on the frozen features generalises best.
 
-Kept from the paper: a task encoder of one weight-normalised linear head per representation space,
-whose labels are the mean of the heads' softmaxes; at each outer step, linear classifiers fitted to
-the current labels by a few Adam steps on a batch (warm-started from the previous step's, or fresh);
-the outer loss of ``losses.turtle`` (their cross-entropy against the labels, held fixed, minus
-``gamma`` times the entropy of the mean labels); restarts ranked by the generalisation score
-(``labelfree.generalisation_score``), which needs no label.
+Kept from the paper: a task encoder of one weight-normalised linear head per representation space, whose labels are
+the mean of the heads' softmaxes; at each outer step, linear classifiers fitted to the current labels by a few Adam
+steps on a batch (warm-started from the previous step's, or fresh); the outer loss of ``losses.turtle`` (their
+cross-entropy against the labels, held fixed, minus ``gamma`` times the entropy of the mean labels); restarts
+ranked by the generalisation score (``labelfree.generalisation_score``), which needs no label.
 
-Made for a CPU: each space is L2-normalised, centred and projected on its ``pca_dim`` leading principal
-components (fitted on the training rows) and scaled, so the linear layers are small and one learning
-rate suits every backbone; the outer learning rate decays on a cosine. The spaces are the extract
-stage's features, then those of ``extract.spaces``.
-"""
+Made for a CPU: each space is L2-normalised, centred and projected on its ``pca_dim`` leading principal components
+(fitted on the training rows) and scaled, so the linear layers are small and one learning rate suits every
+backbone; the outer learning rate decays on a cosine. The spaces are the extract stage's features, then those of
+``extract.spaces``. The entropy term may expect clusters of unequal size (``finetune.size_prior``)."""
 
 from __future__ import annotations
 
@@ -34,6 +32,7 @@ from ..labelfree import generalisation_score
 from ..losses.turtle import task_labels, turtle_inner_loss, turtle_outer_loss
 from ..runtime import check_finite_loss
 from .base import FinetuneMethod, FinetuneResult, FinetuneRun
+from .size_prior import size_prior
 
 log = logging.getLogger(__name__)
 HINT = "Try a lower finetune.turtle.outer_lr"
@@ -56,11 +55,7 @@ class Params(Section):
     score_folds: Int = Field(5, ge=2, description="folds of the generalisation score")
     score_samples: Int = Field(5000, ge=10, description="rows the generalisation score is computed on")
     init: Literal["clusters", "random"] = Field(
-        "clusters",
-        description=(
-            "clusters: the first restart's heads start as the cluster stage's assignment (nearest cluster mean), "
-            "the others at random; random: every restart at random (the paper)"
-        ),
+        "clusters", description="clusters: restart 1 starts at the cluster stage's clusters, others random; random: all"
     )
     init_sharpness: float = Field(
         4.0, gt=0, description="init clusters: logits are this over the mean squared distance times the distances"
@@ -169,11 +164,12 @@ def train_task_encoder(
     on_row=None,
     state=None,
     start: torch.Tensor | None = None,
+    prior: torch.Tensor | None = None,
 ) -> TaskEncoder:
-    """One restart: ``p.outer_steps`` steps of the task encoder on ``spaces`` (the training rows of
-    each space), from random heads or from the assignment ``start``. ``on_row(step, row, snapshot)``
-    is called every ``STEPS_PER_ROW`` steps with the mean of the curves since the last row; ``state``
-    (a snapshot) resumes a run where it was taken."""
+    """One restart: ``p.outer_steps`` steps of the task encoder on ``spaces`` (the training rows of each space),
+    from random heads or from the assignment ``start``, its size term against ``prior`` (``None``: uniform).
+    ``on_row(step, row, snapshot)`` is called every ``STEPS_PER_ROW`` steps with the mean of the curves since
+    the last row; ``state`` (a snapshot) resumes a run where it was taken."""
     device = spaces[0].device
     dims = [z.shape[1] for z in spaces]
     n = len(spaces[0])
@@ -214,7 +210,7 @@ def train_task_encoder(
         if not p.warm_start:
             inner = InnerClassifiers(dims, num_clusters, p.inner_lr, device)
         inner_logits = inner.fit(batch_spaces, labels, p.inner_steps)
-        loss, error, entropy = turtle_outer_loss(inner_logits, labels, per_space, p.gamma)
+        loss, error, entropy = turtle_outer_loss(inner_logits, labels, per_space, p.gamma, prior)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -249,13 +245,14 @@ def fit_restart(
     r: int,
     on_row=None,
     state=None,
+    prior: torch.Tensor | None = None,
 ) -> TaskEncoder:
     """Restart ``r``, seeded by ``seed`` and ``r``: the first starts at the assignment ``initial`` of the
     training rows when ``p.init`` is ``clusters``, the others at random."""
     generator = torch.Generator().manual_seed(seed * 1000 + r)
     torch.manual_seed(seed * 1000 + r)  # the heads' random start
     start = initial if (r == 0 and p.init == "clusters") else None
-    return train_task_encoder(spaces, num_clusters, p, generator, on_row, state, start)
+    return train_task_encoder(spaces, num_clusters, p, generator, on_row, state, start, prior)
 
 
 def scored_labels(encoder: TaskEncoder, spaces: list[torch.Tensor], p: Params, seed: int) -> tuple[np.ndarray, float]:
@@ -275,6 +272,7 @@ def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
     train_rows = torch.from_numpy(np.flatnonzero(run.train)).to(device)
     spaces = [z[train_rows] for z in all_spaces]
     initial = torch.as_tensor(run.initial_clusters, dtype=torch.long, device=device)[train_rows]
+    prior, prior_stats = size_prior(run)
     rows_per_restart = math.ceil(p.outer_steps / STEPS_PER_ROW)
     total_rows = p.restarts * rows_per_restart
     finished: list[dict] = []  # per restart done: its heads and score
@@ -297,7 +295,7 @@ def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
                 lambda: {"restart": r, "inner_state": snapshot(), "finished": finished},
             )
 
-        encoder = fit_restart(spaces, initial, run.num_clusters, p, run.seed, r, on_row, state)
+        encoder = fit_restart(spaces, initial, run.num_clusters, p, run.seed, r, on_row, state, prior)
         state = None
         clusters, score = scored_labels(encoder, spaces, p, run.seed)
         log.info("turtle restart %d: generalisation score %.4f, %d clusters used", r, score, len(np.unique(clusters)))
@@ -322,6 +320,7 @@ def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
             "generalisation_scores": [round(f["score"], 4) for f in finished],
             "best_restart": best,
             "generalisation_score": round(finished[best]["score"], 4),
+            **prior_stats,
         },
     )
 

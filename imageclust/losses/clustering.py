@@ -14,20 +14,45 @@ def entropy_of_mean(probs: torch.Tensor) -> torch.Tensor:
     return -(mean * (mean + EPS).log()).sum()
 
 
-def scan_loss(anchor_logits: torch.Tensor, neighbor_logits: torch.Tensor, entropy_weight: float):
+def ranked_prior(mean: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """``prior``'s sizes (K,) given to the clusters in the order of their ``mean`` sizes (..., K), the
+    largest prior to the largest cluster: a prior on the sizes that does not say which cluster is which."""
+    order = mean.detach().argsort(dim=-1, descending=True)
+    largest_first = prior.sort(descending=True).values.expand_as(mean).contiguous()
+    return torch.empty_like(mean).scatter_(-1, order, largest_first)
+
+
+def size_penalty(probs: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+    """How far a batch's cluster sizes (its mean prediction) are from the expected ones: ``-H(mean)``
+    with a uniform prior (``None``), the term SCAN (eq. 2) and TURTLE (eq. 12) subtract; otherwise
+    ``KL(mean || ranked prior) - log K``, which is the same for the uniform prior and lets clusters
+    of unequal expected size keep their sizes (as PET-TURTLE's power-law prior does)."""
+    if prior is None:
+        return -entropy_of_mean(probs)
+    mean = probs.mean(0)
+    log_ratio = (mean + EPS).log() - (ranked_prior(mean, prior) + EPS).log()
+    return (mean * log_ratio).sum() - torch.log(torch.tensor(float(mean.shape[0])))
+
+
+def scan_loss(
+    anchor_logits: torch.Tensor,
+    neighbor_logits: torch.Tensor,
+    entropy_weight: float,
+    prior: torch.Tensor | None = None,
+):
     """SCAN's clustering loss (Van Gansbeke et al. 2020, eq. 2).
 
     Consistency: ``-mean log <p(anchor), p(neighbor)>`` pulls a sample and one of its nearest
     neighbours into the same confident cluster; the entropy of the mean prediction, weighted by
-    ``entropy_weight``, is subtracted so that not everything falls into one cluster.
-    Returns ``(total, consistency, entropy)``.
+    ``entropy_weight``, is subtracted so that not everything falls into one cluster (with a size
+    ``prior``, ``size_penalty`` against it is added instead). Returns ``(total, consistency, entropy)``.
     """
     anchor = F.softmax(anchor_logits, dim=1)
     neighbor = F.softmax(neighbor_logits, dim=1)
     similarity = (anchor * neighbor).sum(1)
     consistency = -(similarity + EPS).log().mean()
     entropy = entropy_of_mean(anchor)
-    return consistency - entropy_weight * entropy, consistency, entropy
+    return consistency + entropy_weight * size_penalty(anchor, prior), consistency, entropy
 
 
 def confident_self_label_loss(clean_logits: torch.Tensor, augmented_logits: torch.Tensor, threshold: float):
@@ -67,6 +92,7 @@ def temi_loss(
     beta: float,
     student_temperature: float,
     teacher_temperature: float,
+    prior: torch.Tensor | None = None,
 ):
     """TEMI's weighted PMI loss (Adaloglou et al. 2023, BMVC) for several heads at once.
 
@@ -79,9 +105,13 @@ def temi_loss(
 
     ``pmi`` being ``beta_pmi`` and ``w(x, x') = <pt(x), pt(x')>`` averaged over heads (one weight
     per pair, no gradient): pairs the teacher does not put together count less.
-    Returns ``(loss per head, mean PMI per head, weight per pair)``; training minimises the sum of
-    the per-head losses.
+    Dividing by the marginal is what keeps clusters at equal sizes; with a size ``prior`` the marginal
+    is divided by ``K`` times the ranked prior first, so that a cluster at its expected size counts
+    as a balanced one does. Returns ``(loss per head, mean PMI per head, weight per pair)``;
+    training minimises the sum of the per-head losses.
     """
+    if prior is not None:
+        marginal = marginal / (marginal.shape[-1] * ranked_prior(marginal, prior))
     log_ps = F.log_softmax(student_logits / student_temperature, dim=-1)
     log_pt = F.log_softmax(teacher_logits.detach() / teacher_temperature, dim=-1)
     pt = log_pt.exp()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .clustering import size_penalty
+
 
 def task_labels(space_logits: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Eq. 9: the labelling is the mean over spaces of each head's softmax. Returns it (n, K) and the
@@ -27,11 +29,19 @@ def turtle_inner_loss(inner_logits: list[torch.Tensor], labels: torch.Tensor) ->
 
 
 def turtle_outer_loss(
-    inner_logits: list[torch.Tensor], labels: torch.Tensor, per_space: list[torch.Tensor], gamma: float
+    inner_logits: list[torch.Tensor],
+    labels: torch.Tensor,
+    per_space: list[torch.Tensor],
+    gamma: float,
+    prior: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eq. 12 with eq. 13's first-order hypergradient: the fitted classifiers' cross-entropy against the
     task encoder's labels (their predictions held fixed) minus ``gamma`` times the entropy of each
-    space's mean label distribution (summed over spaces). Returns ``(loss, prediction error, entropy)``."""
+    space's mean label distribution (summed over spaces); with a size ``prior``, plus ``gamma`` times
+    each space's ``size_penalty`` against it instead (the same for a uniform prior).
+    Returns ``(loss, prediction error, entropy)``."""
     error = sum(F.cross_entropy(logits.detach(), labels) for logits in inner_logits)
     entropy = sum(torch.special.entr(probs.mean(0)).sum() for probs in per_space)
-    return error - gamma * entropy, error, entropy
+    if prior is None:
+        return error - gamma * entropy, error, entropy
+    return error + gamma * sum(size_penalty(probs, prior) for probs in per_space), error, entropy

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from imageclust.losses.clustering import confident_self_label_loss, entropy_of_mean, scan_loss
+from imageclust.losses.clustering import (
+    confident_self_label_loss,
+    entropy_of_mean,
+    ranked_prior,
+    scan_loss,
+    size_penalty,
+    temi_loss,
+)
 from imageclust.losses.contrastive import info_nce, nt_xent
+from imageclust.losses.turtle import turtle_outer_loss
 
 # ---------------------------------------------------------------- NT-Xent
 
@@ -251,3 +259,50 @@ def test_self_label_matches_numpy_reference_on_random_case():
     loss, fraction = confident_self_label_loss(torch.from_numpy(clean), torch.from_numpy(aug), threshold)
     assert fraction == pytest.approx(confident.mean())
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_size_penalty_is_the_negative_entropy_for_a_uniform_prior():
+    probs = torch.softmax(torch.randn(32, 5, generator=torch.Generator().manual_seed(0)), dim=1)
+    expected = -entropy_of_mean(probs)
+    assert torch.allclose(size_penalty(probs, None), expected)
+    assert torch.allclose(size_penalty(probs, torch.full((5,), 0.2)), expected, atol=1e-6)
+
+
+def test_size_penalty_by_hand_matches_the_largest_prior_to_the_largest_cluster():
+    probs = torch.tensor([[1.0, 0.0], [0.5, 0.5]])  # mean sizes 0.75, 0.25
+    prior = torch.tensor([0.2, 0.8])  # ranked: 0.8 to cluster 0 (the larger), 0.2 to cluster 1
+    by_hand = 0.75 * math.log(0.75 / 0.8) + 0.25 * math.log(0.25 / 0.2) - math.log(2)
+    assert size_penalty(probs, prior).item() == pytest.approx(by_hand, abs=1e-6)
+    swapped = probs[:, [1, 0]]  # which cluster is the large one does not matter
+    assert size_penalty(swapped, prior).item() == pytest.approx(by_hand, abs=1e-6)
+    assert torch.equal(
+        ranked_prior(torch.tensor([[0.1, 0.6, 0.3]]), torch.tensor([0.5, 0.2, 0.3])), torch.tensor([[0.2, 0.5, 0.3]])
+    )
+
+
+def test_sizes_at_the_prior_cost_less_than_equal_sizes():
+    prior = torch.tensor([0.7, 0.2, 0.1])
+    at_prior = torch.eye(3)[torch.tensor([0] * 7 + [1] * 2 + [2])]  # sizes 0.7, 0.2, 0.1
+    equal = torch.eye(3)[torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])]
+    assert size_penalty(at_prior, prior) < size_penalty(equal, prior)
+    assert size_penalty(at_prior, None) > size_penalty(equal, None)  # the entropy term prefers equal sizes
+
+
+def test_losses_with_a_uniform_prior_are_the_published_ones():
+    g = torch.Generator().manual_seed(1)
+    anchor, neighbour = torch.randn(16, 4, generator=g), torch.randn(16, 4, generator=g)
+    uniform = torch.full((4,), 0.25)
+    assert torch.allclose(
+        scan_loss(anchor, neighbour, 5.0, uniform)[0], scan_loss(anchor, neighbour, 5.0)[0], atol=1e-5
+    )
+    student, teacher = torch.randn(2, 2, 8, 4, generator=g), torch.randn(2, 2, 8, 4, generator=g)
+    marginal = torch.softmax(torch.randn(2, 4, generator=g), dim=-1)
+    published = temi_loss(student, teacher, marginal, 0.6, 0.1, 0.04)[0]
+    assert torch.allclose(temi_loss(student, teacher, marginal, 0.6, 0.1, 0.04, uniform)[0], published, atol=1e-5)
+    probs = torch.softmax(torch.randn(8, 4, generator=g), dim=1)
+    inner = [torch.randn(8, 4, generator=g)]
+    assert torch.allclose(
+        turtle_outer_loss(inner, probs, [probs], 10.0, uniform)[0],
+        turtle_outer_loss(inner, probs, [probs], 10.0)[0],
+        atol=1e-4,
+    )

@@ -1,0 +1,149 @@
+"""Clusters of unequal size: SCAN, TEMI and TURTLE with the uniform size prior (as published) and
+with ``finetune.size_prior``'s other settings, on the same classes drawn balanced and with sizes
+falling 10:1.
+
+For each project (its extract stage has run) and seed: ten classes drawn with equal sizes, and the
+same ten with sizes falling geometrically from the largest to a tenth of it (``choose_k``'s
+drawing). Each case is clustered as the project's cluster stage would (its params, K the number of
+classes), then each method runs on the case's features from that assignment with this repository's
+default params and each prior. Labels only score: ACC, and how many classes keep at least 80% of
+their images in one cluster of their own (the one matched to them). ``auto``'s choice rests on the
+coefficient of variation of the cluster stage's sizes, reported per case, whose spread over balanced
+and imbalanced cases is what sets ``size_prior.UNEQUAL_CV``; its result is that of the run with the
+prior it picks (the runs are deterministic).
+
+Usage: ``python benchmarks/size_prior.py --data digits=PROJECT --data photos=PROJECT [--seeds 0 1]
+--out benchmarks/results/size_prior.json [--docs]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.choose_k import _draw, load  # noqa: E402
+from benchmarks.common import write_between_markers  # noqa: E402
+from imageclust.clustering.preprocess import FeatureTransform  # noqa: E402
+from imageclust.clustering.registry import METHODS as CLUSTERINGS  # noqa: E402
+from imageclust.config import load_section  # noqa: E402
+from imageclust.finetune.base import FinetuneRun  # noqa: E402
+from imageclust.finetune.params import FinetuneParams  # noqa: E402
+from imageclust.finetune.registry import METHODS  # noqa: E402
+from imageclust.finetune.size_prior import size_prior  # noqa: E402
+from imageclust.metrics import clustering_accuracy, hungarian_match  # noqa: E402
+
+FINETUNE = ("scan", "temi", "turtle")
+PRIORS = ("uniform", "clusters", "auto")
+DOCS = REPO / "docs" / "results.md"
+BEGIN, END = "<!-- size_prior:begin -->", "<!-- size_prior:end -->"
+
+
+def classes_kept(labels: np.ndarray, clusters: np.ndarray, share: float = 0.8) -> int:
+    """Classes with at least ``share`` of their images in the cluster matched to them (one to one)."""
+    match = {cls: cluster for cluster, cls in hungarian_match(labels, clusters).items()}
+    return sum(int(c in match and (clusters[labels == c] == match[c]).mean() >= share) for c in np.unique(labels))
+
+
+def draw_pair(labels: np.ndarray, per_class: int, seed: int) -> dict[str, np.ndarray]:
+    """Ten classes (all, when there are ten) balanced, and the same with sizes falling 10:1."""
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(np.unique(labels))[:10]
+    shares = 10.0 ** (-np.arange(len(classes)) / (len(classes) - 1))
+    return {
+        "balanced": _draw(labels, classes, [per_class] * len(classes), rng),
+        "sizes 10:1": _draw(labels, classes, np.maximum((per_class * shares).astype(int), 1), rng),
+    }
+
+
+def run_case(vectors, labels, cluster_params, seed: int) -> dict:
+    k = len(np.unique(labels))
+    _, x = FeatureTransform.fit(vectors, cluster_params, seed)
+    model = CLUSTERINGS[cluster_params.method].fit(x, k, cluster_params.block, seed)
+    initial = model.fit_labels if model.fit_labels is not None else model.predict(x)[0]
+    row = {"n": len(labels), "k": k, "kmeans_acc": round(clustering_accuracy(labels, initial), 4)}
+    row["kmeans_classes_kept"] = classes_kept(labels, initial)
+    defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
+    for method in FINETUNE:
+        for prior in ("uniform", "clusters"):  # auto is one of them: its pick's result
+            block = {"method": method, method: defaults[method], "floor": False, "size_prior": prior}
+            run = FinetuneRun(
+                vectors=vectors,
+                labels=labels,
+                train=np.ones(len(labels), dtype=bool),
+                initial_clusters=initial,
+                initial_confidence=np.ones(len(labels), dtype=np.float32),
+                num_clusters=k,
+                params=load_section(FinetuneParams, {"finetune": block}),
+                seed=seed,
+                device=torch.device("cpu"),
+                curves=None,  # a benchmark keeps no curves
+            )
+            if "auto_chose" not in row:
+                auto = dataclasses.replace(run, params=run.params.model_copy(update={"size_prior": "auto"}))
+                row["auto_chose"] = size_prior(auto)[1]
+            started = time.perf_counter()
+            clusters = METHODS[method].run(run).clusters
+            row[f"{method}/{prior}"] = {
+                "acc": round(clustering_accuracy(labels, clusters), 4),
+                "classes_kept": classes_kept(labels, clusters),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            print(f"    {method} {prior}: {row[f'{method}/{prior}']}", flush=True)
+        row[f"{method}/auto"] = row[f"{method}/{row['auto_chose']['size_prior']}"]
+    return row
+
+
+def table(report: dict) -> str:
+    lines = [
+        "| data | case | seed | k-means ACC (classes kept) | auto chose (size CV) | "
+        + " | ".join(f"{m} {p}" for m in FINETUNE for p in PRIORS)
+        + " |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in FINETUNE for _ in PRIORS) + " |",
+    ]
+    for row in report["cases"]:
+        chose = row["auto_chose"]
+        cells = [f"{row[f'{m}/{p}']['acc']:.3f} ({row[f'{m}/{p}']['classes_kept']})" for m in FINETUNE for p in PRIORS]
+        lines.append(
+            f"| {row['data']} | {row['case']} | {row['seed']} | {row['kmeans_acc']:.3f} ({row['kmeans_classes_kept']}) "
+            f"| {chose['size_prior']} ({chose['cluster_stage_size_cv']:.2f}) | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", action="append", required=True, metavar="NAME=PROJECT")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--per-class", type=int, default=400, help="images per class of the balanced case (at most)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--docs", action="store_true", help=f"rewrite the table in {DOCS.relative_to(REPO)}")
+    args = parser.parse_args(argv)
+    report = {"cases": []}
+    for item in args.data:
+        name, _, project = item.partition("=")
+        vectors, labels, cluster_params = load(project)
+        per_class = min(args.per_class, int(np.bincount(labels).min()))
+        for seed in args.seeds:
+            for case, rows in draw_pair(labels, per_class, seed).items():
+                print(f"{name} {case} seed {seed}: {len(rows)} images", flush=True)
+                case_labels = np.unique(labels[rows], return_inverse=True)[1]
+                row = run_case(vectors[rows], case_labels, cluster_params, seed)
+                report["cases"].append({"data": name, "case": case, "seed": seed, **row})
+                args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.docs:
+        write_between_markers(DOCS, BEGIN, END, table(report))
+    print(table(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""The cluster sizes SCAN, TEMI and TURTLE expect.
+
+Their size terms (SCAN's and TURTLE's entropy of the mean prediction, TEMI's division by the
+cluster marginal) pull every cluster towards n/K images: right for balanced classes, and why, on a
+folder whose classes fall from 387 images to 39, two small classes got no cluster of their own while
+the large ones were split. ``finetune.size_prior`` sets the sizes the terms expect instead:
+``uniform`` (as published), ``clusters`` (the cluster stage's sizes on the training rows, smoothed
+towards uniform: k-means does not equalise sizes the way those terms do), or ``auto``: ``clusters``
+when their sizes are unequal, their coefficient of variation over ``UNEQUAL_CV``, a level that
+balanced classes' k-means partitions stay under (``benchmarks/size_prior.py``), and none of them empty.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+UNEQUAL_CV = 0.35  # balanced draws' k-means stayed at or under 0.26, 10:1 digits' over 0.45
+SMOOTHING = 0.1  # share of the uniform prior mixed in, so that no cluster is expected empty
+
+
+def size_prior(run) -> tuple[torch.Tensor | None, dict]:
+    """The prior of ``run`` (``None``: uniform) on the device, and what was chosen, for the stats."""
+    k, choice = run.num_clusters, run.params.size_prior
+    start = run.initial_clusters[run.train]
+    counts = np.bincount(start[start >= 0], minlength=k)[:k].astype(np.float64)
+    shares = counts / max(counts.sum(), 1.0)
+    cv = float(shares.std() / shares.mean()) if shares.mean() > 0 else 0.0
+    # a partition with an empty cluster (a degenerate start, or TURTLE's random one) estimates no sizes
+    use = choice == "clusters" or (choice == "auto" and cv > UNEQUAL_CV and bool((counts > 0).all()))
+    stats = {"size_prior": "clusters" if use else "uniform", "cluster_stage_size_cv": round(cv, 4)}
+    if not use:
+        return None, stats
+    prior = (1 - SMOOTHING) * shares + SMOOTHING / k
+    return torch.as_tensor(prior, dtype=torch.float32, device=run.device), stats
