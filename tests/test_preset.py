@@ -82,15 +82,16 @@ def _ran_with(root) -> dict:
     return preset.flatten(yaml.safe_load((root / "ran_with.yaml").read_text()))
 
 
-def test_two_presets_in_a_row_each_start_from_the_committed_params(preset_project, capsys):
+def test_two_presets_in_a_row_each_start_from_the_committed_params(preset_project, capfd):
     """photos_frozen sets extract.backbone; small_gray does not, and must not inherit it (it used to
-    cluster EfficientNet features of 16 px digits, silently)."""
+    cluster EfficientNet features of 16 px digits, silently). ``capfd``: the preset's `dvc exp run`
+    writes to the file descriptors, where ``capsys`` does not look."""
     committed = preset.flatten(yaml.safe_load((preset_project / "params.yaml").read_text()))
     with pytest.raises(SystemExit) as first:
         preset.main(["photos_frozen"])
     assert first.value.code == 0
     assert _ran_with(preset_project)["extract.backbone"] == "efficientnet_lite0"
-    capsys.readouterr()
+    capfd.readouterr()
 
     with pytest.raises(SystemExit) as second:
         preset.main(["small_gray", "-S", "seed=3"])
@@ -98,7 +99,7 @@ def test_two_presets_in_a_row_each_start_from_the_committed_params(preset_projec
     ran = _ran_with(preset_project)
     expected = {**committed, **preset.load_preset("small_gray"), "seed": 3}
     assert ran == expected
-    said = capsys.readouterr().err
+    said = capfd.readouterr().err
     assert "preset small_gray resets to the committed params.yaml: " in said
     assert "extract.backbone ('efficientnet_lite0' -> 'encoder')" in said
 
