@@ -1,7 +1,7 @@
 """The model that sorts new images, as one folder: what ``predict`` reads of a run, with where it
 came from.
 
-The export stage writes it (``artifacts/export/model``), ``dvc.yaml``'s ``artifacts:`` registers it
+The export stage writes it (``artifacts/model``), ``dvc.yaml``'s ``artifacts:`` registers it
 as ``image-clusterer`` (type ``model``), ``dvc artifacts get`` hands it over, and
 ``predict --model FOLDER`` uses it anywhere; ``predict --rev REV`` fetches it from any git commit,
 tag or DVC experiment of the project. Its ``bundle.json`` names the dataset, method, backbone and K,
@@ -21,6 +21,7 @@ from .errors import DataError
 from .finetune.stage import ASSIGNMENTS_FILE, ENCODER_FILE, MODEL_FILE
 from .io import atomic_dir, load_torch, read_json, write_json
 from .paths import artifact_paths
+from .preset import flatten
 from .tables import FEATURES_META, read_assignments
 
 MANIFEST = "bundle.json"
@@ -37,22 +38,13 @@ def bundle_paths(root: str | Path) -> dict[str, Path]:
     return {**{name: root / name for name in names}, "encoder": root / "encoder.pt"}
 
 
-def flat(values: dict, prefix: str = "") -> dict:
-    """Nested params as ``{"a.b.c": value}``."""
-    out = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        out.update(flat(value, f"{name}.") if isinstance(value, dict) else {name: value})
-    return out
-
-
 def lock_params(lock_path: str | Path) -> dict:
     """The params.yaml values that a ``dvc.lock`` records for the stages that make the models, flattened."""
     lock = yaml.safe_load(Path(lock_path).read_text()) or {}
     recorded = {}
     for stage in MODEL_STAGES:
         params = ((lock.get("stages") or {}).get(stage) or {}).get("params") or {}
-        recorded.update(flat(params.get(PARAMS_FILE) or {}))
+        recorded.update(flatten(params.get(PARAMS_FILE) or {}))
     return recorded
 
 
@@ -164,7 +156,7 @@ def provenance(source: str, made_with: dict, lock_path: str | Path, manifest: di
 def params_sections(params_path: str | Path) -> dict:
     """The flat params of ``SECTIONS`` in a params file."""
     params = yaml.safe_load(Path(params_path).read_text()) or {}
-    return flat({key: params[key] for key in SECTIONS if key in params})
+    return flatten({key: params[key] for key in SECTIONS if key in params})
 
 
 def model_source(

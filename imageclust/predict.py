@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bundle import PARAMS_FILE, bundle_paths, model_source, read_manifest
+from .bundle import PARAMS_FILE, bundle_paths, model_source
 from .cli import EXIT_USER_ERROR
 from .clustering.base import distances_to_centres
 from .clustering.stage import MODEL_FILE as CLUSTER_MODEL_FILE
@@ -128,8 +128,8 @@ class Predictor:
 
     @classmethod
     def from_model(cls, folder: Path, batch_size: int = 64) -> Predictor:
-        """The model folder the export stage writes (``dvc artifacts get`` fetches it)."""
-        read_manifest(folder)
+        """The model folder the export stage writes (``dvc artifacts get`` fetches it; ``model_source``
+        has read its manifest)."""
         return cls(folder, folder / PARAMS_FILE, batch_size, paths=bundle_paths(folder))
 
     def _embedder(self, extract, features_meta: dict, encoder_path: Path) -> Embedder:

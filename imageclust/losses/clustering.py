@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -31,7 +33,7 @@ def size_penalty(probs: torch.Tensor, prior: torch.Tensor | None) -> torch.Tenso
         return -entropy_of_mean(probs)
     mean = probs.mean(0)
     log_ratio = (mean + EPS).log() - (ranked_prior(mean, prior) + EPS).log()
-    return (mean * log_ratio).sum() - torch.log(torch.tensor(float(mean.shape[0])))
+    return (mean * log_ratio).sum() - math.log(mean.shape[0])
 
 
 def scan_loss(
