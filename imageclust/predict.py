@@ -36,7 +36,7 @@ from .data.params import DataParams
 from .data.prepared import META_FILE
 from .errors import DataError, UserError
 from .features.embedder import Embedder
-from .features.engines import default_cache_dir
+from .features.engines import ANY_COSINE, default_cache_dir
 from .features.params import ExtractParams
 from .features.registry import EXTRACTORS
 from .finetune.registry import METHODS
@@ -144,6 +144,8 @@ class Predictor:
             features_meta.get("precision", "fp32"),
             default_cache_dir(),
             total_rows=batch,
+            min_cosine=ANY_COSINE,  # what the stage ran, as it ran it: its guard judged the run's data
+            calibration=features_meta.get("calibration"),
         )
         return embedder
 

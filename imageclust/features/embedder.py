@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..models.pretrained import FrozenBackbone
-from .engines import EngineChoice, Runner, choose_engine, torch_runner
+from .engines import MIN_COSINE, EngineChoice, Runner, choose_engine, torch_runner
 from .preprocess import Preprocess, input_side
 
 
@@ -31,14 +31,21 @@ class Embedder:
         return self.channels * height * width  # pixels
 
     def use_engine(
-        self, sample_pixels: torch.Tensor, engine: str, precision: str, cache_dir: Path | None, total_rows: int
+        self,
+        sample_pixels: torch.Tensor,
+        engine: str,
+        precision: str,
+        cache_dir: Path | None,
+        total_rows: int,
+        min_cosine: float = MIN_COSINE,
+        calibration: str | None = None,
     ) -> EngineChoice:
         """Run the backbone through ``engine`` in ``precision`` (``auto``: measured on ``sample_pixels``,
         one batch of the data; see ``engines.py``) from now on."""
         with torch.no_grad():  # not inference mode: exporters trace the sample
             sample = self.preprocess(sample_pixels.to(self.device))
         self.run, self.engine = choose_engine(
-            self.backbone.model, sample, engine, precision, cache_dir, self.device, total_rows
+            self.backbone.model, sample, engine, precision, cache_dir, self.device, total_rows, min_cosine, calibration
         )
         return self.engine
 

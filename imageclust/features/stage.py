@@ -79,7 +79,7 @@ def _choose_engine(embedder: Embedder, data, batch_size: int, params, engines_di
     sample = torch.from_numpy(np.array(data.images[: min(batch_size, len(data.ids))]))
     if not ddp.is_main:
         ddp.barrier()
-    choice = embedder.use_engine(sample, params.engine, params.precision, engines_dir, len(data.ids))
+    choice = embedder.use_engine(sample, params.engine, params.precision, engines_dir, len(data.ids), params.min_cosine)
     if ddp.is_main:
         ddp.barrier()
     return choice
@@ -156,6 +156,7 @@ def extract_features(
             "std": list(backbone.std),
             "engine": engine.engine,
             "precision": engine.precision,
+            "calibration": engine.calibration,
             **{f"backbone_{k}": v for k, v in backbone.info.items()},
         }
         work.publish(shards, out_dir, meta, dim, params.dtype)

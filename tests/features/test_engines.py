@@ -12,8 +12,9 @@ import torch
 
 from imageclust.config import GlobalParams
 from imageclust.features import engines
-from imageclust.features.engines import MIN_COSINE, build_runner, choose_engine, cpu_has_bf16, torch_runner
+from imageclust.features.engines import MIN_COSINE, choose_engine
 from imageclust.features.params import ExtractParams
+from imageclust.features.runners import build_runner, cpu_has_bf16, torch_runner
 from imageclust.features.stage import extract_features
 from imageclust.models.backbones import build_backbone
 from imageclust.tables import read_features, read_features_meta
@@ -68,7 +69,7 @@ def test_auto_keeps_the_fastest_that_agrees_and_reuses_the_graph_and_the_choice(
     assert cosines(run(x), torch_runner(model, "fp32", CPU)(x)).min() >= MIN_COSINE
     folder = next(tmp_path.iterdir())
     assert (folder / "onnxruntime" / "model.onnx").is_file() and (folder / "openvino" / "model.xml").is_file()
-    assert json.loads((folder / "choice-auto-auto.json").read_text())["engine"] == choice.engine
+    assert json.loads(next(folder.glob("choice-auto-auto-0.999-*.json")).read_text())["engine"] == choice.engine
 
     # a rerun on this machine: neither exported nor measured again, the same choice
     def never(*args, **kwargs):
@@ -133,3 +134,97 @@ def test_the_stage_runs_the_chosen_engine_and_records_it(prepared_dir, tmp_path)
     a, b = read_features(tmp_path / "torch"), read_features(tmp_path / "onnxruntime")
     assert a.ids.tolist() == b.ids.tolist()
     assert np.min(cosines(torch.from_numpy(a.vectors), torch.from_numpy(b.vectors)).numpy()) >= 0.99999
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_int8_is_calibrated_on_the_batch_and_close_to_fp32(engine, tmp_path):
+    pytest.importorskip("onnxruntime.quantization")
+    pytest.importorskip(engine)
+    model, x = small_model(), sample()
+    reference = torch_runner(model, "fp32", CPU)(x)
+    run = build_runner(engine, "int8", model, x, tmp_path / engine, CPU)
+    out = run(x)
+    assert out.shape == reference.shape and out.dtype == torch.float32
+    assert 0.9 <= cosines(out, reference).min() < 0.999999  # quantised: close, not equal
+    assert run(x[:5]).allclose(out[:5], atol=1e-4)
+    assert len(list((tmp_path / "int8").glob("model-*.onnx"))) == 1
+
+
+def test_an_int8_graph_is_kept_per_calibration_batch_and_never_remade_from_other_images(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime.quantization")
+    from onnxruntime import quantization
+
+    model, x = small_model(), sample()
+    run, choice = choose_engine(model, x, "onnxruntime", "int8", tmp_path, CPU, total_rows=10**9, min_cosine=0.0)
+    assert (choice.engine, choice.precision) == ("onnxruntime", "int8") and choice.calibration
+    monkeypatch.setattr(quantization, "quantize_static", lambda *a, **k: pytest.fail("quantised again"))
+    # predict: other images, the run's graph by its name, no guard
+    other = torch.rand_like(x)
+    again, same = choose_engine(
+        model,
+        other,
+        "onnxruntime",
+        "int8",
+        tmp_path,
+        CPU,
+        16,
+        min_cosine=engines.ANY_COSINE,
+        calibration=choice.calibration,
+    )
+    assert same.calibration == choice.calibration and torch.equal(again(x), run(x))
+    # on a machine without that graph: PyTorch FP32 with a warning, not a graph calibrated on other images
+    _, elsewhere = choose_engine(
+        model,
+        other,
+        "onnxruntime",
+        "int8",
+        tmp_path / "b",
+        CPU,
+        16,
+        min_cosine=engines.ANY_COSINE,
+        calibration="0" * 16,
+    )
+    assert (elsewhere.engine, elsewhere.precision) == ("torch", "fp32") and "none usable" in elsewhere.reason
+
+
+def test_min_cosine_is_the_guard(tmp_path):
+    pytest.importorskip("onnxruntime.quantization")
+    model, x = small_model(), sample()
+    _, loose = choose_engine(model, x, "onnxruntime", "auto", tmp_path, CPU, total_rows=10**9, min_cosine=0.5)
+    fastest = max(loose.measured[1:], key=lambda m: m["images_per_second"])  # [0]: the PyTorch reference
+    assert loose.precision == fastest["precision"] and "0.5" in loose.reason
+    assert (loose.calibration is not None) == (loose.precision == "int8")
+    int8 = next(m for m in loose.measured if m["precision"] == "int8")["cosine_to_fp32"]
+    assert int8 < 1
+    between = (int8 + 1) / 2  # above int8's agreement, below FP32's
+    _, strict = choose_engine(model, x, "onnxruntime", "auto", tmp_path, CPU, total_rows=10**9, min_cosine=between)
+    assert (strict.engine, strict.precision, strict.calibration) == ("onnxruntime", "fp32", None)
+
+
+def test_auto_tries_int8_only_when_extraction_is_long(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime.quantization")
+    model, x = small_model(), sample()
+    _, long = choose_engine(model, x, "onnxruntime", "auto", tmp_path, CPU, total_rows=10**9)
+    assert "int8" in {m["precision"] for m in long.measured}
+    monkeypatch.setattr(engines, "MIN_SECONDS_TO_QUANTIZE", 1e12)  # a run shorter than a calibration pass is worth
+    _, short = choose_engine(model, x, "onnxruntime", "auto", tmp_path / "b", CPU, total_rows=10**9)
+    assert {m["precision"] for m in short.measured} == {"fp32"}
+    _, asked = choose_engine(model, x, "onnxruntime", "int8", tmp_path / "c", CPU, total_rows=10**9, min_cosine=0.0)
+    assert asked.precision == "int8"  # asked for by name: tried whatever the length
+
+
+def test_the_stage_records_the_int8_calibration_that_predict_asks_for(prepared_dir, tmp_path):
+    pytest.importorskip("onnxruntime.quantization")
+    params = ExtractParams(
+        backbone="efficientnet_lite0",
+        image_size=32,
+        num_workers=0,
+        batch_size=16,
+        engine="onnxruntime",
+        precision="int8",
+        min_cosine=0.0,
+    )
+    extract_features(prepared_dir, None, tmp_path / "f", tmp_path / "w", GlobalParams(device="cpu"), params, tmp_path)
+    meta = read_features_meta(tmp_path / "f")
+    assert (meta["engine"], meta["precision"]) == ("onnxruntime", "int8")
+    assert len(list(tmp_path.glob(f"*/int8/model-{meta['calibration']}.onnx"))) == 1
