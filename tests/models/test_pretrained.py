@@ -56,6 +56,7 @@ def test_every_extractor_has_its_params_block():
         "backbone",
         "engine",
         "precision",
+        "min_cosine",
         "batch_size",
         "image_size",
         "dtype",
