@@ -4,10 +4,10 @@ where they run (``runners.py`` builds each).
 
 ``extract.engine: auto`` times every engine and precision this machine has on a sample batch of the
 data and keeps the fastest whose features agree with PyTorch FP32 (lowest cosine over the sample at
-least ``extract.min_cosine``, 0.999 by default). int8 graphs are calibrated on that batch, so they and
-the choice are kept per batch as well. The choice and the exported graphs live in this machine's cache folder
-(``default_cache_dir``, logged when used), keyed by the weights, the input shape, the libraries and
-the CPU, so a rerun neither exports nor measures again, and makes the same choice: the same
+least ``extract.min_cosine``, 0.999 by default). The choice and the exported graphs live in this
+machine's cache folder (``default_cache_dir``, logged when used), keyed by the weights, the input
+shape, the libraries and the CPU (int8 graphs, calibrated on that batch, and the choice also by the
+batch), so a rerun neither exports nor measures again, and makes the same choice: the same
 features, run after run. An engine whose package is missing, or a precision the CPU lacks, is left
 out with one log line. On CUDA, PyTorch runs with its own mixed precision, as before.
 """
@@ -130,7 +130,8 @@ def choose_engine(
         return reference_run, EngineChoice(reason="no weights (raw pixels): nothing to speed up")
     folder = Path(cache_dir) / cache_key(model, sample) if cache_dir is not None else None
     # per sample too: an int8 graph, and so the choice, depends on the data it was calibrated on
-    name = f"choice-{engine}-{precision}-{min_cosine:g}-{calibration or calibration_digest(sample)}.json"
+    calibration = calibration or calibration_digest(sample)
+    name = f"choice-{engine}-{precision}-{min_cosine:g}-{calibration}.json"
     recorded = folder / name if folder is not None else None
     if recorded is not None and recorded.is_file():  # measured before on this machine: the same choice again
         try:
@@ -215,7 +216,7 @@ def _measure(model, sample, asked, folder: Path, device, total_rows, reference_r
         best["engine"], best["precision"], best["images_per_second"], best["cosine_to_fp32"], reason, measured
     )
     if choice.precision == "int8":
-        choice.calibration = calibration or calibration_digest(sample)
+        choice.calibration = calibration
     log.info(
         "engine: %s %s, %.0f images/s on a sample batch (PyTorch FP32: %.0f), cosine to FP32 %.6f",
         choice.engine,

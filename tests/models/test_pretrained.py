@@ -16,7 +16,7 @@ import yaml
 
 from imageclust.config import GlobalParams, load_section
 from imageclust.errors import DataError, ParamsError
-from imageclust.features.params import ExtractParams
+from imageclust.features.params import ExtractParams, ExtractShared
 from imageclust.features.registry import EXTRACTORS
 from imageclust.features.stage import extract_features
 from imageclust.models import pretrained
@@ -52,18 +52,7 @@ def tiny_dinov2(tmp_path_factory) -> Path:
 
 
 def test_every_extractor_has_its_params_block():
-    blocks = set(ExtractParams.model_fields) - {
-        "backbone",
-        "engine",
-        "precision",
-        "min_cosine",
-        "batch_size",
-        "image_size",
-        "dtype",
-        "shard_rows",
-        "num_workers",
-        "spaces",
-    }
+    blocks = set(ExtractParams.model_fields) - set(ExtractShared.model_fields)
     assert set(EXTRACTORS) == blocks
     repo_params = yaml.safe_load((REPO / "params.yaml").read_text())["extract"]
     assert blocks <= set(repo_params)
