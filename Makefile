@@ -23,7 +23,7 @@ lint: install
 	ruff format --check .
 
 test: lint
-	OMP_NUM_THREADS=1 python -m pytest -ra --durations=10 -n 2 --dist loadfile --no-loadscope-reorder
+	OMP_NUM_THREADS=1 python -m pytest -ra --durations=10 -n 2 --dist loadfile --no-loadscope-reorder --max-worker-restart=0
 
 test-fast: install
 	python -m pytest -ra -m "not slow"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import os
 import re
 import shlex
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,36 @@ LONGEST_FIRST = (
     "clustering/test_stage.py",
     "finetune/test_registry.py",
 )
+
+
+# A test process that dies of a signal: pytest's own faulthandler writes into the capture of the test
+# that crashed, which dies with the process. Each xdist worker writes its tracebacks to a file of a
+# folder the controller makes instead, and the controller prints what they hold after the session.
+FAULTS_DIR = "IMAGECLUST_TEST_FAULTS"
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's faulthandler plugin, which enables it on its own stream
+def pytest_configure(config):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        os.environ[FAULTS_DIR] = tempfile.mkdtemp(prefix="pytest-faults-")  # workers start after this
+    elif os.environ.get(FAULTS_DIR):
+        config._fault_log = open(Path(os.environ[FAULTS_DIR]) / f"{worker}.log", "w")  # noqa: SIM115
+        faulthandler.enable(config._fault_log, all_threads=True)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if os.environ.get("PYTEST_XDIST_WORKER") or not os.environ.get(FAULTS_DIR):
+        return
+    for log in sorted(Path(os.environ[FAULTS_DIR]).glob("*.log")):
+        if log.stat().st_size:
+            terminalreporter.section(f"fatal error in {log.stem}, from faulthandler", red=True)
+            terminalreporter.write(log.read_text())
+
+
+def pytest_unconfigure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER") is None and os.environ.get(FAULTS_DIR):
+        shutil.rmtree(os.environ.pop(FAULTS_DIR), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
