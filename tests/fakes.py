@@ -66,6 +66,9 @@ class Recorder:
     def log(self, row):
         self.history.append(dict(row))
 
+    def section(self):  # auto's candidates: one list of every candidate's rows
+        return self
+
 
 def killed_at(run: FinetuneRun, epoch: int) -> FinetuneRun:
     """``run`` as a process killed when it reaches ``epoch`` (0-based), before logging or saving it."""

@@ -96,7 +96,13 @@ def fit_candidates(run: FinetuneRun) -> dict[str, tuple[FinetuneResult, float]]:
         if run.checkpoint_dir is not None:  # each candidate resumes its own run
             checkpoints = run.checkpoint_dir / name
             checkpoints.mkdir(parents=True, exist_ok=True)
-        candidate = dataclasses.replace(run, params=params, checkpoint_dir=checkpoints, run_id=f"{run.run_id}:{name}")
+        candidate = dataclasses.replace(
+            run,
+            params=params,
+            checkpoint_dir=checkpoints,
+            run_id=f"{run.run_id}:{name}",
+            curves=run.curves.section() if run.curves is not None else None,  # each its own steps from 0
+        )
         result = METHODS[name].run(candidate)
         score = referee.judge(result.clusters[train_rows], p.score)
         log.info("auto: %s scores %.4f (%s) in the extract stage's features", name, score, p.score)

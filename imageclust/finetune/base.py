@@ -53,20 +53,29 @@ class FinetuneMethod:
 
 class Curves:
     """One DVCLive step per epoch; a resumed run first re-logs the epochs the killed one had logged
-    (``FinetuneRun.resume``)."""
+    (``FinetuneRun.resume``). Each method names its curves under its own name (``temi/loss``);
+    ``section()`` gives another run in the same folder (``auto``'s next candidate) steps from 0."""
 
-    def __init__(self, live_dir):
-        from dvclive import Live
+    def __init__(self, live_dir, live=None):
+        if live is None:
+            from dvclive import Live
 
-        self.live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
+            live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
+        self.live = live
+        self.step = 0
         self.history: list[dict] = []
 
     def log(self, row: dict[str, float]) -> None:
         row = {name: float(value) for name, value in row.items()}  # plain floats: checkpoints load without pickle
+        self.live.step = self.step
         for name, value in row.items():
             self.live.log_metric(name, value)
         self.live.next_step()
+        self.step += 1
         self.history.append(row)
+
+    def section(self) -> Curves:
+        return Curves(None, live=self.live)
 
     def close(self) -> None:
         self.live.end()

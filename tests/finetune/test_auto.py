@@ -121,3 +121,22 @@ def test_auto_through_the_stages_and_predict(tmp_path, stage_project):
     final = read_assignments(tmp_path / "artifacts/finetune/assignments.parquet")
     by_id = dict(zip(final.ids, final.clusters))
     np.testing.assert_array_equal(predicted.clusters, [by_id[path.stem] for path in predicted.paths])
+
+
+def test_each_candidate_logs_its_own_curves_from_step_0(tmp_path):
+    """Candidates log to the stage's one DVCLive folder, each under its own name with its own steps from
+    0, not after the previous candidate's epochs."""
+    import dataclasses
+
+    import pandas as pd
+
+    from imageclust.finetune.base import Curves
+
+    curves = Curves(tmp_path / "live")
+    two = {**FEW, "scan": {"epochs": 3, "self_label_epochs": 0, "num_neighbors": 5}}
+    run = dataclasses.replace(auto_run(blobs()[1], candidates=("temi", "scan"), overrides=two), curves=curves)
+    METHODS["auto"].run(run)
+    curves.close()
+    metrics = tmp_path / "live" / "plots" / "metrics"
+    temi, scan = (pd.read_csv(metrics / f"{name}/loss.tsv", sep="\t") for name in ("temi", "scan"))
+    assert temi["step"].tolist() == [0, 1] and scan["step"].tolist() == [0, 1, 2]
