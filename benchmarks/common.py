@@ -66,6 +66,14 @@ def set_params(params_file: Path, overrides: dict) -> None:
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def stages_through(last: str, dvc_yaml: Path = REPO / "dvc.yaml") -> list[str]:
+    """``dvc.yaml``'s stages in its order (each after what it reads) up to and including ``last``: a
+    benchmark that runs the pipeline stage by stage runs every stage a later one needs, also one
+    added after the benchmark was written."""
+    stages = list(yaml.safe_load(dvc_yaml.read_text())["stages"])
+    return stages[: stages.index(last) + 1]
+
+
 def timed_stage(project: Path, stage: str) -> dict:
     """``dvc repro --single-item stage`` under /usr/bin/time: wall seconds and the peak RSS of the
     largest process (the stage's python)."""

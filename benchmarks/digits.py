@@ -21,7 +21,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate", "plot"]
+sys.path.insert(0, str(REPO))
+from benchmarks.common import stages_through  # noqa: E402
+
+STAGES = stages_through("plot")
 # Each experiment starts from the previous one's workspace, so every key that differs is set.
 BASELINES = {
     "pixels_kmeans_raw": ["extract.backbone=pixels", "cluster.l2_normalize=false"],

@@ -34,6 +34,7 @@ from benchmarks.common import (  # noqa: E402
     evaluated_scores,
     run_benchmarks,
     set_params,
+    stages_through,
     timed_stage,
 )
 
@@ -123,10 +124,7 @@ def mnist_deepcluster(workdir: Path, name: str) -> dict:
     set_params(
         project / "params.yaml", {**MNIST_DEEPCLUSTER, **{f"finetune.deepcluster.{k}": v for k, v in block.items()}}
     )
-    stages = {
-        stage: timed_stage(project, stage)
-        for stage in ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")
-    }
+    stages = {stage: timed_stage(project, stage) for stage in stages_through("evaluate")}
     curves = project / "artifacts/finetune-live/plots/metrics"
     return {
         "overrides": {**MNIST_DEEPCLUSTER, "finetune.deepcluster": block},

@@ -26,9 +26,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.common import TORCHVISION_ROOT, clone, run_benchmarks, set_params, timed_stage  # noqa: E402
+from benchmarks.common import TORCHVISION_ROOT, clone, run_benchmarks, set_params, stages_through, timed_stage  # noqa: E402
 
-STAGES = ["check_params", "download", "pretrain", "extract", "cluster"]
+STAGES = stages_through("cluster")
 DATASETS = {
     name: {"data.name": name, "data.root": str(TORCHVISION_ROOT), "data.train_splits": ["train", "test"]}
     for name in ("mnist", "fashion_mnist")

@@ -6,6 +6,10 @@ peak memory of each), then the finetune and evaluate stages again for every othe
 on the same features (``finetune.method=...``; the stages before it come from DVC's cache). Each
 method's ACC, NMI and ARI come from the evaluate stage; ``kmeans`` is the cluster stage's result.
 Methods that train the encoder cannot follow a frozen pretrained backbone and are recorded as such.
+Last, every choice automatic on the same features (``cluster.k=auto finetune.method=auto``: the cluster,
+finetune and evaluate stages again), once per way ``finetune.auto.score`` can judge the candidates,
+recorded under ``automatic`` with the K and the method chosen; the table gives its ACC beside the
+best fixed method's on the same seeds.
 
 Results are merged into ``--out`` under ``CONFIG/seedN`` and the table of docs/results.md (between the
 ``quality:begin`` and ``quality:end`` markers) is rewritten from all results in the file. Usage:
@@ -31,15 +35,20 @@ from benchmarks.common import (  # noqa: E402
     evaluated_scores,
     run_benchmarks,
     set_params,
+    stages_through,
     timed_stage,
     write_between_markers,
 )
 
 CIFAR10_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
-STAGES = ("check_params", "download", "pretrain", "extract", "cluster", "finetune", "evaluate")
+STAGES = stages_through("evaluate")
 METHODS = ("scan", "temi", "turtle", "spectral", "deepcluster")
+AUTOMATIC = {"cluster.k": "auto", "finetune.method": "auto"}  # every choice the pipeline can make by itself
+AUTOMATIC_SCORES = ("neighbour", "both")  # finetune.auto.score settings measured (the default first)
 RESULTS = REPO / "docs" / "results.md"
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+AUTO_BEGIN, AUTO_END = "<!-- quality_automatic:begin -->", "<!-- quality_automatic:end -->"
+AUTOMATIC_MAX_LOSS = 0.01  # issue 27: every choice automatic loses at most this against the best fixed configuration
 
 
 @dataclass(frozen=True)
@@ -75,8 +84,38 @@ CONFIGS = {
 }
 
 
+def parse_setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with the value read as YAML, as ``dvc exp run -S`` reads it."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        sys.exit(f"--set {text}: expected KEY=VALUE")
+    return key, yaml.safe_load(value)
+
+
 def finetune_method(project: Path) -> str:
     return json.loads((project / "metrics/finetune.json").read_text())["method"]
+
+
+def every_choice_automatic(project: Path, split: str, score: str) -> dict:
+    """The cluster, finetune and evaluate stages again with ``AUTOMATIC`` and ``finetune.auto.score``
+    on the same features (DVC skips the cluster stage the second time): the scores, and what the
+    pipeline chose (K, its runner-up and margin, the method)."""
+    set_params(project / "params.yaml", {**AUTOMATIC, "finetune.auto.score": score})
+    cluster, finetune = timed_stage(project, "cluster"), timed_stage(project, "finetune")
+    timed_stage(project, "evaluate")
+    clustered = json.loads((project / "metrics/cluster.json").read_text())
+    finetuned = json.loads((project / "metrics/finetune.json").read_text())
+    return {
+        **evaluated_scores(project, "finetune", split),
+        "k": clustered["k"],
+        "k_runner_up": clustered.get("k_runner_up"),
+        "k_margin": clustered.get("k_margin"),
+        "method": finetuned.get("chosen", finetuned["method"]),
+        "cluster": cluster,
+        "finetune": finetune,
+    }
 
 
 def refused(project: Path, method: str) -> str | None:
@@ -95,9 +134,10 @@ def refused(project: Path, method: str) -> str | None:
     return None
 
 
-def run(name: str, seed: int, workdir: Path, only: list[str] | None = None) -> dict:
+def run(name: str, seed: int, workdir: Path, only: list[str] | None = None, settings: dict | None = None) -> dict:
     """One configuration and seed; ``only`` restricts the fine-tuning methods rerun after the
-    preset's own (the default: all of the configuration's)."""
+    preset's own (the default: all of the configuration's); ``settings`` override params for the
+    whole run (recorded with the rest)."""
     from imageclust.preset import load_preset
 
     config = CONFIGS[name]
@@ -106,6 +146,7 @@ def run(name: str, seed: int, workdir: Path, only: list[str] | None = None) -> d
         **(load_preset(config.preset) if config.preset else {}),
         **config.dataset,
         **config.extra,
+        **(settings or {}),
         "seed": seed,
     }
     set_params(project / "params.yaml", overrides)
@@ -132,6 +173,7 @@ def run(name: str, seed: int, workdir: Path, only: list[str] | None = None) -> d
         finetune = timed_stage(project, "finetune")
         timed_stage(project, "evaluate")
         methods[method] = {**evaluated_scores(project, "finetune", config.split), "finetune": finetune}
+    automatic = {score: every_choice_automatic(project, config.split, score) for score in AUTOMATIC_SCORES}
     return {
         "config": name,
         "dataset": config.title,
@@ -142,6 +184,7 @@ def run(name: str, seed: int, workdir: Path, only: list[str] | None = None) -> d
         "stages": stages,
         "linear_probe": linear_probe,
         "methods": methods,
+        "automatic": automatic,
     }
 
 
@@ -208,16 +251,78 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def automatic_rows(report: dict) -> list[list[str]]:
+    """One row per configuration and ``finetune.auto.score`` run with every choice automatic: what it
+    chose on each seed, its mean ACC, and the best fixed method's mean ACC on the same seeds and
+    features (the loss is their difference)."""
+    rows = []
+    for name, config in CONFIGS.items():
+        for score in AUTOMATIC_SCORES:
+            runs = [
+                r
+                for key, r in sorted(report.items())
+                if key.startswith(f"{name}/seed") and score in r.get("automatic", {})
+            ]
+            if not runs:
+                continue
+            fixed = {
+                method: statistics.mean(r["methods"][method]["acc"] for r in runs)
+                for method in dict.fromkeys(m for r in runs for m in r["methods"])
+                if method != "auto" and all("acc" in r["methods"].get(method, {}) for r in runs)
+            }
+            best = max(fixed, key=fixed.get)
+            chosen = [r["automatic"][score] for r in runs]
+            acc = [c["acc"] for c in chosen]
+            loss = fixed[best] - statistics.mean(acc)
+            rows.append(
+                [
+                    config.title,
+                    config.preset or "defaults",
+                    score,
+                    ", ".join(str(r["seed"]) for r in runs),
+                    ", ".join(str(c["k"]) for c in chosen),
+                    ", ".join(c["method"] for c in chosen),
+                    f"{statistics.mean(acc):.3f}",
+                    f"{min(acc):.3f}",
+                    f"{best} {fixed[best]:.3f}",
+                    f"{loss:+.3f}" + (" (bar met)" if loss <= AUTOMATIC_MAX_LOSS else ""),
+                ]
+            )
+    return rows
+
+
+def automatic_table(report: dict) -> str:
+    header = [
+        "dataset",
+        "preset",
+        "method judged by",
+        "seeds",
+        "K chosen",
+        "method chosen",
+        "ACC (mean)",
+        "worst seed",
+        "best fixed method, same seeds",
+        "loss against it",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in automatic_rows(report)]
+    return "\n".join(lines)
+
+
 def write_results_table(report: dict, page: Path = RESULTS) -> None:
     write_between_markers(page, BEGIN, END, markdown_table(report))
+    write_between_markers(page, AUTO_BEGIN, AUTO_END, automatic_table(report))
 
 
 RUNS = {f"{name}/seed{seed}": partial(run, name, seed) for name, config in CONFIGS.items() for seed in config.seeds}
 
 if __name__ == "__main__":
-    # --methods M...: rerun only these fine-tuning methods after the preset's own (to fit a time budget)
+    # --methods M...: rerun only these fine-tuning methods after the preset's own (to fit a time budget);
+    # --set KEY=VALUE...: params for every run, e.g. 'finetune.auto.candidates=[none, temi, turtle]'
     choose = argparse.ArgumentParser(add_help=False)
     choose.add_argument("--methods", nargs="+", choices=METHODS)
+    choose.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
     chosen, sys.argv[1:] = choose.parse_known_args()
-    runs = {key: partial(run, *run_.args, only=chosen.methods) for key, run_ in RUNS.items()}
+    settings = dict(parse_setting(setting) for setting in chosen.set)
+    runs = {key: partial(run, *run_.args, only=chosen.methods, settings=settings) for key, run_ in RUNS.items()}
     run_benchmarks(__doc__.splitlines()[0], runs, after_each=write_results_table)

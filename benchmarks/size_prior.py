@@ -10,7 +10,10 @@ default params and each prior. Labels only score: ACC, and how many classes keep
 their images in one cluster of their own (the one matched to them). ``auto``'s choice rests on the
 coefficient of variation of the cluster stage's sizes, reported per case, whose spread over balanced
 and imbalanced cases is what sets ``size_prior.UNEQUAL_CV``; its result is that of the run with the
-prior it picks (the runs are deterministic).
+prior it picks (the runs are deterministic). Last, ``finetune.method: auto``'s choice on the case: the
+cluster stage's assignment (``none``) and each method with ``auto``'s prior, judged in the case's
+features as ``auto`` can judge them (``finetune.auto.score``: ``neighbour``, the default, ``linear``, or
+``both``, their mean); per score, the pick and its regret, the best ACC among them minus the pick's.
 
 Usage: ``python benchmarks/size_prior.py --data digits=PROJECT --data photos=PROJECT [--seeds 0 1]
 --out benchmarks/results/size_prior.json [--docs]``.
@@ -37,6 +40,7 @@ from imageclust.clustering.preprocess import FeatureTransform  # noqa: E402
 from imageclust.clustering.registry import METHODS as CLUSTERINGS  # noqa: E402
 from imageclust.config import load_section  # noqa: E402
 from imageclust.finetune.base import FinetuneRun  # noqa: E402
+from imageclust.finetune.guard import Referee  # noqa: E402
 from imageclust.finetune.params import FinetuneParams  # noqa: E402
 from imageclust.finetune.registry import METHODS  # noqa: E402
 from imageclust.finetune.size_prior import size_prior  # noqa: E402
@@ -44,6 +48,7 @@ from imageclust.metrics import clustering_accuracy, hungarian_match  # noqa: E40
 
 FINETUNE = ("scan", "temi", "turtle")
 PRIORS = ("uniform", "clusters", "auto")
+SCORES = ("neighbour", "linear", "both")  # finetune.auto.score's settings; neighbour is the default
 DOCS = REPO / "docs" / "results.md"
 BEGIN, END = "<!-- size_prior:begin -->", "<!-- size_prior:end -->"
 
@@ -73,6 +78,8 @@ def run_case(vectors, labels, cluster_params, seed: int) -> dict:
     row = {"n": len(labels), "k": k, "kmeans_acc": round(clustering_accuracy(labels, initial), 4)}
     row["kmeans_classes_kept"] = classes_kept(labels, initial)
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
+    referee = Referee(vectors, seed)
+    candidates = {"none": (row["kmeans_acc"], judged(referee, initial))}  # method auto's view of the case
     for method in FINETUNE:
         for prior in ("uniform", "clusters"):  # auto is one of them: its pick's result
             block = {"method": method, method: defaults[method], "floor": False, "size_prior": prior}
@@ -98,24 +105,45 @@ def run_case(vectors, labels, cluster_params, seed: int) -> dict:
                 "classes_kept": classes_kept(labels, clusters),
                 "seconds": round(time.perf_counter() - started, 1),
             }
+            if prior == row["auto_chose"]["size_prior"]:
+                candidates[method] = (row[f"{method}/{prior}"]["acc"], judged(referee, clusters))
             print(f"    {method} {prior}: {row[f'{method}/{prior}']}", flush=True)
         row[f"{method}/auto"] = row[f"{method}/{row['auto_chose']['size_prior']}"]
+    best = max(acc for acc, _ in candidates.values())
+    row["method_auto"] = {}
+    for score in SCORES:
+        pick = max(candidates, key=lambda name: candidates[name][1][score])  # the first of equals, as auto
+        row["method_auto"][score] = {
+            "scores": {name: round(scores[score], 4) for name, (_, scores) in candidates.items()},
+            "pick": pick,
+            "regret": round(best - candidates[pick][0], 4),
+        }
     return row
+
+
+def judged(referee: Referee, clusters: np.ndarray) -> dict[str, float]:
+    """Each score ``finetune.auto.score`` can take, of one clustering of the case."""
+    neighbour, linear = referee.judge(clusters, "neighbour"), referee.judge(clusters, "linear")
+    return {"neighbour": neighbour, "linear": linear, "both": (neighbour + linear) / 2}
 
 
 def table(report: dict) -> str:
     lines = [
         "| data | case | seed | k-means ACC (classes kept) | auto chose (size CV) | "
         + " | ".join(f"{m} {p}" for m in FINETUNE for p in PRIORS)
+        + " | method auto picks (regret), by "
+        + ", ".join(SCORES)
         + " |",
-        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in FINETUNE for _ in PRIORS) + " |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in FINETUNE for _ in PRIORS) + " | --- |",
     ]
     for row in report["cases"]:
         chose = row["auto_chose"]
         cells = [f"{row[f'{m}/{p}']['acc']:.3f} ({row[f'{m}/{p}']['classes_kept']})" for m in FINETUNE for p in PRIORS]
+        auto = row.get("method_auto")  # cases measured before method auto's column have none
+        picked = ", ".join(f"{auto[s]['pick']} ({auto[s]['regret']:.3f})" for s in SCORES) if auto else ""
         lines.append(
             f"| {row['data']} | {row['case']} | {row['seed']} | {row['kmeans_acc']:.3f} ({row['kmeans_classes_kept']}) "
-            f"| {chose['size_prior']} ({chose['cluster_stage_size_cv']:.2f}) | " + " | ".join(cells) + " |"
+            f"| {chose['size_prior']} ({chose['cluster_stage_size_cv']:.2f}) | " + " | ".join(cells) + f" | {picked} |"
         )
     return "\n".join(lines)
 
@@ -128,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--docs", action="store_true", help=f"rewrite the table in {DOCS.relative_to(REPO)}")
     args = parser.parse_args(argv)
-    report = {"cases": []}
+    report = json.loads(args.out.read_text()) if args.out.exists() else {"cases": []}  # other data and seeds kept
     for item in args.data:
         name, _, project = item.partition("=")
         vectors, labels, cluster_params = load(project)
@@ -138,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{name} {case} seed {seed}: {len(rows)} images", flush=True)
                 case_labels = np.unique(labels[rows], return_inverse=True)[1]
                 row = run_case(vectors[rows], case_labels, cluster_params, seed)
+                key = (name, case, seed)
+                report["cases"] = [c for c in report["cases"] if (c["data"], c["case"], c["seed"]) != key]
                 report["cases"].append({"data": name, "case": case, "seed": seed, **row})
                 args.out.write_text(json.dumps(report, indent=2) + "\n")
     if args.docs:

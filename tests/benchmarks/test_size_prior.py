@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from benchmarks.size_prior import classes_kept, draw_pair
 
@@ -21,3 +22,28 @@ def test_draw_pair_balanced_and_ten_to_one():
     assert sorted(np.bincount(labels[drawn["balanced"]])) == [150] * 10
     sizes = sorted(np.bincount(labels[drawn["sizes 10:1"]]), reverse=True)
     assert sizes[0] == 150 and sizes[-1] == 15 and all(a >= b for a, b in zip(sizes, sizes[1:]))
+
+
+def test_a_case_records_what_method_auto_picks_and_its_regret(monkeypatch):
+    """The cluster stage's k-means and each method with auto's prior, judged as finetune.method: auto
+    judges them; the regret is against the best of them in hindsight."""
+    from benchmarks import size_prior
+    from imageclust.clustering.params import ClusterParams
+
+    monkeypatch.setattr(size_prior, "FINETUNE", ("temi",))  # one method keeps the test short
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 30)
+    vectors = (np.eye(8)[labels] * 3 + rng.normal(scale=0.5, size=(120, 8))).astype(np.float32)
+    row = size_prior.run_case(vectors, labels, ClusterParams(k=4), seed=0)
+    accs = {"none": row["kmeans_acc"], "temi": row["temi/auto"]["acc"]}
+    for score in size_prior.SCORES:
+        auto = row["method_auto"][score]
+        assert set(auto["scores"]) == {"none", "temi"} and auto["pick"] == max(auto["scores"], key=auto["scores"].get)
+        assert auto["regret"] == round(max(accs.values()) - accs[auto["pick"]], 4)
+    scores = row["method_auto"]
+    assert scores["both"]["scores"]["temi"] == pytest.approx(
+        (scores["neighbour"]["scores"]["temi"] + scores["linear"]["scores"]["temi"]) / 2, abs=1e-4
+    )
+    table = size_prior.table({"cases": [{"data": "blobs", "case": "balanced", "seed": 0, **row}]})
+    cell = ", ".join(f"{scores[s]['pick']} ({scores[s]['regret']:.3f})" for s in size_prior.SCORES)
+    assert table.splitlines()[-1].endswith(f"| {cell} |")
