@@ -253,8 +253,8 @@ def markdown_table(report: dict) -> str:
 
 def automatic_rows(report: dict) -> list[list[str]]:
     """One row per configuration and ``finetune.auto.score`` run with every choice automatic: what it
-    chose on each seed, its mean ACC, and the best fixed method's mean ACC on the same seeds and
-    features (the loss is their difference)."""
+    chose on each seed, its mean ACC, and the best mean ACC on the same seeds and features at the true
+    K (each method run, and the preset's own ``auto`` where it has it; the loss is their difference)."""
     rows = []
     for name, config in CONFIGS.items():
         for score in AUTOMATIC_SCORES:
@@ -268,7 +268,7 @@ def automatic_rows(report: dict) -> list[list[str]]:
             fixed = {
                 method: statistics.mean(r["methods"][method]["acc"] for r in runs)
                 for method in dict.fromkeys(m for r in runs for m in r["methods"])
-                if method != "auto" and all("acc" in r["methods"].get(method, {}) for r in runs)
+                if all("acc" in r["methods"].get(method, {}) for r in runs)
             }
             best = max(fixed, key=fixed.get)
             chosen = [r["automatic"][score] for r in runs]
