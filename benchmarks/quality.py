@@ -232,6 +232,12 @@ def summary_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of ``rows`` under ``header``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def markdown_table(report: dict) -> str:
     header = [
         "dataset",
@@ -246,9 +252,7 @@ def markdown_table(report: dict) -> str:
         "time: stages before finetune + finetune",
         "peak memory",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in summary_rows(report)]
-    return "\n".join(lines)
+    return markdown(header, summary_rows(report))
 
 
 def automatic_rows(report: dict) -> list[list[str]]:
@@ -304,9 +308,7 @@ def automatic_table(report: dict) -> str:
         "best fixed method, same seeds",
         "loss against it",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in automatic_rows(report)]
-    return "\n".join(lines)
+    return markdown(header, automatic_rows(report))
 
 
 def write_results_table(report: dict, page: Path = RESULTS) -> None:
