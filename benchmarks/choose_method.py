@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.common import write_between_markers  # noqa: E402
 from imageclust.config import GlobalParams, load_section  # noqa: E402
-from imageclust.finetune.guard import Referee  # noqa: E402
+from imageclust.finetune.guard import FLOOR_SCORE, Referee  # noqa: E402
 from imageclust.finetune.params import FinetuneParams  # noqa: E402
 from imageclust.finetune.stage import run_finetune  # noqa: E402
 from imageclust.metrics import clustering_accuracy  # noqa: E402
@@ -77,7 +77,7 @@ def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed
 def picks(rows: dict) -> dict:
     """Each selector's pick and its regret against the best ACC in hindsight; and ``finetune.floor``:
     each method's ACC after it (the cluster stage's, ``none``, where the method is judged worse by
-    ``both``) and how far below the cluster stage each ends with and without it."""
+    the floor's score) and how far below the cluster stage each ends with and without it."""
     best = max(r["acc"] for r in rows.values())
     out = {"best_acc": best}
     for selector in SELECTORS:
@@ -85,7 +85,7 @@ def picks(rows: dict) -> dict:
         out[selector] = {"pick": pick, "regret": round(best - rows[pick]["acc"], 4)}
     if "none" in rows:
         start = rows["none"]
-        floored = {m: start["acc"] if r["both"] < start["both"] else r["acc"] for m, r in rows.items()}
+        floored = {m: start["acc"] if r[FLOOR_SCORE] < start[FLOOR_SCORE] else r["acc"] for m, r in rows.items()}
         out["floor"] = {
             "acc": floored,
             "worst_below_cluster_stage": round(max(start["acc"] - r["acc"] for r in rows.values()), 4),

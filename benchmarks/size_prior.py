@@ -118,7 +118,19 @@ def run_case(vectors, labels, cluster_params, seed: int) -> dict:
             "pick": pick,
             "regret": round(best - candidates[pick][0], 4),
         }
+    row["floor"] = {score: floored(candidates, score) for score in SCORES}
     return row
+
+
+def floored(candidates: dict[str, tuple[float, dict]], score: str) -> dict[str, float]:
+    """``finetune.floor`` judging by ``score``: each method's ACC after it, the cluster stage's (``none``)
+    where the method's clustering scores below the cluster stage's."""
+    start_acc, start_scores = candidates["none"]
+    return {
+        name: start_acc if scores[score] < start_scores[score] else acc
+        for name, (acc, scores) in candidates.items()
+        if name != "none"
+    }
 
 
 def judged(referee: Referee, clusters: np.ndarray) -> dict[str, float]:

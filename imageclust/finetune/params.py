@@ -29,7 +29,7 @@ class FinetuneShared(Section):
         True,
         description=(
             "SCAN, TEMI, TURTLE: return the cluster stage's assignment when the method's clustering is judged worse "
-            "in the extract stage's features (mean of the neighbour and linear chance-corrected scores)"
+            "in the extract stage's features (the chance-corrected nearest-neighbour score, as `auto` judges)"
         ),
     )
 

@@ -19,16 +19,18 @@ def test_picks_and_regrets_by_hand():
     rows = {
         "none": {"acc": 0.70, "neighbour": 0.95, "linear": 0.99, "both": 0.97},
         "scan": {"acc": 0.80, "neighbour": 0.97, "linear": 0.90, "both": 0.935},
+        "temi": {"acc": 0.65, "neighbour": 0.90, "linear": 0.98, "both": 0.94},
     }
     assert choose_method.picks(rows) == {
         "best_acc": 0.80,
         "neighbour": {"pick": "scan", "regret": 0.0},
         "linear": {"pick": "none", "regret": 0.1},
         "both": {"pick": "none", "regret": 0.1},
-        # the floor: SCAN judged worse than the cluster stage by `both` ends at the cluster stage's ACC
+        # the floor judges by the neighbour score: SCAN, better there (worse by `both`), keeps its ACC;
+        # TEMI, worse there, ends at the cluster stage's
         "floor": {
-            "acc": {"none": 0.70, "scan": 0.70},
-            "worst_below_cluster_stage": 0.0,  # none itself; SCAN is above it
+            "acc": {"none": 0.70, "scan": 0.80, "temi": 0.70},
+            "worst_below_cluster_stage": 0.05,  # TEMI
             "worst_below_cluster_stage_floored": 0.0,
         },
     }

@@ -47,3 +47,16 @@ def test_a_case_records_what_method_auto_picks_and_its_regret(monkeypatch):
     table = size_prior.table({"cases": [{"data": "blobs", "case": "balanced", "seed": 0, **row}]})
     cell = ", ".join(f"{scores[s]['pick']} ({scores[s]['regret']:.3f})" for s in size_prior.SCORES)
     assert table.splitlines()[-1].endswith(f"| {cell} |")
+    assert row["floor"]["neighbour"]["temi"] in (accs["none"], accs["temi"])
+
+
+def test_the_floor_by_each_score_by_hand():
+    from benchmarks import size_prior
+
+    candidates = {
+        "none": (0.70, {"neighbour": 0.95, "linear": 0.99}),
+        "scan": (0.80, {"neighbour": 0.97, "linear": 0.90}),  # better by neighbours, worse linearly
+        "temi": (0.60, {"neighbour": 0.95, "linear": 0.98}),  # a tie keeps the method's own
+    }
+    assert size_prior.floored(candidates, "neighbour") == {"scan": 0.80, "temi": 0.60}
+    assert size_prior.floored(candidates, "linear") == {"scan": 0.70, "temi": 0.70}

@@ -70,6 +70,11 @@ def test_the_floor_keeps_the_cluster_stage_over_a_worse_clustering():
     assert kept.model == {"kept_cluster_stage": True}
     assert kept.stats["a"] == 1 and kept.stats["floor_kept_cluster_stage"]
     assert kept.stats["floor_score"] < kept.stats["floor_start_score"]
+    # judged by the neighbour score, as auto judges by default (not the mean with the linear score)
+    assert kept.stats["floor_score_name"] == "neighbour"
+    referee = Referee(x, seed=0)
+    assert kept.stats["floor_start_score"] == round(referee.score(labels), 4)
+    assert kept.stats["floor_score"] == round(referee.score(at_chance), 4) != round(referee.judge(at_chance), 4)
 
     better = floor(_run(x, at_chance), FinetuneResult(clusters=labels, confidence=np.ones(len(x), np.float32)))
     np.testing.assert_array_equal(better.clusters, labels)
