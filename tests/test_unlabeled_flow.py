@@ -126,3 +126,24 @@ def test_every_stage_runs_without_labels(tmp_path):
     assert "neighbor_label_agreement" not in json.loads((t / "finetune.json").read_text())
     assert (t / "plots/embedding.png").exists()
     assert (t / "plots/confusion_finetune.csv").read_text().strip() == "actual,predicted"  # no labels: no rows
+    dvc_renders_an_empty_confusion(t / "plots/confusion_finetune.csv", tmp_path / "dvc_plots")
+
+
+def dvc_renders_an_empty_confusion(csv: Path, project: Path) -> None:
+    """`dvc plots show` draws dvc.yaml's confusion plot from the header-only CSV of unlabelled data:
+    an empty plot, not an error."""
+    import shutil
+
+    plot = next(p for p in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] if "confusion_finetune" in p)
+    (project / "report").mkdir(parents=True)
+    shutil.copy(csv, project / "report/confusion_finetune.csv")
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"plots": [plot]}))
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "plots", "show", "--json"]):
+        result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"{command}: {result.stderr[-2000:]}"
+    assert json.loads(result.stdout)["data"]["confusion_finetune"] == []
