@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import multiprocessing
+import sys
 import time
 from pathlib import Path
 
@@ -52,6 +54,17 @@ class _ShardBatches(Dataset):
         return shard, start, stop, torch.from_numpy(self.rows.read(start, stop))
 
 
+NOT_FORK_SAFE = ("onnxruntime", "openvino")  # their thread pools do not survive a fork of the process
+
+
+def _start_method(workers: int) -> str | None:
+    """How loader processes start: forked (PyTorch's default, cheapest) unless this process has loaded
+    a runtime that is not fork-safe (the engine measurement, or an earlier run in the same process);
+    then from a fork server, which costs one more interpreter start."""
+    loaded = any(name in sys.modules for name in NOT_FORK_SAFE)
+    return "forkserver" if workers and loaded and "forkserver" in multiprocessing.get_all_start_methods() else None
+
+
 def _loader(images_path: Path, shards: list[Shard], batch_size: int, workers: int, device) -> DataLoader:
     return DataLoader(
         _ShardBatches(images_path, shards, batch_size),
@@ -61,6 +74,7 @@ def _loader(images_path: Path, shards: list[Shard], batch_size: int, workers: in
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
+        multiprocessing_context=_start_method(workers),
     )
 
 

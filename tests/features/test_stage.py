@@ -19,13 +19,14 @@ import torch
 import yaml
 
 from imageclust.config import GlobalParams
-from imageclust.data.prepared import load_prepared
+from imageclust.data.prepared import IMAGES_FILE, load_prepared
 from imageclust.errors import DataError
+from imageclust.features import stage as stage_module
 from imageclust.features.params import ExtractParams
 from imageclust.features.preprocess import Preprocess, input_side
 from imageclust.features.registry import EXTRACTORS
 from imageclust.features.shards import RUN_FILE, assigned, plan_shards
-from imageclust.features.stage import extract_features
+from imageclust.features.stage import _loader, extract_features
 from imageclust.tables import FEATURES_META, FeatureShardWriter, read_features, read_features_meta
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +88,21 @@ def test_shard_plan_and_share_of_each_process():
     assert [s.index for s in assigned(shards, 0, 2)] == [0, 2]
     assert [s.index for s in assigned(shards, 1, 2)] == [1]
     assert plan_shards(0, 10) == []
+
+
+@pytest.mark.parametrize("loaded", [None, "onnxruntime", "openvino"])
+def test_loader_processes_fork_only_a_stage_without_runtimes_that_forbid_it(prepared_dir, monkeypatch, loaded):
+    """Forking a process that holds ONNX Runtime's or OpenVINO's thread pools is unsafe: a fork server."""
+    for name in stage_module.NOT_FORK_SAFE:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    if loaded:
+        monkeypatch.setitem(sys.modules, loaded, object())
+    shards = plan_shards(96, 40)
+    loader = _loader(prepared_dir / IMAGES_FILE, shards, 16, 1, torch.device("cpu"))
+    context = loader.multiprocessing_context
+    assert (context.get_start_method() if context else None) == ("forkserver" if loaded else None)
+    assert [start for _, start, _, _ in loader] == [0, 16, 32, 40, 56, 72, 80]  # the workers read every batch
+    assert _loader(prepared_dir / IMAGES_FILE, shards, 16, 0, torch.device("cpu")).multiprocessing_context is None
 
 
 def test_pixels_written_in_shards_readable_with_plain_pyarrow_and_pandas(prepared_dir, tmp_path):
