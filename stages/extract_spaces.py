@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     gparams, params = load_params(ExtractParams, path=args.params)
     summary = extract_spaces(args.data, args.out, args.work, gparams, params, args.engines)
-    if args.metrics:
+    if summary is not None and args.metrics:  # only the main process of a distributed run reports
         write_metrics(args.metrics, summary, images=summary["rows"] * summary["spaces"])
 
 

@@ -9,40 +9,51 @@ head per space, the extract stage's first; every other method uses the extract s
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 from ..io import atomic_dir, write_json
+from ..runtime import init_distributed
 from ..tables import SPACES_INDEX
 from .stage import extract_features
 
 log = logging.getLogger(__name__)
 
 
-def extract_spaces(prepared_dir, out_dir, work_dir, gparams, params, engines_dir=None) -> dict:
+def extract_spaces(prepared_dir, out_dir, work_dir, gparams, params, engines_dir=None) -> dict | None:
     """Extract every space of ``params.spaces`` into ``out_dir/<name>/`` and write the index, all
     swapped into place as one folder. A killed run resumes the space it was extracting (its finished
-    shards stay in ``work_dir/<name>/``)."""
+    shards stay in ``work_dir/<name>/``). Under ``torchrun`` every process extracts its share of each
+    space's shards and the first publishes them; the others return None."""
+    ddp = init_distributed()
     spaces = {}
     Path(work_dir).mkdir(parents=True, exist_ok=True)  # a DVC output, even with no space
-    with atomic_dir(out_dir) as tmp:
+    # only the first process writes the output; the others' share goes through the work folder
+    with atomic_dir(out_dir) if ddp.is_main else nullcontext(None) as tmp:
         for space in params.spaces:
             log.info("space %r: %s at %s px", space.label, space.backbone, space.image_size or "its own")
             summary = extract_features(
                 prepared_dir,
                 None,  # a space is a frozen backbone: no encoder
-                tmp / space.label,
+                tmp / space.label if tmp is not None else None,
                 Path(work_dir) / space.label,
                 gparams,
                 params.for_space(space),
                 engines_dir,
                 stage="extract_spaces",
+                ddp=ddp,
             )
             spaces[space.label] = summary
-        index = [
-            {"name": name, "backbone": s["backbone"], "input_size": s["input_size"], "dim": s["dim"]}
-            for name, s in spaces.items()
-        ]
-        write_json(tmp / SPACES_INDEX, {"spaces": index})
+        if ddp.is_main:
+            index = [
+                {"name": name, "backbone": s["backbone"], "input_size": s["input_size"], "dim": s["dim"]}
+                for name, s in spaces.items()
+            ]
+            write_json(tmp / SPACES_INDEX, {"spaces": index})
+    ddp.barrier()  # the spaces are in place before any process moves on
+    ddp.close()
+    if not ddp.is_main:
+        return None
     return {
         "spaces": len(spaces),
         "rows": next(iter(spaces.values()))["rows"] if spaces else 0,

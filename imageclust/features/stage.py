@@ -25,7 +25,7 @@ from ..imports import stage_modules
 from ..io import digest_files, fingerprint
 from ..models.encoder import EXTRACTOR
 from ..progress import progress
-from ..runtime import init_distributed, resolve_device
+from ..runtime import Distributed, init_distributed, resolve_device
 from ..tables import FeatureShardWriter
 from .embedder import Embedder
 from .engines import EngineChoice, default_cache_dir
@@ -100,16 +100,26 @@ def _choose_engine(embedder: Embedder, data, batch_size: int, params, engines_di
 
 
 def extract_features(
-    prepared_dir, encoder_path, out_dir, work_dir, gparams, params, engines_dir=None, stage: str = "extract"
+    prepared_dir,
+    encoder_path,
+    out_dir,
+    work_dir,
+    gparams,
+    params,
+    engines_dir=None,
+    stage: str = "extract",
+    ddp: Distributed | None = None,
 ) -> dict | None:
     """Extract ``params.backbone``'s features of every prepared sample into ``out_dir`` (for the
-    DVC stage ``stage``, whose code is part of the resume fingerprint).
+    DVC stage ``stage``, whose code is part of the resume fingerprint). Under ``torchrun`` it joins the
+    process group itself, unless the caller passes the one it has joined (and then leaves it open).
 
     Returns the run's summary in the main process, None in the other ranks of a distributed run.
     """
     prepared_dir = Path(prepared_dir)
     data = load_prepared(prepared_dir)
-    ddp = init_distributed()
+    owns_group = ddp is None
+    ddp = ddp or init_distributed()
     device = resolve_device(gparams.device, ddp.local_rank)
     backbone = EXTRACTORS[params.backbone].build(params.block, encoder_path)
     embedder = Embedder(backbone, int(data.meta["channels"]), params.image_size, device)
@@ -190,7 +200,8 @@ def extract_features(
         }
         log.info("extracted %d x %d features in %.1fs", len(data.ids), dim, seconds)
     ddp.barrier()
-    ddp.close()
+    if owns_group:
+        ddp.close()
     return summary
 
 

@@ -4,10 +4,14 @@ stage's, the index the finetune stage reads, and what a bad entry says."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from imageclust.config import GlobalParams, load_section
 from imageclust.errors import DataError, ParamsError
@@ -17,6 +21,7 @@ from imageclust.features.stage import extract_features
 from imageclust.tables import SPACES_INDEX, read_features, read_spaces, space_index
 
 CPU = GlobalParams(device="cpu")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def extract_params(spaces, **shared) -> ExtractParams:
@@ -45,6 +50,35 @@ def test_every_space_is_a_features_folder_of_the_same_rows(prepared_dir, tmp_pat
 
     with pytest.raises(DataError, match="its samples differ from the extract stage's features"):
         read_spaces(tmp_path / "spaces", features.ids[::-1])
+
+
+def test_two_processes_give_the_spaces_of_one(prepared_dir, tmp_path):
+    """Under torchrun each process extracts its share of every space's shards; the first publishes."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["device"] = "cpu"
+    spaces = [{"backbone": "pixels", "image_size": 12}, {"backbone": "pixels", "image_size": 16, "name": "large"}]
+    params["extract"].update(backbone="pixels", shard_rows=20, batch_size=8, num_workers=0, spaces=spaces)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    stage = ["-m", "stages.extract_spaces", "--params", str(tmp_path / "params.yaml"), "--data", str(prepared_dir)]
+    outputs = ["--out", str(tmp_path / "spaces"), "--work", str(tmp_path / "work")]
+    metrics = ["--metrics", str(tmp_path / "spaces.json")]
+    result = subprocess.run(
+        [*torchrun, *stage, *outputs, *metrics], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "spaces.json").read_text())
+    assert summary["spaces"] == 2 and {s["world_size"] for s in summary["per_space"].values()} == {2}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary folder left
+
+    params = extract_params(spaces, shard_rows=20, batch_size=8)
+    extract_spaces(prepared_dir, tmp_path / "one", tmp_path / "one-work", CPU, params)
+    ids = read_features(tmp_path / "one" / "pixels_12").ids
+    two, one = read_spaces(tmp_path / "spaces", ids), read_spaces(tmp_path / "one", ids)
+    assert list(two) == list(one) == ["pixels_12", "large"]
+    for name in one:
+        np.testing.assert_array_equal(two[name].vectors, one[name].vectors)
 
 
 def test_no_spaces_writes_an_empty_index(prepared_dir, tmp_path):
