@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.common import write_between_markers  # noqa: E402
 from imageclust.config import GlobalParams, load_section  # noqa: E402
-from imageclust.finetune.guard import FLOOR_SCORE, Referee  # noqa: E402
+from imageclust.finetune.guard import FLOOR_SCORE, Referee, below_floor  # noqa: E402
 from imageclust.finetune.params import FinetuneParams  # noqa: E402
 from imageclust.finetune.stage import run_finetune  # noqa: E402
 from imageclust.metrics import clustering_accuracy  # noqa: E402
@@ -85,7 +85,9 @@ def picks(rows: dict) -> dict:
         out[selector] = {"pick": pick, "regret": round(best - rows[pick]["acc"], 4)}
     if "none" in rows:
         start = rows["none"]
-        floored = {m: start["acc"] if r[FLOOR_SCORE] < start[FLOOR_SCORE] else r["acc"] for m, r in rows.items()}
+        floored = {
+            m: start["acc"] if below_floor(r[FLOOR_SCORE], start[FLOOR_SCORE]) else r["acc"] for m, r in rows.items()
+        }
         out["floor"] = {
             "acc": floored,
             "worst_below_cluster_stage": round(max(start["acc"] - r["acc"] for r in rows.values()), 4),

@@ -40,7 +40,7 @@ from imageclust.clustering.preprocess import FeatureTransform  # noqa: E402
 from imageclust.clustering.registry import METHODS as CLUSTERINGS  # noqa: E402
 from imageclust.config import load_section  # noqa: E402
 from imageclust.finetune.base import FinetuneRun  # noqa: E402
-from imageclust.finetune.guard import Referee  # noqa: E402
+from imageclust.finetune.guard import Referee, below_floor  # noqa: E402
 from imageclust.finetune.params import FinetuneParams  # noqa: E402
 from imageclust.finetune.registry import METHODS  # noqa: E402
 from imageclust.finetune.size_prior import size_prior  # noqa: E402
@@ -127,7 +127,7 @@ def floored(candidates: dict[str, tuple[float, dict]], score: str) -> dict[str, 
     where the method's clustering scores below the cluster stage's."""
     start_acc, start_scores = candidates["none"]
     return {
-        name: start_acc if scores[score] < start_scores[score] else acc
+        name: start_acc if below_floor(scores[score], start_scores[score]) else acc
         for name, (acc, scores) in candidates.items()
         if name != "none"
     }

@@ -135,6 +135,11 @@ class BestEpoch:
 FLOOR_SCORE = "neighbour"  # how the floor judges (a ``Referee.judge`` score); see the module's docstring
 
 
+def below_floor(score: float, start_score: float) -> bool:
+    """The floor's rule: a method's clustering judged below the cluster stage's gives way to it."""
+    return score < start_score
+
+
 def floor(run: FinetuneRun, result: FinetuneResult) -> FinetuneResult:
     """``finetune.floor``: the cluster stage's assignment, judged by ``FLOOR_SCORE``, is the floor of a
     method on frozen features; the statistics say how both were judged."""
@@ -142,7 +147,7 @@ def floor(run: FinetuneRun, result: FinetuneResult) -> FinetuneResult:
     referee = Referee(run.vectors[train_rows], run.seed)
     start = referee.judge(run.initial_clusters[train_rows], FLOOR_SCORE)
     score = referee.judge(result.clusters[train_rows], FLOOR_SCORE)
-    kept = bool(score < start)
+    kept = below_floor(score, start)
     stats = {
         "floor_score_name": FLOOR_SCORE,
         "floor_start_score": round(start, 4),
