@@ -8,6 +8,9 @@ import os
 import re
 import shlex
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -54,9 +57,33 @@ def pytest_configure(config):
         faulthandler.enable(config._fault_log, all_threads=True)
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown under -p no:xdist
+def pytest_testnodedown(node, error):
+    """A worker that went down: name how it ended, since a signal other than a fault leaves no traceback.
+
+    One still alive is sent SIGABRT, so that faulthandler writes where each of its threads stood."""
+    popen = getattr(getattr(node.gateway, "_io", None), "popen", None)
+    if error is None or popen is None or not os.environ.get(FAULTS_DIR):
+        return
+    try:
+        code = popen.wait(timeout=10)
+        ending = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+    except subprocess.TimeoutExpired:
+        ending = "still running 10 s after its channel closed; sent SIGABRT"
+        popen.send_signal(signal.SIGABRT)
+    line = f"worker {node.gateway.id} (pid {popen.pid}) went down ({error}): {ending}\n"
+    sys.stderr.write(line)  # now, in case the controller hangs before its summary
+    with open(Path(os.environ[FAULTS_DIR]) / "ends.txt", "a") as ends:
+        ends.write(line)
+
+
 def pytest_terminal_summary(terminalreporter, config):
     if os.environ.get("PYTEST_XDIST_WORKER") or not os.environ.get(FAULTS_DIR):
         return
+    ends = Path(os.environ[FAULTS_DIR]) / "ends.txt"
+    if ends.exists():
+        terminalreporter.section("workers that went down", red=True)
+        terminalreporter.write(ends.read_text())
     for log in sorted(Path(os.environ[FAULTS_DIR]).glob("*.log")):
         if log.stat().st_size:
             terminalreporter.section(f"fatal error in {log.stem}, from faulthandler", red=True)
