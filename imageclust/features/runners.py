@@ -5,6 +5,7 @@ graph), each as a ``Runner``: preprocessed images in, FP32 features out. ``engin
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -174,12 +175,23 @@ def onnxruntime_runner(
     return _padded(lambda array: session.run(None, {"images": array})[0], len(example))
 
 
+@functools.cache
+def openvino_core():
+    """The process's one OpenVINO Core. Each Core's CPU plugin gives the calling thread its own signal
+    stack and, when freed, puts back the one it found: Cores freed out of order (runners measured and
+    dropped) left the stack pointing at unmapped memory, and the next signal with a Python handler (a
+    loader worker's SIGCHLD, Ctrl-C) killed the process with SIGSEGV before any handler could run."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 def openvino_runner(
     model: nn.Module, example: torch.Tensor, cache: Path, precision: str, calibration: str | None = None
 ) -> Runner:
     import openvino as ov
 
-    core = ov.Core()
+    core = openvino_core()
     if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         raise RuntimeError("this CPU has no bfloat16 instructions")
     path = cache / "model.xml"

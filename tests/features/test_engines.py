@@ -4,11 +4,14 @@ the exported graph and the choice are reused on a rerun, and the stage records w
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 
 from imageclust.config import GlobalParams
 from imageclust.features import engines
@@ -228,3 +231,25 @@ def test_the_stage_records_the_int8_calibration_that_predict_asks_for(prepared_d
     meta = read_features_meta(tmp_path / "f")
     assert (meta["engine"], meta["precision"]) == ("onnxruntime", "int8")
     assert len(list(tmp_path.glob(f"*/int8/model-{meta['calibration']}.onnx"))) == 1
+
+
+def test_openvino_runners_dropped_in_any_order_leave_signals_deliverable(tmp_path):
+    """Two OpenVINO runners freed first-built-first, then a child's exit handled in Python: with a Core
+    per runner the main thread's signal stack pointed at freed memory and the process died of SIGSEGV."""
+    pytest.importorskip("openvino")
+    script = f"""
+import gc, pathlib, signal, subprocess, sys, torch
+from imageclust.features.runners import build_runner
+from imageclust.models.backbones import build_backbone
+model, example = build_backbone("small_cnn", 1, 8, widths=[4, 8]).eval(), torch.rand(4, 1, 8, 8)
+first = build_runner("openvino", "fp32", model, example, pathlib.Path({str(tmp_path)!r}) / "a", torch.device("cpu"))
+second = build_runner("openvino", "fp32", model, example, pathlib.Path({str(tmp_path)!r}) / "b", torch.device("cpu"))
+del first; gc.collect()
+del second; gc.collect()
+signal.signal(signal.SIGCHLD, lambda *_: None)
+subprocess.run([sys.executable, "-c", "pass"], check=True)
+print("delivered")
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and "delivered" in result.stdout, (result.returncode, result.stderr[-2000:])
