@@ -59,9 +59,10 @@ def pytest_configure(config):
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown under -p no:xdist
 def pytest_testnodedown(node, error):
-    """A worker that went down: name how it ended, since a signal other than a fault leaves no traceback.
-
-    One still alive is sent SIGABRT, so that faulthandler writes where each of its threads stood."""
+    """A worker that went down: name how it ended. SIGKILL, and the SIGSEGV the kernel sends when it
+    cannot deliver a signal (a signal stack on freed memory), leave faulthandler's log empty; the
+    worker's core (``ulimit -c unlimited``) then shows where. One still alive is sent SIGABRT, so that
+    faulthandler writes where each of its threads stood."""
     popen = getattr(getattr(node.gateway, "_io", None), "popen", None)
     if error is None or popen is None or not os.environ.get(FAULTS_DIR):
         return
