@@ -9,7 +9,7 @@ import torch
 
 from imageclust.data.prepared import RawDataset, write_prepared
 from imageclust.finetune.base import FinetuneRun
-from imageclust.tables import UNLABELED, Assignments, FeatureTable, write_assignments, write_features
+from imageclust.tables import UNLABELED, Assignments, FeatureTable, read_features, write_assignments, write_features
 
 CLASSES = ["zero", "one", "two"]
 
@@ -40,6 +40,26 @@ def write_blobs(path, n_per=20, seed=0, test_every=4, unlabeled=()):
         shard_rows=17,
     )
     return x, labels, splits
+
+
+def blob_project(root: Path, params: dict, n_per: int) -> np.ndarray:
+    """A project folder as the benchmarks read it: ``params`` as its params.yaml, the repository's
+    dvc.yaml, three blobs as the extract stage's features and a cluster stage that got nothing right
+    (labels permuted). Returns the labels."""
+    import shutil
+
+    import yaml
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    _, labels, _ = write_blobs(root / "artifacts" / "features", n_per=n_per)
+    features = read_features(root / "artifacts" / "features")
+    at_chance = np.random.default_rng(0).permutation(labels)
+    write_assignments(
+        root / "artifacts" / "cluster" / "assignments.parquet",
+        Assignments.of(features, at_chance, np.ones(len(labels), np.float32), 3),
+    )
+    return labels
 
 
 def four_blobs(n_per=40, seed=0):

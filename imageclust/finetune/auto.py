@@ -14,6 +14,9 @@ The candidates are methods on frozen features (``none``, the cluster stage's ass
 run with its defaults plus ``finetune.auto.overrides.<method>``, not with its own block of params.yaml:
 the stage depends on the ``finetune.auto`` block only, so a cached auto result cannot be served after a
 change to ``finetune.scan``. ``benchmarks/choose_method.py`` measures the regret of each score.
+
+On many rows (SCAN's 80 epochs over 70,000 images take an hour on two cores) ``screen_rows`` judges
+the candidates on a seeded sample of the training rows and fits only the winner on all of them.
 """
 
 from __future__ import annotations
@@ -51,6 +54,14 @@ class Params(Section):
         default_factory=dict,
         description="per candidate, keys of its block that differ from its defaults, e.g. {turtle: {restarts: 1}}",
     )
+    screen_rows: int | None = Field(
+        None,
+        ge=200,
+        description=(
+            "fit and judge the candidates on a seeded sample of this many training rows, then fit only the "
+            "winner on every row; null: every candidate on every row"
+        ),
+    )
 
     @field_validator("candidates")
     @classmethod
@@ -87,43 +98,84 @@ def candidate_block(name: str, overrides: dict) -> Section:
     return block
 
 
-def fit_candidates(run: FinetuneRun) -> dict[str, tuple[FinetuneResult, float]]:
-    """Every candidate's result and its score, in the order of ``candidates``."""
+def screen_sample(run: FinetuneRun) -> FinetuneRun | None:
+    """The run cut to ``screen_rows`` training rows drawn with the run's seed (every row's table in step),
+    or None when there are no more training rows than that."""
+    train_rows = np.flatnonzero(run.train)
+    size = run.block.screen_rows
+    if size is None or len(train_rows) <= size:
+        return None
+    rows = np.sort(np.random.default_rng(run.seed).choice(train_rows, size, replace=False))
+    return dataclasses.replace(
+        run,
+        vectors=run.vectors[rows],
+        labels=run.labels[rows],
+        train=run.train[rows],
+        initial_clusters=run.initial_clusters[rows],
+        initial_confidence=run.initial_confidence[rows],
+        row_images=None if run.row_images is None else run.row_images[rows],
+        more_spaces={name: space[rows] for name, space in run.more_spaces.items()},
+        run_id=f"{run.run_id}:screen",
+    )
+
+
+def fit_candidate(run: FinetuneRun, name: str, folder: str) -> FinetuneResult:
+    """One candidate, with its defaults and overrides; it resumes from ``checkpoint_dir / folder``."""
+    p = run.block
+    params = run.params.model_copy(update={"method": name, name: candidate_block(name, p.overrides.get(name, {}))})
+    checkpoints = None
+    if run.checkpoint_dir is not None:  # each candidate resumes its own run
+        checkpoints = run.checkpoint_dir / folder
+        checkpoints.mkdir(parents=True, exist_ok=True)
+    candidate = dataclasses.replace(
+        run,
+        params=params,
+        checkpoint_dir=checkpoints,
+        run_id=f"{run.run_id}:{name}",
+        curves=run.curves.section() if run.curves is not None else None,  # each its own steps from 0
+    )
+    return METHODS[name].run(candidate)
+
+
+def fit_candidates(run: FinetuneRun, folder_prefix: str = "") -> dict[str, tuple[FinetuneResult, float]]:
+    """Every candidate's result on ``run`` and its score, in the order of ``candidates``."""
     p = run.block
     train_rows = np.flatnonzero(run.train)
     referee = Referee(run.vectors[train_rows], run.seed)
     fitted = {}
     for name in p.candidates:
-        params = run.params.model_copy(update={"method": name, name: candidate_block(name, p.overrides.get(name, {}))})
-        checkpoints = None
-        if run.checkpoint_dir is not None:  # each candidate resumes its own run
-            checkpoints = run.checkpoint_dir / name
-            checkpoints.mkdir(parents=True, exist_ok=True)
-        candidate = dataclasses.replace(
-            run,
-            params=params,
-            checkpoint_dir=checkpoints,
-            run_id=f"{run.run_id}:{name}",
-            curves=run.curves.section() if run.curves is not None else None,  # each its own steps from 0
-        )
-        result = METHODS[name].run(candidate)
+        result = fit_candidate(run, name, folder_prefix + name)
         score = referee.judge(result.clusters[train_rows], p.score)
         log.info("auto: %s scores %.4f (%s) in the extract stage's features", name, score, p.score)
         fitted[name] = (result, score)
-    if run.checkpoint_dir is not None:  # done: no candidate's resume state stays in DVC's cache
-        for name in p.candidates:
-            (run.checkpoint_dir / name / CHECKPOINT_FILE).unlink(missing_ok=True)
-            if not any((run.checkpoint_dir / name).iterdir()):
-                (run.checkpoint_dir / name).rmdir()
     return fitted
 
 
+def drop_resume_state(run: FinetuneRun, folders: list[str]) -> None:
+    """Done: no candidate's resume state stays in DVC's cache."""
+    if run.checkpoint_dir is None:
+        return
+    for folder in folders:
+        (run.checkpoint_dir / folder / CHECKPOINT_FILE).unlink(missing_ok=True)
+        if (run.checkpoint_dir / folder).is_dir() and not any((run.checkpoint_dir / folder).iterdir()):
+            (run.checkpoint_dir / folder).rmdir()
+
+
 def finetune_auto(run: FinetuneRun) -> FinetuneResult:
-    """Fit the candidates, keep the best-scoring one (the first of equals, in the listed order)."""
-    fitted = fit_candidates(run)
+    """Fit the candidates (on the screen sample, if any), keep the best-scoring one (the first of equals,
+    in the listed order); after a screen, the winner alone is fitted on every row."""
+    sample = screen_sample(run)
+    prefix = "" if sample is None else "screen-"
+    fitted = fit_candidates(run if sample is None else sample, prefix)
     chosen = max(fitted, key=lambda name: fitted[name][1])
-    result = fitted[chosen][0]
     log.info("auto: %s chosen", chosen)
+    result = fitted[chosen][0]
+    screened = {}
+    if sample is not None:
+        log.info("auto: fitting %s on all %d rows", chosen, len(run.vectors))
+        result = fit_candidate(run, chosen, chosen)
+        screened = {"screened_on_rows": len(sample.vectors)}
+    drop_resume_state(run, [prefix + name for name in run.block.candidates] + ([chosen] if prefix else []))
     return dataclasses.replace(
         result,
         model={**result.model, "method": chosen},  # what predict assigns with
@@ -132,6 +184,7 @@ def finetune_auto(run: FinetuneRun) -> FinetuneResult:
             "chosen": chosen,
             "candidate_scores": {name: round(score, 4) for name, (_, score) in fitted.items()},
             "chosen_by": f"{run.block.score} score in the extract stage's features",
+            **screened,
         },
     )
 

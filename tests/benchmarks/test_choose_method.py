@@ -2,17 +2,10 @@
 each selector's pick and regret."""
 
 import json
-import shutil
-from pathlib import Path
 
-import numpy as np
-import yaml
-from fakes import write_blobs
+from fakes import blob_project
 
 from benchmarks import choose_method
-from imageclust.tables import Assignments, read_features, write_assignments
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_picks_and_regrets_by_hand():
@@ -37,15 +30,7 @@ def test_picks_and_regrets_by_hand():
 
 
 def test_every_candidate_on_a_projects_features(tmp_path, monkeypatch):
-    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"train_splits": ["train"]}}))
-    _, labels, _ = write_blobs(tmp_path / "artifacts" / "features", n_per=30)
-    features = read_features(tmp_path / "artifacts" / "features")
-    at_chance = np.random.default_rng(0).permutation(labels)  # the cluster stage got nothing right
-    write_assignments(
-        tmp_path / "artifacts" / "cluster" / "assignments.parquet",
-        Assignments.of(features, at_chance, np.ones(len(labels), np.float32), 3),
-    )
+    blob_project(tmp_path, {"data": {"train_splits": ["train"]}}, n_per=30)
     out, docs = tmp_path / "choose_method.json", tmp_path / "results.md"
     docs.write_text("before\n<!-- choose_method:begin -->\n<!-- choose_method:end -->\nafter\n")
     monkeypatch.setattr(choose_method, "DOCS", docs)

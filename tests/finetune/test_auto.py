@@ -1,6 +1,7 @@
 """finetune.method: auto: every candidate fitted on the same features, the best by nearest neighbours
 in the extract stage's features kept, its model what predict uses; bad candidates refused by name."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from imageclust.errors import ParamsError
 from imageclust.finetune import auto
 from imageclust.finetune.params import FinetuneParams
 from imageclust.finetune.registry import METHODS
+from imageclust.metrics import clustering_accuracy
 
 FEW = {"temi": {"epochs": 2, "num_heads": 1, "num_neighbors": 5}}
 
@@ -31,11 +33,10 @@ def blobs(n=90, d=16, seed=0):
     return (np.eye(d)[labels] * 4.0 + rng.normal(scale=0.3, size=(n, d))).astype(np.float32), labels
 
 
-def auto_run(initial, candidates=("none", "temi"), overrides=FEW, checkpoint_dir=None):
-    x, labels = blobs()
-    params = FinetuneParams(
-        method="auto", batch_size=32, checkpoint_every=1, auto={"candidates": list(candidates), "overrides": overrides}
-    )
+def auto_run(initial, candidates=("none", "temi"), overrides=FEW, checkpoint_dir=None, n=90, screen_rows=None):
+    x, labels = blobs(n)
+    block = {"candidates": list(candidates), "overrides": overrides, "screen_rows": screen_rows}
+    params = FinetuneParams(method="auto", batch_size=32, checkpoint_every=1, auto=block)
     return frozen_run(
         x, labels, np.ones(len(x), bool), 3, params, initial=initial, checkpoint_dir=checkpoint_dir, run_id="auto-test"
     )
@@ -61,6 +62,32 @@ def test_auto_keeps_the_cluster_stage_when_it_is_best():
     np.testing.assert_array_equal(result.clusters, labels)
 
 
+@pytest.mark.parametrize("screen_rows, fits", [(200, [200, 200, 300]), (300, [300, 300])])
+def test_a_screen_judges_the_candidates_on_a_sample_and_fits_the_winner_on_every_row(
+    tmp_path, monkeypatch, screen_rows, fits
+):
+    """Fewer screen rows than training rows: each candidate is fitted on that many, then the winner on
+    every row; no fewer: every candidate on every row, as without a screen."""
+    seen = []
+    for name in ("none", "temi"):
+        record = auto.METHODS[name]
+
+        def counting(run, record=record):
+            seen.append((record.name, len(run.vectors), int(run.train.sum())))
+            return record.run(run)
+
+        monkeypatch.setitem(auto.METHODS, name, dataclasses.replace(record, run=counting))
+    _, labels = blobs(300)
+    at_chance = np.random.default_rng(0).permutation(labels)
+    result = auto.finetune_auto(auto_run(at_chance, n=300, screen_rows=screen_rows, checkpoint_dir=tmp_path / "ckpt"))
+    assert [rows for _, rows, _ in seen] == [trained for _, _, trained in seen] == fits
+    assert [name for name, _, _ in seen] == ["none", "temi", "temi"][: len(fits)]
+    assert result.stats["chosen"] == "temi" and len(result.clusters) == 300
+    assert result.stats.get("screened_on_rows") == (200 if len(fits) == 3 else None)
+    assert clustering_accuracy(labels, result.clusters) > 0.8  # from a cluster stage at chance (about 0.36)
+    assert not any((tmp_path / "ckpt").rglob("*.pt"))  # neither the screen's nor the final fit's resume state
+
+
 def test_candidates_run_with_their_defaults_and_the_overrides_only():
     run = auto_run(blobs()[1])
     block = auto.candidate_block("temi", run.block.overrides["temi"])
@@ -78,6 +105,7 @@ def test_candidates_run_with_their_defaults_and_the_overrides_only():
         ({"overrides": {"scan": {"epochz": 1}}}, "overrides.scan.epochz: Extra inputs"),
         ({"overrides": {"temi": {"hidden_dim": 8}}}, "overrides.temi: init_from_centroids=true needs hidden_dim=0"),
         ({"overrides": {"scan": {"train_backbone": True}}}, "overrides.scan: these settings train the encoder"),
+        ({"screen_rows": 50}, "screen_rows=50 is invalid: Input should be greater than or equal to 200"),
     ],
 )
 def test_bad_candidates_are_refused_by_name(block, message):
