@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k bench-choose-method bench-report-size bench-size-prior
+.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k bench-choose-method bench-auto-screen bench-report-size bench-size-prior
 
 install: $(VENV)/.installed
 
@@ -65,6 +65,9 @@ bench-choose-k: install
 
 bench-choose-method: install   # RUNS="--run NAME=PROJECT[:SPLIT] ..."
 	python benchmarks/choose_method.py $(RUNS) --out benchmarks/results/choose_method.json --docs
+
+bench-auto-screen: install   # RUNS="--run NAME=PROJECT[:SPLIT] ..."
+	python benchmarks/auto_screen.py $(RUNS) --screen-rows 3000 10000 none --out benchmarks/results/auto_screen.json --docs
 
 bench-report-size: install   # a folder of 10,000 photo-sized JPEGs through photos_frozen: the report, git
 	python benchmarks/report_size.py --out benchmarks/results/report_size.json
