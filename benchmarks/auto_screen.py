@@ -25,7 +25,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.common import head_commit, write_between_markers  # noqa: E402
+from benchmarks.common import head_commit, project_run, write_between_markers  # noqa: E402
 from imageclust.config import GlobalParams, load_section  # noqa: E402
 from imageclust.finetune.params import FinetuneParams  # noqa: E402
 from imageclust.finetune.stage import run_finetune  # noqa: E402
@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     report = json.loads(args.out.read_text()) if args.out.exists() else {"datasets": {}}
     for spec in args.run:
-        name, _, target = spec.partition("=")
-        project, _, split = target.partition(":")
+        name, project, split = project_run(spec)
         seed = args.seed
         if seed is None:
             seed = yaml.safe_load((Path(project) / "params.yaml").read_text())["seed"]
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             run = {
                 "project": project,
                 "seed": seed,
-                **run_auto(Path(project), split or None, screen_rows, seed, args.candidates),
+                **run_auto(Path(project), split, screen_rows, seed, args.candidates),
             }
             print(name, json.dumps(run), flush=True)
             runs = [r for r in report["datasets"].get(name, []) if r["screen_rows"] != screen_rows]

@@ -26,7 +26,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.common import write_between_markers  # noqa: E402
+from benchmarks.common import project_run, write_between_markers  # noqa: E402
 from imageclust.config import GlobalParams, load_section  # noqa: E402
 from imageclust.finetune.guard import FLOOR_SCORE, Referee, below_floor  # noqa: E402
 from imageclust.finetune.params import FinetuneParams  # noqa: E402
@@ -131,9 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(2)
     report = json.loads(args.out.read_text()) if args.out.exists() else {"datasets": {}}
     for spec in args.run:
-        name, _, target = spec.partition("=")
-        project, _, split = target.partition(":")
-        rows = run_methods(Path(project), split or None, tuple(args.methods), args.seed)
+        name, project, split = project_run(spec)
+        rows = run_methods(Path(project), split, tuple(args.methods), args.seed)
         report["datasets"][name] = {"project": project, "split": split or "all", "methods": rows, "picks": picks(rows)}
         regrets = {s: [d["picks"][s]["regret"] for d in report["datasets"].values()] for s in SELECTORS}
         report["summary"] = {

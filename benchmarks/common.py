@@ -93,6 +93,14 @@ def timed_stage(project: Path, stage: str) -> dict:
     return {"seconds": round(seconds, 1), "peak_mib": round(int(peak[-1].split("=")[1]) / 1024) if peak else None}
 
 
+def project_run(spec: str) -> tuple[str, str, str | None]:
+    """``NAME=PROJECT[:SPLIT]`` (the ``--run`` of the benchmarks on a kept project) as its three parts;
+    no split: None, every row scored."""
+    name, _, target = spec.partition("=")
+    project, _, split = target.partition(":")
+    return name, project, split or None
+
+
 def write_between_markers(page: Path, begin: str, end: str, text: str) -> None:
     """Replace what lies between the ``begin`` and ``end`` markers of ``page`` (a Markdown file) with ``text``."""
     content = page.read_text()

@@ -1,11 +1,13 @@
 """Fake inputs the tests share: blobs of features, the inputs of the plot stage, and fine-tuning runs
 on frozen features."""
 
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
+import yaml
 
 from imageclust.data.prepared import RawDataset, write_prepared
 from imageclust.finetune.base import FinetuneRun
@@ -46,10 +48,6 @@ def blob_project(root: Path, params: dict, n_per: int) -> np.ndarray:
     """A project folder as the benchmarks read it: ``params`` as its params.yaml, the repository's
     dvc.yaml, three blobs as the extract stage's features and a cluster stage that got nothing right
     (labels permuted). Returns the labels."""
-    import shutil
-
-    import yaml
-
     shutil.copy(Path(__file__).resolve().parents[1] / "dvc.yaml", root / "dvc.yaml")
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     _, labels, _ = write_blobs(root / "artifacts" / "features", n_per=n_per)
