@@ -65,7 +65,7 @@ def test_defaults_for_empty_file_and_missing_sections(tmp_path):
     assert data.name == "digits" and data.test_fraction == 0.2 and data.train_splits == ["train"]
     assert cluster.method == "kmeans" and cluster.k == 10 and cluster.pca_dim is None
     assert cluster.l2_normalize is True and cluster.whiten is False
-    assert finetune.method == "scan" and finetune.scan.num_heads == 5 and finetune.scan.confidence_threshold == 0.99
+    assert finetune.method == "auto" and finetune.scan.num_heads == 5 and finetune.scan.confidence_threshold == 0.99
 
 
 def test_null_section_means_defaults(tmp_path):
@@ -133,14 +133,14 @@ def test_a_method_that_trains_the_encoder_needs_it(tmp_path):
     for finetune in (
         FinetuneParams(method="deepcluster"),
         FinetuneParams(method="spectral"),
-        FinetuneParams(scan={"train_backbone": True}),
+        FinetuneParams(method="scan", scan={"train_backbone": True}),
     ):
         with pytest.raises(
             ParamsError, match=f"finetune.method='{finetune.method}' is invalid with extract.backbone=pixels"
         ):
             check_backbone(finetune, ExtractParams(backbone="pixels").backbone)
         check_backbone(finetune, ExtractParams().backbone)
-    for method in ("scan", "temi", "none"):  # on frozen features, any backbone
+    for method in ("auto", "scan", "temi", "none"):  # on frozen features, any backbone
         check_backbone(FinetuneParams(method=method), "pixels")
 
 

@@ -24,6 +24,7 @@ TINY = {
     "extract.num_workers": 0,
     "cluster.k": 5,
     "finetune.batch_size": 32,
+    "finetune.method": "scan",
     "device": "cpu",
     "finetune.scan.epochs": 1,
     "finetune.scan.self_label_epochs": 1,

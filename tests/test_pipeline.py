@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "pretrain": {"epochs": 1, "batch_size": 128, "warmup_epochs": 0},
-    "finetune": {"scan": {"epochs": 2, "self_label_epochs": 1, "num_heads": 2}},
+    "finetune": {"method": "scan", "scan": {"epochs": 2, "self_label_epochs": 1, "num_heads": 2}},
     # every experiment redraws the plots: small sheets and no map with images keep the test quick
     "plot": {
         "embedding": "pca",

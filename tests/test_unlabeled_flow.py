@@ -35,6 +35,7 @@ def test_every_stage_runs_without_labels(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(name="arrays", root=str(tmp_path / "unlabeled.npz"), download_dir=str(tmp_path / "raw"))
     params["pretrain"].update(epochs=1, batch_size=64, warmup_epochs=0)
+    params["finetune"].update(method="scan")
     params["finetune"]["scan"].update(epochs=2, self_label_epochs=1, num_heads=2)
     params["plot"]["embedding"] = "pca"
     p = tmp_path / "params.yaml"

@@ -18,8 +18,11 @@ class FinetuneShared(Section):
 
     key = "finetune"
     method: one_of(lambda: METHODS, "finetune method") = Field(
-        "scan",
-        description="fine-tuning method (`imageclust/finetune/`); `none`: the cluster stage's assignments are final",
+        "auto",
+        description=(
+            "fine-tuning method (`imageclust/finetune/`); `auto`: `finetune.auto.candidates` fitted on the same "
+            "features, the one judged best without labels kept; `none`: the cluster stage's assignments are final"
+        ),
     )
     batch_size: Int = Field(256, ge=2, description="batch of every method")
     checkpoint_every: Int = Field(
