@@ -1,5 +1,6 @@
 """TURTLE's knobs, measured on one extract stage's output: each setting's ACC on a labelled split, its
-generalisation score (what picks a restart without labels), and its time, beside k-means on the same
+label-free scores (the neighbour score and the generalisation score; ``restart_score`` says which picks a
+restart), and its time, beside k-means on the same
 features. The labels are read only to score.
 
 Usage, on a project whose extract stage has run (``quality.py --workdir`` keeps its clones):
@@ -26,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from imageclust.clustering.preprocess import l2_normalize  # noqa: E402
 from imageclust.finetune import turtle  # noqa: E402
+from imageclust.finetune.guard import Referee  # noqa: E402
+from imageclust.finetune.projection import project_spaces  # noqa: E402
 from imageclust.metrics import clustering_accuracy  # noqa: E402
 from imageclust.tables import read_features  # noqa: E402
 
@@ -40,29 +43,33 @@ def kmeans_start(vectors: np.ndarray, fit: np.ndarray, k: int, seed: int) -> np.
 
 def measure(spaces: list[np.ndarray], labels, fit, score, initial, k: int, overrides: dict, seed: int) -> dict:
     """Every restart as the finetune stage runs it (``turtle.fit_restart``) on the features of
-    ``spaces``, each scored by ACC on the ``score`` rows and by the generalisation score on the
-    ``fit`` rows."""
+    ``spaces``, each scored by ACC on the ``score`` rows and by the label-free scores on the ``fit``
+    rows; the restart ``p.restart_score`` ranks first is picked."""
     p = turtle.Params(**overrides)
     started = time.perf_counter()
-    _, z_all = turtle.project_spaces(spaces, fit, p, seed)
+    _, z_all = project_spaces(spaces, fit, p, seed)
     rows = torch.from_numpy(np.flatnonzero(fit))
     z, start = [space[rows] for space in z_all], torch.as_tensor(initial, dtype=torch.long)[rows]
+    referee = Referee(np.asarray(spaces[0])[fit], seed)
     restarts = []
     for r in range(p.restarts):
         encoder = turtle.fit_restart(z, start, k, p, seed, r)
-        _, generalisation = turtle.scored_labels(encoder, z, p, seed)
+        fitted, generalisation = turtle.scored_labels(encoder, z, p, seed)
         clusters = turtle.label(encoder, z_all).argmax(1).numpy()
         restarts.append(
             {
                 "generalisation_score": round(generalisation, 4),
+                "neighbour_score": round(referee.score(fitted), 4),
                 "acc": round(clustering_accuracy(labels[score], clusters[score]), 4),
                 "clusters_used": int(len(np.unique(clusters))),
             }
         )
-    picked = max(range(len(restarts)), key=lambda r: restarts[r]["generalisation_score"])
+    ranked_by = f"{p.restart_score}_score"
+    picked = max(range(len(restarts)), key=lambda r: restarts[r][ranked_by])
     return {
         "acc": restarts[picked]["acc"],
         "picked_restart": picked,
+        "picked_by": p.restart_score,
         "restarts": restarts,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--space", type=Path, action="append", default=[], help="a further space's features folder")
     parser.add_argument("--name", help="the result's key in --out (default: the project folder's name)")
     parser.add_argument("--fit-split", default="train")
-    parser.add_argument("--score-split", default="test")
+    parser.add_argument("--score-split", default="test", help="a split's name, or all")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--setting", action="append", required=True, help="'default' or 'key=value key=value'")
@@ -82,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     table = read_features(args.features)
-    fit, score = table.splits == args.fit_split, table.splits == args.score_split
+    fit = table.splits == args.fit_split
+    score = np.ones(len(table.splits), bool) if args.score_split == "all" else table.splits == args.score_split
     more = [read_features(folder) for folder in args.space]
     for folder, space in zip(args.space, more):
         if not np.array_equal(space.ids, table.ids):

@@ -6,7 +6,10 @@ Kept from the paper: a task encoder of one weight-normalised linear head per rep
 the mean of the heads' softmaxes; at each outer step, linear classifiers fitted to the current labels by a few Adam
 steps on a batch (warm-started from the previous step's, or fresh); the outer loss of ``losses.turtle`` (their
 cross-entropy against the labels, held fixed, minus ``gamma`` times the entropy of the mean labels); restarts
-ranked by the generalisation score (``labelfree.generalisation_score``), which needs no label.
+ranked without labels: by the paper's generalisation score (``labelfree.generalisation_score``), or by the
+chance-corrected neighbour score in the extract stage's features (``guard.Referee``, as ``auto`` and the floor
+judge), the default: the generalisation score saturates near 1 on well-separated features and ties restarts
+whose ACC differs by 0.04 (docs/results.md, "TURTLE beside the other methods").
 
 Made for a CPU: each space is L2-normalised, centred and projected on its ``pca_dim`` leading principal components
 (fitted on the training rows) and scaled, so the linear layers are small and one learning rate suits every
@@ -26,12 +29,13 @@ from pydantic import Field
 from torch import nn
 
 from ..clustering.base import cluster_means, distances_to_centres
-from ..clustering.preprocess import l2_normalize
 from ..config import Int, Section
 from ..labelfree import generalisation_score
 from ..losses.turtle import task_labels, turtle_inner_loss, turtle_outer_loss
 from ..runtime import check_finite_loss
 from .base import FinetuneMethod, FinetuneResult, FinetuneRun
+from .guard import Referee
+from .projection import SpaceProjection, project_spaces
 from .size_prior import size_prior
 
 log = logging.getLogger(__name__)
@@ -51,7 +55,12 @@ class Params(Section):
     warm_start: bool = Field(True, description="the inner classifiers continue from the previous outer step's")
     pca_dim: Int | None = Field(256, ge=1, description="principal components kept per space; null: all dimensions")
     whiten: bool = Field(False, description="scale each principal component to unit variance (else all by one factor)")
-    restarts: Int = Field(3, ge=1, description="task encoders from different starts; the best generalising is kept")
+    restarts: Int = Field(3, ge=1, description="task encoders from different starts; the best-scored is kept")
+    restart_score: Literal["neighbour", "generalisation"] = Field(
+        "neighbour",
+        description="how restarts are ranked: the chance-corrected nearest-neighbour score in the extract stage's "
+        "features (as `auto` judges), or the paper's generalisation score (k-fold linear classifiers)",
+    )
     score_folds: Int = Field(5, ge=2, description="folds of the generalisation score")
     score_samples: Int = Field(5000, ge=10, description="rows the generalisation score is computed on")
     init: Literal["clusters", "random"] = Field(
@@ -61,36 +70,6 @@ class Params(Section):
         4.0, gt=0, description="init clusters: logits are this over the mean squared distance times the distances"
     )
     schedule: Literal["cosine", "constant"] = Field("cosine", description="of the outer learning rate")
-
-
-class SpaceProjection:
-    """L2-normalise, centre, project on the leading principal components, scale each to unit variance:
-    fitted on the training rows of one space, applied to every row and to new samples."""
-
-    def __init__(self, mean: np.ndarray, components: np.ndarray, scale: np.ndarray):
-        self.mean, self.components, self.scale = mean, components, scale
-
-    @classmethod
-    def fit(cls, x: np.ndarray, pca_dim: int | None, whiten: bool, seed: int) -> SpaceProjection:
-        from sklearn.decomposition import PCA
-
-        x = l2_normalize(np.asarray(x, dtype=np.float32))
-        keep = min(pca_dim or x.shape[1], x.shape[1], len(x))
-        pca = PCA(keep, svd_solver="auto", random_state=seed).fit(x)
-        scale = np.sqrt(pca.explained_variance_).astype(np.float32)
-        if not whiten:  # one scale for all components: the mean component variance becomes 1
-            scale = np.full_like(scale, np.sqrt(pca.explained_variance_.mean()))
-        return cls(pca.mean_.astype(np.float32), pca.components_.T.astype(np.float32), np.maximum(scale, 1e-6))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ((l2_normalize(np.asarray(x, np.float32)) - self.mean) @ self.components / self.scale).astype(np.float32)
-
-    def to_tensors(self) -> dict:
-        return {name: torch.from_numpy(getattr(self, name)) for name in ("mean", "components", "scale")}
-
-    @classmethod
-    def from_tensors(cls, saved: dict) -> SpaceProjection:
-        return cls(*(saved[name].numpy() for name in ("mean", "components", "scale")))
 
 
 class TaskEncoder(nn.Module):
@@ -230,12 +209,6 @@ def label(encoder: TaskEncoder, spaces: list[torch.Tensor], batch_size: int = 81
     return torch.cat([encoder([z[i : i + batch_size] for z in spaces])[0] for i in range(0, n, batch_size)])
 
 
-def project_spaces(raw_spaces: list[np.ndarray], train: np.ndarray, p: Params, seed: int, device="cpu"):
-    """Each space's projection, fitted on the ``train`` rows, and every row projected (on ``device``)."""
-    projections = [SpaceProjection.fit(np.asarray(x)[train], p.pca_dim, p.whiten, seed) for x in raw_spaces]
-    return projections, [torch.from_numpy(proj(x)).to(device) for proj, x in zip(projections, raw_spaces)]
-
-
 def fit_restart(
     spaces: list[torch.Tensor],
     initial: torch.Tensor,
@@ -273,6 +246,7 @@ def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
     spaces = [z[train_rows] for z in all_spaces]
     initial = torch.as_tensor(run.initial_clusters, dtype=torch.long, device=device)[train_rows]
     prior, prior_stats = size_prior(run)
+    referee = Referee(run.vectors[np.flatnonzero(run.train)], run.seed)
     rows_per_restart = math.ceil(p.outer_steps / STEPS_PER_ROW)
     total_rows = p.restarts * rows_per_restart
     finished: list[dict] = []  # per restart done: its heads and score
@@ -298,11 +272,16 @@ def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
         encoder = fit_restart(spaces, initial, run.num_clusters, p, run.seed, r, on_row, state, prior)
         state = None
         clusters, score = scored_labels(encoder, spaces, p, run.seed)
-        log.info("turtle restart %d: generalisation score %.4f, %d clusters used", r, score, len(np.unique(clusters)))
-        finished.append({"heads": encoder.plain_weights(), "score": score})
+        neighbour = referee.score(clusters)
+        log.info(
+            "turtle restart %d: generalisation score %.4f, neighbour score %.4f, %d clusters used",
+            *(r, score, neighbour, len(np.unique(clusters))),
+        )
+        finished.append({"heads": encoder.plain_weights(), "score": score, "neighbour": neighbour})
     bar.close()
 
-    best = int(np.argmax([f["score"] for f in finished]))
+    ranked_by = "score" if p.restart_score == "generalisation" else "neighbour"
+    best = int(np.argmax([f[ranked_by] for f in finished]))
     heads = finished[best]["heads"]
     probs = assign_probabilities(heads, [z.cpu().numpy() for z in all_spaces])
     clusters = probs.argmax(1)
@@ -318,6 +297,8 @@ def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
         stats={
             "train_samples": int(len(train_rows)),
             "generalisation_scores": [round(f["score"], 4) for f in finished],
+            "neighbour_scores": [round(f["neighbour"], 4) for f in finished],
+            "restart_score": p.restart_score,
             "best_restart": best,
             "generalisation_score": round(finished[best]["score"], 4),
             **prior_stats,

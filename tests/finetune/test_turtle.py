@@ -10,11 +10,11 @@ from fakes import Recorder, killed_at, sphere_blobs
 
 from imageclust.finetune.base import CHECKPOINT_FILE, Curves, FinetuneRun
 from imageclust.finetune.params import FinetuneParams
+from imageclust.finetune.projection import SpaceProjection
 from imageclust.finetune.registry import METHODS
 from imageclust.finetune.turtle import (
     STEPS_PER_ROW,
     Params,
-    SpaceProjection,
     TaskEncoder,
     assign_turtle,
     finetune_turtle,
@@ -163,8 +163,33 @@ def test_finetune_turtle_recovers_the_blobs_from_random_starts():
     initial = np.zeros(len(x), dtype=np.int64)  # unused: every start is random
     result = finetune_turtle(make_run(x, labels, dict(init="random", outer_steps=100, outer_lr=0.05), initial))
     assert clustering_accuracy(labels, result.clusters) == 1.0
-    scores = result.stats["generalisation_scores"]
+    scores = result.stats["neighbour_scores"]  # restart_score: neighbour, the default
     assert len(scores) == 2 and result.stats["best_restart"] == int(np.argmax(scores))
+    assert len(result.stats["generalisation_scores"]) == 2 and result.stats["restart_score"] == "neighbour"
+
+
+@pytest.mark.parametrize("restart_score, kept", [("neighbour", 1), ("generalisation", 0)])
+def test_restarts_are_ranked_by_the_chosen_score(monkeypatch, restart_score, kept):
+    """The two scores disagree (generalisation prefers restart 0, neighbour restart 1): the chosen one
+    decides which restart's heads label the rows."""
+    import imageclust.finetune.turtle as turtle
+
+    real_scored_labels = turtle.scored_labels
+    generalisation, neighbour = iter([0.9, 0.5]), iter([0.1, 0.8])
+    fitted = []
+
+    def scored_labels(encoder, spaces, p, seed):
+        fitted.append(encoder.plain_weights())
+        return real_scored_labels(encoder, spaces, p, seed)[0], next(generalisation)
+
+    monkeypatch.setattr(turtle, "scored_labels", scored_labels)
+    monkeypatch.setattr(turtle.Referee, "score", lambda self, clusters: next(neighbour))
+    x, labels = sphere_blobs(n=90, d=16)
+    result = finetune_turtle(make_run(x, labels, dict(init="random", restart_score=restart_score)))
+    assert result.stats["best_restart"] == kept
+    assert result.stats["generalisation_scores"] == [0.9, 0.5] and result.stats["neighbour_scores"] == [0.1, 0.8]
+    kept_weight = fitted[kept][0]["weight"]
+    assert torch.equal(result.model["heads"][0]["weight"], kept_weight)
 
 
 def test_finetune_turtle_logs_curves_and_predicts_every_row(tmp_path):
