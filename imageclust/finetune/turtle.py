@@ -249,7 +249,7 @@ def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
     referee = Referee(run.vectors[np.flatnonzero(run.train)], run.seed)
     rows_per_restart = math.ceil(p.outer_steps / STEPS_PER_ROW)
     total_rows = p.restarts * rows_per_restart
-    finished: list[dict] = []  # per restart done: its heads and score
+    finished: list[dict] = []  # per restart done: its heads and both scores
     restart, state = 0, None
     resumed = run.resume()
     if resumed is not None:
@@ -277,11 +277,10 @@ def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
             "turtle restart %d: generalisation score %.4f, neighbour score %.4f, %d clusters used",
             *(r, score, neighbour, len(np.unique(clusters))),
         )
-        finished.append({"heads": encoder.plain_weights(), "score": score, "neighbour": neighbour})
+        finished.append({"heads": encoder.plain_weights(), "generalisation": score, "neighbour": neighbour})
     bar.close()
 
-    ranked_by = "score" if p.restart_score == "generalisation" else "neighbour"
-    best = int(np.argmax([f[ranked_by] for f in finished]))
+    best = int(np.argmax([f[p.restart_score] for f in finished]))
     heads = finished[best]["heads"]
     probs = assign_probabilities(heads, [z.cpu().numpy() for z in all_spaces])
     clusters = probs.argmax(1)
@@ -296,11 +295,11 @@ def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
         },
         stats={
             "train_samples": int(len(train_rows)),
-            "generalisation_scores": [round(f["score"], 4) for f in finished],
+            "generalisation_scores": [round(f["generalisation"], 4) for f in finished],
             "neighbour_scores": [round(f["neighbour"], 4) for f in finished],
             "restart_score": p.restart_score,
             "best_restart": best,
-            "generalisation_score": round(finished[best]["score"], 4),
+            "generalisation_score": round(finished[best]["generalisation"], 4),
             **prior_stats,
         },
     )
