@@ -1,5 +1,6 @@
 """``finetune.method: auto``: fit every candidate method on the same features and keep the clustering
-that generalises best in the extract stage's features (``guard.Referee``): by default by nearest
+that generalises best in the extract stage's features, and in every space of ``extract.spaces`` when
+TURTLE is a candidate, averaged (``guard.Referee``): by default by nearest
 neighbours (``labelfree.neighbour_kappa``, chance-corrected), else by linear classifiers (TURTLE's
 generalisation score) or the mean of the two. Each is biased towards the methods that optimise it:
 the linear score towards the labelling TURTLE optimises for it and the Voronoi cells of a k-means in
@@ -47,7 +48,8 @@ class Params(Section):
     score: Literal["neighbour", "linear", "both"] = Field(
         "neighbour",
         description=(
-            "how a candidate's clustering is judged in the extract stage's features: by nearest neighbours "
+            "how a candidate's clustering is judged in the extract stage's features (and those of extract.spaces, "
+            "averaged): by nearest neighbours "
             "(labelfree.neighbour_kappa), by linear classifiers (TURTLE's generalisation score), or their mean"
         ),
     )
@@ -142,12 +144,12 @@ def fit_candidates(run: FinetuneRun, folder_prefix: str = "") -> dict[str, tuple
     """Every candidate's result on ``run`` and its score, in the order of ``candidates``."""
     p = run.block
     train_rows = np.flatnonzero(run.train)
-    referee = Referee(run.vectors[train_rows], run.seed)
+    referee = Referee.of_run(run)
     fitted = {}
     for name in p.candidates:
         result = fit_candidate(run, name, folder_prefix + name)
         score = referee.judge(result.clusters[train_rows], p.score)
-        log.info("auto: %s scores %.4f (%s) in the extract stage's features", name, score, p.score)
+        log.info("auto: %s scores %.4f (%s) in %d representation space(s)", name, score, p.score, referee.spaces)
         fitted[name] = (result, score)
     return fitted
 
@@ -184,7 +186,8 @@ def finetune_auto(run: FinetuneRun) -> FinetuneResult:
             **result.stats,
             "chosen": chosen,
             "candidate_scores": {name: round(score, 4) for name, (_, score) in fitted.items()},
-            "chosen_by": f"{run.block.score} score in the extract stage's features",
+            "chosen_by": f"{run.block.score} score in the extract stage's features"
+            + (f" and {len(run.more_spaces)} more space(s), averaged" if run.more_spaces else ""),
             **screened,
         },
     )

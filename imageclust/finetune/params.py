@@ -32,7 +32,8 @@ class FinetuneShared(Section):
         True,
         description=(
             "SCAN, TEMI, TURTLE: return the cluster stage's assignment when the method's clustering is judged worse "
-            "in the extract stage's features (the chance-corrected nearest-neighbour score, as `auto` judges)"
+            "in the extract stage's features, and in those of extract.spaces for TURTLE, averaged "
+            "(the chance-corrected nearest-neighbour score, as `auto` judges)"
         ),
     )
 

@@ -7,9 +7,10 @@ the mean of the heads' softmaxes; at each outer step, linear classifiers fitted 
 steps on a batch (warm-started from the previous step's, or fresh); the outer loss of ``losses.turtle`` (their
 cross-entropy against the labels, held fixed, minus ``gamma`` times the entropy of the mean labels); restarts
 ranked without labels: by the paper's generalisation score (``labelfree.generalisation_score``), or by the
-chance-corrected neighbour score in the extract stage's features (``guard.Referee``, as ``auto`` and the floor
-judge), the default: the generalisation score saturates near 1 on well-separated features and ties restarts
-whose ACC differs by 0.04 (docs/results.md, "TURTLE beside the other methods").
+chance-corrected neighbour score in the extract stage's features and every further space, averaged
+(``guard.Referee``, as ``auto`` and the floor judge), the default: the generalisation score saturates near 1
+on well-separated features and ties restarts whose ACC differs by 0.04 (docs/results.md, "TURTLE beside the
+other methods").
 
 Made for a CPU: each space is L2-normalised, centred and projected on its ``pca_dim`` leading principal components
 (fitted on the training rows) and scaled, so the linear layers are small and one learning rate suits every
@@ -59,7 +60,8 @@ class Params(Section):
     restart_score: Literal["neighbour", "generalisation"] = Field(
         "neighbour",
         description="how restarts are ranked: the chance-corrected nearest-neighbour score in the extract stage's "
-        "features (as `auto` judges), or the paper's generalisation score (k-fold linear classifiers)",
+        "features and those of extract.spaces, averaged (as `auto` judges), or the paper's generalisation score "
+        "(k-fold linear classifiers)",
     )
     score_folds: Int = Field(5, ge=2, description="folds of the generalisation score")
     score_samples: Int = Field(5000, ge=10, description="rows the generalisation score is computed on")
@@ -236,8 +238,8 @@ def scored_labels(encoder: TaskEncoder, spaces: list[torch.Tensor], p: Params, s
 
 
 def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
-    """TURTLE on the training rows, ``restarts`` times; the restart whose clustering generalises best
-    labels every row."""
+    """TURTLE on the training rows, ``restarts`` times; the restart best by ``restart_score`` (each
+    restart's clustering judged without labels) labels every row."""
     p, device = run.block, run.device
     torch.manual_seed(run.seed)
     raw_spaces = [run.vectors, *run.more_spaces.values()]
@@ -246,7 +248,7 @@ def finetune_turtle(run: FinetuneRun) -> FinetuneResult:
     spaces = [z[train_rows] for z in all_spaces]
     initial = torch.as_tensor(run.initial_clusters, dtype=torch.long, device=device)[train_rows]
     prior, prior_stats = size_prior(run)
-    referee = Referee(run.vectors[np.flatnonzero(run.train)], run.seed)
+    referee = Referee.of_run(run)
     rows_per_restart = math.ceil(p.outer_steps / STEPS_PER_ROW)
     total_rows = p.restarts * rows_per_restart
     finished: list[dict] = []  # per restart done: its heads and both scores

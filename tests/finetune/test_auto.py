@@ -1,5 +1,6 @@
 """finetune.method: auto: every candidate fitted on the same features, the best by nearest neighbours
-in the extract stage's features kept, its model what predict uses; bad candidates refused by name."""
+in the extract stage's features (and any further spaces) kept, its model what predict uses; bad
+candidates refused by name."""
 
 import dataclasses
 import json
@@ -60,6 +61,27 @@ def test_auto_keeps_the_cluster_stage_when_it_is_best():
     result = METHODS["auto"].run(auto_run(labels, candidates=("none",), overrides={}))
     assert result.stats["chosen"] == "none" and result.model == {"method": "none"}
     np.testing.assert_array_equal(result.clusters, labels)
+
+
+def test_with_more_spaces_every_candidate_is_judged_in_all_of_them():
+    """The extract stage's features hold nothing (noise); a further space holds the blobs. Judged there
+    too, TURTLE, which fits a head in it, beats the cluster stage's assignment at chance."""
+    from imageclust.finetune.guard import Referee
+
+    blobs_space, labels = blobs()
+    noise = np.random.default_rng(1).normal(size=blobs_space.shape).astype(np.float32)
+    at_chance = np.random.default_rng(0).permutation(labels)
+    turtle = {"init": "random", "outer_steps": 60, "outer_lr": 0.05, "batch_size": 90, "restarts": 1}
+    run = auto_run(at_chance, candidates=("none", "turtle"), overrides={"turtle": turtle})
+    run = dataclasses.replace(run, vectors=noise, more_spaces={"blobs": blobs_space})
+    result = METHODS["auto"].run(run)
+    referee = Referee(noise, seed=0, more_spaces=[blobs_space])
+    assert result.stats["chosen"] == "turtle" and clustering_accuracy(labels, result.clusters) > 0.9
+    assert result.stats["candidate_scores"] == {
+        "none": round(referee.score(at_chance), 4),
+        "turtle": round(referee.score(result.clusters), 4),
+    }
+    assert "1 more space(s), averaged" in result.stats["chosen_by"]
 
 
 @pytest.mark.parametrize("screen_rows, fits", [(200, [200, 200, 300]), (300, [300, 300])])

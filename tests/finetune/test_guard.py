@@ -87,3 +87,49 @@ def test_judge_is_the_mean_of_the_two_scores():
     both = referee.judge(labels)
     assert both == pytest.approx((referee.judge(labels, "neighbour") + referee.judge(labels, "linear")) / 2)
     assert referee.judge(labels, "neighbour") == referee.score(labels) and referee.linear(labels) > 0.9
+
+
+def blobs_of(labels, seed, dim=8):
+    """Features that hold ``labels`` as blobs."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(labels.max() + 1, dim)) * 4
+    return (centres[labels] + rng.normal(size=(len(labels), dim))).astype(np.float32)
+
+
+def test_with_more_spaces_a_labelling_is_judged_by_its_mean_score_over_them():
+    x, labels = blobs()
+    other = np.random.default_rng(2).permutation(labels)  # what a second space holds instead
+    y = blobs_of(other, seed=3)
+    both = Referee(x, seed=0, more_spaces=[y])
+    assert both.spaces == 2 and Referee(x, seed=0).spaces == 1
+    for labelling in (labels, other):
+        alone = [Referee(x, seed=0), Referee(y, seed=0)]
+        assert both.score(labelling) == pytest.approx(np.mean([r.score(labelling) for r in alone]))
+        assert both.linear(labelling) == pytest.approx(np.mean([r.linear(labelling) for r in alone]))
+    assert Referee(x, seed=0).score(labels) > 0.9 and Referee(y, seed=0).score(labels) < 0.15
+
+
+def test_the_floor_judges_in_every_space_the_run_was_given():
+    import dataclasses
+
+    from imageclust.finetune.base import FinetuneResult
+    from imageclust.finetune.guard import floor
+
+    x, labels = blobs()
+    # the method's labelling differs from the cluster stage's on a fifth of the rows: worse in the first
+    # space, which holds the cluster stage's, but what the two further spaces hold
+    method = labels.copy()
+    moved = np.random.default_rng(4).choice(len(labels), len(labels) // 5, replace=False)
+    method[moved] = (method[moved] + 1) % 3
+    result = FinetuneResult(clusters=method, confidence=np.ones(len(x), np.float32))
+    run = _run(x, labels)
+    first_only = floor(run, result).stats
+    assert first_only["floor_kept_cluster_stage"] and first_only["floor_spaces"] == 1
+
+    more = {"second": blobs_of(method, seed=5), "third": blobs_of(method, seed=6)}
+    every = floor(dataclasses.replace(run, more_spaces=more), result)
+    assert not every.stats["floor_kept_cluster_stage"] and every.stats["floor_spaces"] == 3
+    np.testing.assert_array_equal(every.clusters, method)
+    referee = Referee(x, seed=0, more_spaces=list(more.values()))
+    assert every.stats["floor_score"] == round(referee.score(method), 4)
+    assert every.stats["floor_start_score"] == round(referee.score(labels), 4)
