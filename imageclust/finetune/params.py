@@ -32,7 +32,7 @@ class FinetuneShared(Section):
         True,
         description=(
             "SCAN, TEMI, TURTLE: return the cluster stage's assignment when the method's clustering is judged worse "
-            "in the extract stage's features, and in those of extract.spaces for TURTLE, averaged "
+            "in the extract stage's features, and for TURTLE in every space of extract.spaces too "
             "(the chance-corrected nearest-neighbour score, as `auto` judges)"
         ),
     )

@@ -1,6 +1,8 @@
 """The guard of the encoder-training methods: a labelling judged in the starting features, the best
 epoch kept, the cluster stage's assignment as the floor."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -109,27 +111,49 @@ def test_with_more_spaces_a_labelling_is_judged_by_its_mean_score_over_them():
     assert Referee(x, seed=0).score(labels) > 0.9 and Referee(y, seed=0).score(labels) < 0.15
 
 
-def test_the_floor_judges_in_every_space_the_run_was_given():
-    import dataclasses
-
+def off_by_a_fifth():
+    """The blobs, the cluster stage's run on them (their labels) and a method's result that moves a fifth
+    of the rows to the next cluster: worse in the blobs' space, which holds the cluster stage's."""
     from imageclust.finetune.base import FinetuneResult
-    from imageclust.finetune.guard import floor
 
     x, labels = blobs()
-    # the method's labelling differs from the cluster stage's on a fifth of the rows: worse in the first
-    # space, which holds the cluster stage's, but what the two further spaces hold
     method = labels.copy()
     moved = np.random.default_rng(4).choice(len(labels), len(labels) // 5, replace=False)
     method[moved] = (method[moved] + 1) % 3
-    result = FinetuneResult(clusters=method, confidence=np.ones(len(x), np.float32))
-    run = _run(x, labels)
+    return x, labels, _run(x, labels), FinetuneResult(clusters=method, confidence=np.ones(len(x), np.float32))
+
+
+def test_the_floor_judges_in_every_space_the_run_was_given():
+    from imageclust.finetune.guard import floor
+
+    x, labels, run, result = off_by_a_fifth()
+    method = result.clusters
     first_only = floor(run, result).stats
     assert first_only["floor_kept_cluster_stage"] and first_only["floor_spaces"] == 1
 
-    more = {"second": blobs_of(method, seed=5), "third": blobs_of(method, seed=6)}
+    more = {"second": blobs_of(method, seed=5), "third": blobs_of(method, seed=6)}  # both hold the method's
     every = floor(dataclasses.replace(run, more_spaces=more), result)
     assert not every.stats["floor_kept_cluster_stage"] and every.stats["floor_spaces"] == 3
     np.testing.assert_array_equal(every.clusters, method)
     referee = Referee(x, seed=0, more_spaces=list(more.values()))
     assert every.stats["floor_score"] == round(referee.score(method), 4)
     assert every.stats["floor_start_score"] == round(referee.score(labels), 4)
+    assert every.stats["floor_scores"] == [round(v, 4) for v in referee.by_space(method)]
+
+
+def test_with_more_spaces_the_floor_needs_the_method_judged_worse_in_every_one():
+    from imageclust.finetune.guard import floor
+
+    x, labels, run, result = off_by_a_fifth()
+    method = result.clusters
+    # better in one space of three, worse on average: the method stays
+    mixed = {"second": blobs_of(method, seed=5), "third": blobs_of(labels, seed=6)}
+    referee = Referee(x, seed=0, more_spaces=list(mixed.values()))
+    assert referee.score(method) < referee.score(labels)
+    stays = floor(dataclasses.replace(run, more_spaces=mixed), result).stats
+    assert not stays["floor_kept_cluster_stage"] and stays["floor_score"] < stays["floor_start_score"]
+    # worse in every space: the cluster stage's assignment is kept
+    worse = {"second": blobs_of(labels, seed=5), "third": blobs_of(labels, seed=6)}
+    gives_way = floor(dataclasses.replace(run, more_spaces=worse), result)
+    assert gives_way.stats["floor_kept_cluster_stage"]
+    np.testing.assert_array_equal(gives_way.clusters, labels)
