@@ -7,9 +7,10 @@ the linear score towards the labelling TURTLE optimises for it and the Voronoi c
 the same space, the neighbour score towards clusterings made on a neighbour graph (SCAN, a UMAP).
 Measured over 16 cases (``benchmarks/choose_method.py`` and ``benchmarks/size_prior.py``), the linear
 bias cost more: on 1,500-image CIFAR-10 draws it picked TURTLE every time, with the lowest ACC on some.
-No label is read. Every candidate's score and the pick go to ``metrics/finetune.json`` (``chosen``,
-``candidate_scores``), so ``dvc exp show`` shows which won; ``predict`` assigns new images with the
-winner's model.
+No label is read. With further spaces (``extract.spaces``, when TURTLE is a candidate) the score is
+the mean over the spaces, and ``none`` keeps its place only as the floor keeps it (``choose``). Every
+candidate's score and the pick go to ``metrics/finetune.json`` (``chosen``, ``candidate_scores``), so
+``dvc exp show`` shows which won; ``predict`` assigns new images with the winner's model.
 
 The candidates are methods on frozen features (``none``, the cluster stage's assignment, is one), each
 run with its defaults plus ``finetune.auto.overrides.<method>``, not with its own block of params.yaml:
@@ -35,6 +36,7 @@ from .base import CHECKPOINT_FILE, FinetuneMethod, FinetuneResult, FinetuneRun
 from .guard import Referee
 
 log = logging.getLogger(__name__)
+NONE = "none"  # the candidate that is the cluster stage's assignment
 # every registered method by name: registry.py, which imports this module, fills it
 METHODS: dict[str, FinetuneMethod] = {}
 
@@ -140,18 +142,34 @@ def fit_candidate(run: FinetuneRun, name: str, folder: str) -> FinetuneResult:
     return METHODS[name].run(candidate)
 
 
-def fit_candidates(run: FinetuneRun, folder_prefix: str = "") -> dict[str, tuple[FinetuneResult, float]]:
-    """Every candidate's result on ``run`` and its score, in the order of ``candidates``."""
+def fit_candidates(run: FinetuneRun, folder_prefix: str = "") -> dict[str, tuple[FinetuneResult, list[float]]]:
+    """Every candidate's result on ``run`` and its score in each space (the extract stage's first), in
+    the order of ``candidates``."""
     p = run.block
     train_rows = np.flatnonzero(run.train)
     referee = Referee.of_run(run)
     fitted = {}
     for name in p.candidates:
         result = fit_candidate(run, name, folder_prefix + name)
-        score = referee.judge(result.clusters[train_rows], p.score)
-        log.info("auto: %s scores %.4f (%s) in %d representation space(s)", name, score, p.score, referee.spaces)
-        fitted[name] = (result, score)
+        scores = referee.by_space(result.clusters[train_rows], p.score)
+        log.info("auto: %s scores %.4f (%s) in %d representation space(s)", name, np.mean(scores), p.score, len(scores))
+        fitted[name] = (result, scores)
     return fitted
+
+
+def choose(scores: dict[str, list[float]]) -> str:
+    """The candidate with the best mean score over the spaces (the first of equals, in the listed order).
+    With further spaces, the cluster stage's assignment (``none``) gives way to the best other candidate
+    unless that one is judged worse in every space, as the floor rules (``guard.floor``): the cluster
+    stage's k-means was made in the first space and scores high there whatever it is worth."""
+    mean = {name: float(np.mean(by_space)) for name, by_space in scores.items()}
+    chosen = max(mean, key=mean.__getitem__)
+    others = [name for name in scores if name != NONE]
+    if chosen == NONE and others and len(scores[NONE]) > 1:
+        best_other = max(others, key=mean.__getitem__)
+        if not all(a < b for a, b in zip(scores[best_other], scores[NONE], strict=True)):
+            chosen = best_other
+    return chosen
 
 
 def drop_resume_state(run: FinetuneRun, folders: list[str]) -> None:
@@ -170,7 +188,7 @@ def finetune_auto(run: FinetuneRun) -> FinetuneResult:
     sample = screen_sample(run)
     prefix = "" if sample is None else "screen-"
     fitted = fit_candidates(run if sample is None else sample, prefix)
-    chosen = max(fitted, key=lambda name: fitted[name][1])
+    chosen = choose({name: scores for name, (_, scores) in fitted.items()})
     log.info("auto: %s chosen", chosen)
     result = fitted[chosen][0]
     screened = {}
@@ -179,15 +197,19 @@ def finetune_auto(run: FinetuneRun) -> FinetuneResult:
         result = fit_candidate(run, chosen, chosen)
         screened = {"screened_on_rows": len(sample.vectors)}
     drop_resume_state(run, [prefix + name for name in run.block.candidates] + ([chosen] if prefix else []))
+    by_space = {}
+    if run.more_spaces:  # each space's, the extract stage's first
+        by_space = {"candidate_scores_by_space": {n: [round(v, 4) for v in s] for n, (_, s) in fitted.items()}}
     return dataclasses.replace(
         result,
         model={**result.model, "method": chosen},  # what predict assigns with
         stats={
             **result.stats,
             "chosen": chosen,
-            "candidate_scores": {name: round(score, 4) for name, (_, score) in fitted.items()},
+            "candidate_scores": {name: round(float(np.mean(scores)), 4) for name, (_, scores) in fitted.items()},
             "chosen_by": f"{run.block.score} score in the extract stage's features"
             + (f" and {len(run.more_spaces)} more space(s), averaged" if run.more_spaces else ""),
+            **by_space,
             **screened,
         },
     )

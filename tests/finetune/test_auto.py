@@ -82,6 +82,25 @@ def test_with_more_spaces_every_candidate_is_judged_in_all_of_them():
         "turtle": round(referee.score(result.clusters), 4),
     }
     assert "1 more space(s), averaged" in result.stats["chosen_by"]
+    assert result.stats["candidate_scores_by_space"]["turtle"] == [
+        round(v, 4) for v in referee.by_space(result.clusters)
+    ]
+
+
+@pytest.mark.parametrize(
+    "scores, chosen",
+    [
+        ({"none": [0.9], "scan": [0.8]}, "none"),  # one space: the best score
+        ({"none": [0.9], "scan": [0.9]}, "none"),  # the first of equals
+        ({"none": [0.9, 0.8], "scan": [0.95, 0.85]}, "scan"),
+        # best on average, but the best other candidate is better in the second space: it is kept
+        ({"none": [0.95, 0.80], "scan": [0.92, 0.77], "turtle": [0.92, 0.82]}, "turtle"),
+        ({"none": [0.95, 0.85], "turtle": [0.92, 0.82]}, "none"),  # better in every space
+        ({"none": [0.95, 0.85]}, "none"),
+    ],
+)
+def test_choose_by_the_mean_with_the_floors_rule_for_none(scores, chosen):
+    assert auto.choose(scores) == chosen
 
 
 @pytest.mark.parametrize("screen_rows, fits", [(200, [200, 200, 300]), (300, [300, 300])])
