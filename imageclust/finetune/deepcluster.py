@@ -145,7 +145,7 @@ def finetune_deepcluster(run: FinetuneRun) -> FinetuneResult:
     labelled = (run.labels[run.train] != UNLABELED).all()
     best = None
     if run.guarded(p.guard):
-        best = BestEpoch.from_start(Referee(run.vectors[train_rows], run.seed), run.initial_clusters[train_rows])
+        best = BestEpoch.from_start(Referee.of_run(run), run.initial_clusters[train_rows])
 
     def encoder_snapshot() -> dict:
         return {name: t.detach().cpu().clone() for name, t in net.encoder.state_dict().items()}

@@ -50,31 +50,36 @@ class Referee:
     over both spaces was better by 0.029 ACC and ranked first in the other space. ``by_space`` gives
     each space's score (the floor's rule needs every space)."""
 
-    vectors: np.ndarray  # (n_train, d) the extract stage's features of the training rows
+    vectors: np.ndarray  # (n, d) the extract stage's features
     seed: int
     max_samples: int = 3000
-    more_spaces: list[np.ndarray] = field(default_factory=list)  # (n_train, d_i) each further space's
-    rows: np.ndarray = field(init=False)
-    space: np.ndarray = field(init=False)
-    more: list[np.ndarray] = field(init=False)  # each further space's rows of ``rows``
+    more_spaces: list[np.ndarray] = field(default_factory=list)  # (n, d_i) each further space's
+    # the rows of the arrays that labellings label (the training rows); None: every row. Given rather
+    # than cut out, so that no space is copied whole
+    train_rows: np.ndarray | None = None
+    rows: np.ndarray = field(init=False)  # the subsample judged, as positions in a labelling
+    sampled: list[np.ndarray] = field(init=False)  # each space's rows of the subsample, the extract stage's first
 
     def __post_init__(self):
-        n = len(self.vectors)
+        labelled = np.arange(len(self.vectors)) if self.train_rows is None else self.train_rows
+        n = len(labelled)
         rng = np.random.default_rng(self.seed)
         self.rows = np.sort(rng.choice(n, self.max_samples, replace=False)) if n > self.max_samples else np.arange(n)
-        self.space = np.asarray(self.vectors[self.rows], dtype=np.float32)
-        self.more = [np.asarray(z[self.rows], dtype=np.float32) for z in self.more_spaces]
+        self.sampled = [np.asarray(z[labelled[self.rows]], dtype=np.float32) for z in self.every_space]
 
     @classmethod
     def of_run(cls, run: FinetuneRun) -> Referee:
         """The referee of ``run``'s training rows in every space it was given."""
-        train_rows = np.flatnonzero(run.train)
-        more = [z[train_rows] for z in run.more_spaces.values()]
-        return cls(run.vectors[train_rows], run.seed, more_spaces=more)
+        more = list(run.more_spaces.values())
+        return cls(run.vectors, run.seed, more_spaces=more, train_rows=np.flatnonzero(run.train))
+
+    @property
+    def every_space(self) -> list[np.ndarray]:
+        return [self.vectors, *self.more_spaces]
 
     @property
     def spaces(self) -> int:
-        return 1 + len(self.more)
+        return len(self.sampled)
 
     def score(self, train_labels: np.ndarray) -> float:
         """The chance-corrected neighbour score of a labelling of every training row (-1: one cluster),
@@ -93,14 +98,13 @@ class Referee:
 
     def by_space(self, train_labels: np.ndarray, score: str = "neighbour") -> list[float]:
         """The labelling's ``neighbour``, ``linear`` or ``both`` score in each space, the extract stage's first."""
-        spaces = range(self.spaces)
         if score == "neighbour":
             labels = np.asarray(train_labels)[self.rows]
-            return [neighbour_kappa(z, labels, seed=self.seed) for z in [self.space, *self.more]]
+            return [neighbour_kappa(z, labels, seed=self.seed) for z in self.sampled]
         if score == "linear":
             labels = np.unique(np.asarray(train_labels), return_inverse=True)[1]
             if labels.max(initial=0) < 1:
-                return [-1.0 for _ in spaces]
+                return [-1.0] * self.spaces
             return [generalisation_kappa(z, labels, self.seed, max_samples=self.max_samples) for z in self.projected]
         near, linear = self.by_space(train_labels, "neighbour"), self.by_space(train_labels, "linear")
         return [(a + b) / 2 for a, b in zip(near, linear, strict=True)]
@@ -108,7 +112,8 @@ class Referee:
     @cached_property
     def projected(self) -> list[np.ndarray]:
         """Every training row on its principal components in each space, fitted once for every labelling judged."""
-        return [principal_components(z, self.seed) for z in [self.vectors, *self.more_spaces]]
+        labelled = slice(None) if self.train_rows is None else self.train_rows  # one space copied at a time
+        return [principal_components(z[labelled], self.seed) for z in self.every_space]
 
 
 @dataclass

@@ -130,7 +130,7 @@ def finetune_spectral(run: FinetuneRun) -> FinetuneResult:
     image_generator = torch.Generator(device=device).manual_seed(run.seed)  # augmentations
     labels = centres = best = None  # pseudo-labels of the training rows (CPU), their centres (device)
     scores: list[float] = []
-    referee = Referee(run.vectors[train_rows], run.seed) if run.guarded(p.guard) else None
+    referee = Referee.of_run(run) if run.guarded(p.guard) else None
     start_score = referee.score(run.initial_clusters[train_rows]) if referee else None
     judged = -math.inf  # the guard's score of the current pseudo-labels
     since_best, reclusterings, stopped, start = 0, 0, False, 0

@@ -9,11 +9,16 @@ import pytest
 from imageclust.finetune.guard import BestEpoch, Referee
 
 
-def blobs(n=300, k=3, seed=0):
+def blobs_of(labels, seed, dim=8):
+    """Features that hold ``labels`` as blobs."""
     rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(labels.max() + 1, dim)) * 4
+    return (centres[labels] + rng.normal(size=(len(labels), dim))).astype(np.float32)
+
+
+def blobs(n=300, k=3, seed=0):
     labels = np.arange(n) % k
-    centres = rng.normal(size=(k, 8)) * 4
-    return (centres[labels] + rng.normal(size=(n, 8))).astype(np.float32), labels
+    return blobs_of(labels, seed), labels
 
 
 def test_referee_prefers_the_clusters_the_features_hold():
@@ -89,13 +94,6 @@ def test_judge_is_the_mean_of_the_two_scores():
     both = referee.judge(labels)
     assert both == pytest.approx((referee.judge(labels, "neighbour") + referee.judge(labels, "linear")) / 2)
     assert referee.judge(labels, "neighbour") == referee.score(labels) and referee.linear(labels) > 0.9
-
-
-def blobs_of(labels, seed, dim=8):
-    """Features that hold ``labels`` as blobs."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(labels.max() + 1, dim)) * 4
-    return (centres[labels] + rng.normal(size=(len(labels), dim))).astype(np.float32)
 
 
 def test_with_more_spaces_a_labelling_is_judged_by_its_mean_score_over_them():
