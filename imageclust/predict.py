@@ -122,8 +122,8 @@ class Predictor:
         ]
         self.encoder = None
         if self.model.get("trains_encoder"):
-            self.encoder, _ = load_encoder(self.finetune_dir / ENCODER_FILE)
-            self.encoder = self.encoder.to(self.device)
+            self.encoder, header = load_encoder(self.finetune_dir / ENCODER_FILE)
+            self.encoder, self.encoder_side = self.encoder.to(self.device), header.get("input_side")
         self.matched = self._matched_classes(meta["classes"])
 
     @classmethod
@@ -199,7 +199,7 @@ class Predictor:
             )
         if self.encoder is not None:
             self.encoder.eval()
-            vectors = self.encoder(to_float_images(pixels, self.device)).float().cpu().numpy()
+            vectors = self.encoder(to_float_images(pixels, self.device, self.encoder_side)).float().cpu().numpy()
         if self.space_embedders:
             vectors = [vectors, *(embed(torch.from_numpy(pixels)).cpu().numpy() for embed in self.space_embedders)]
         clusters, confidence, distance = self.assign(self.model, vectors)

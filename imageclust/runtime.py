@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from .errors import ParamsError, TrainingError
 
@@ -113,10 +114,33 @@ def init_distributed() -> Distributed:
     return Distributed(rank=rank, local_rank=local_rank, world_size=world_size)
 
 
-def to_float_images(batch: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (n, h, w, c) pixels -> float (n, c, h, w) in [0, 1] on ``device``."""
+def resize_square(x: torch.Tensor, side: int) -> torch.Tensor:
+    """(n, c, h, w) -> (n, c, side, side): the shorter side scaled to ``side``, the centre square kept.
+
+    Bilinear, antialiased when shrinking, as torchvision's ``Resize``. uint8 input stays uint8 (on the
+    CPU PyTorch's vectorised uint8 kernel, about ten times faster than on floats). The one resize of
+    the extract stage's preprocessing and of the networks trained at their own side
+    (``pretrain.image_size``), so an encoder sees the pixels it was trained on.
+    """
+    h, w = x.shape[-2:]
+    scale = side / min(h, w)
+    size = (max(side, math.ceil(h * scale - 1e-6)), max(side, math.ceil(w * scale - 1e-6)))
+    if x.dtype == torch.uint8:  # antialias=True selects the uint8 kernel; upscaling, it is plain bilinear
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    else:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+    top, left = (size[0] - side) // 2, (size[1] - side) // 2
+    return x[:, :, top : top + side, left : left + side]
+
+
+def to_float_images(batch: np.ndarray, device: torch.device, side: int | None = None) -> torch.Tensor:
+    """uint8 (n, h, w, c) pixels -> float (n, c, h, w) in [0, 1] on ``device``; resized to ``side``
+    (``resize_square``) where given and the pixels' size differs."""
     x = torch.from_numpy(np.array(batch, copy=True)).to(device, non_blocking=True)  # memmaps are read-only
-    return x.permute(0, 3, 1, 2).float().div_(255.0)
+    x = x.permute(0, 3, 1, 2)
+    if side is not None and tuple(x.shape[-2:]) != (side, side):
+        x = resize_square(x if x.device.type == "cpu" else x.float(), side)
+    return x.float().div_(255.0)
 
 
 def gather_with_grad(t: torch.Tensor) -> torch.Tensor:

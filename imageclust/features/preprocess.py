@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ..runtime import resize_square
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert("L")
 
@@ -40,21 +39,10 @@ class Preprocess(nn.Module):
         self.register_buffer("shift", -mean / std)
         self.register_buffer("luma", torch.tensor(LUMA, dtype=torch.float32).view(1, 3, 1, 1))
 
-    def _resize(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        scale = self.side / min(h, w)
-        size = (max(self.side, math.ceil(h * scale - 1e-6)), max(self.side, math.ceil(w * scale - 1e-6)))
-        if x.dtype == torch.uint8:  # antialias=True selects the uint8 kernel; upscaling, it is plain bilinear
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        else:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-        top, left = (size[0] - self.side) // 2, (size[1] - self.side) // 2
-        return x[:, :, top : top + self.side, left : left + self.side]
-
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.permute(0, 3, 1, 2)  # uint8, channels-last in memory
         if self.side is not None and x.shape[-2:] != (self.side, self.side):
-            x = self._resize(x if x.device.type == "cpu" else x.float())
+            x = resize_square(x if x.device.type == "cpu" else x.float(), self.side)
         x = x.float()
         if self.in_channels == 1 and self.out_channels == 3:
             x = x.expand(-1, 3, -1, -1)

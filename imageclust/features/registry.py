@@ -31,7 +31,7 @@ def encoder_backbone(params, encoder_path) -> FrozenBackbone:
     return FrozenBackbone(
         model=model,
         output_dim=int(header["output_dim"]),
-        input_size=None,
+        input_size=header.get("input_side"),  # pretrain.image_size: resized to the side it trained at
         channels=int(header["in_channels"]),
         info={"model": header["backbone"]},
     )

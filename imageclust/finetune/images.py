@@ -9,21 +9,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.prepared import load_prepared
-from ..models.encoder import load_encoder
+from ..models.encoder import encoder_header, load_encoder
 from ..runtime import to_float_images
 
 
 class Images:
-    """The prepared pixels of the feature rows: ``batch(rows)`` gives float images in [0, 1] on the device."""
+    """The prepared pixels of the feature rows: ``batch(rows)`` gives float images in [0, 1] on the
+    device, at the side the encoder trained at (``pretrain.image_size``)."""
 
     def __init__(self, run):
         self.pixels = load_prepared(run.prepared_dir).images  # memory-mapped
         self.row_images = run.row_images
         self.device = run.device
+        self.side = encoder_header(run.encoder_path).get("input_side")
 
     def batch(self, rows) -> torch.Tensor:
         rows = np.asarray(rows.cpu() if isinstance(rows, torch.Tensor) else rows)
-        return to_float_images(self.pixels[self.row_images[rows]], self.device)
+        return to_float_images(self.pixels[self.row_images[rows]], self.device, self.side)
 
 
 def trainable_encoder(run) -> nn.Module:

@@ -20,14 +20,21 @@ def backbone_options(params) -> dict:
     return {"stem": params.stem, "sobel": params.sobel, "freeze_bn": params.freeze_bn, "widths": params.widths}
 
 
+def training_side(params, prepared_side: int) -> int:
+    """The side the encoder of ``pretrain`` params trains at: ``pretrain.image_size``, else the prepared images'."""
+    return params.image_size or prepared_side
+
+
 def save_encoder(path, backbone, params, channels: int, image_size: int) -> None:
-    """The backbone of ``pretrain`` params ``params`` with what it takes to rebuild it."""
+    """The backbone of ``pretrain`` params ``params`` with what it takes to rebuild it. ``input_side``
+    (``pretrain.image_size``) is the side images are resized to before it; absent, it takes them as prepared."""
     save_torch(
         path,
         {
             "backbone": params.backbone,
             "in_channels": channels,
             "image_size": image_size,
+            "input_side": params.image_size,
             "options": backbone_options(params),
             "output_dim": backbone.output_dim,
             "state_dict": backbone.state_dict(),
@@ -42,8 +49,13 @@ def save_skipped(path, reason: str) -> None:
 
 def save_trained_encoder(path, model: nn.Module, source_path) -> None:
     """A further-trained encoder in the format of the file it started from, so that it rebuilds the same way."""
-    header = {k: v for k, v in load_torch(source_path).items() if k != "state_dict"}
-    save_torch(path, {**header, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "finetuned": True})
+    weights = {k: v.cpu() for k, v in model.state_dict().items()}
+    save_torch(path, {**encoder_header(source_path), "state_dict": weights, "finetuned": True})
+
+
+def encoder_header(path: str | Path) -> dict:
+    """What the encoder file says besides its weights."""
+    return {k: v for k, v in load_torch(path).items() if k != "state_dict"}
 
 
 def load_encoder(path: str | Path) -> tuple[nn.Module, dict]:

@@ -24,7 +24,7 @@ from ..errors import DataError
 from ..imports import stage_modules
 from ..io import digest_files, fingerprint, load_torch, save_torch
 from ..models.backbones import build_backbone
-from ..models.encoder import backbone_options, save_encoder
+from ..models.encoder import backbone_options, save_encoder, training_side
 from ..progress import progress
 from ..runtime import (
     amp_dtype,
@@ -97,7 +97,7 @@ def pretrain(
     device = resolve_device(gparams.device, ddp.local_rank)
     seed_everything(gparams.seed)
 
-    image_size = int(data.images.shape[1])
+    image_size = training_side(params, int(data.images.shape[1]))
     backbone = build_backbone(params.backbone, channels, image_size, **backbone_options(params))
     method = METHODS[params.method].build(backbone, params)
     if ddp.enabled and device.type == "cuda":  # batch statistics over every process's part of the batch
@@ -172,7 +172,7 @@ def pretrain(
             if hasattr(method, "set_progress"):  # schedules of the method's own (MoCo's temperature)
                 method.set_progress((epoch * steps_per_epoch + step) / max(1, total_steps))
             local = np.sort(indices[np.array_split(batch, ddp.world_size)[ddp.rank]])
-            x = to_float_images(data.images[local], device).contiguous(memory_format=memory_format)
+            x = to_float_images(data.images[local], device, image_size).contiguous(memory_format=memory_format)
             update = (step + 1) % params.accumulate_steps == 0 or step + 1 == len(batches)
             # DDP averages gradients across processes only on the batch that updates
             with model.no_sync() if ddp.enabled and not update else contextlib.nullcontext():

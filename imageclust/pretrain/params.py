@@ -43,6 +43,15 @@ class PretrainShared(Section):
         default_factory=AugmentParams,
         description="the two views' augmentation: a preset and the strengths that replace its own",
     )
+    image_size: Int | None = Field(
+        None,
+        ge=4,
+        le=1024,
+        description="the side the encoder is trained at and sees after (the extract stage and `predict` resize "
+        "to it as they do for pretrained backbones); null: the prepared images' (`data.image_size`). Lets "
+        "the prepared images keep a finer side for `extract.spaces` (28 px Fashion-MNIST for an ImageNet "
+        "backbone) while the encoder trains fast at 16",
+    )
     epochs: Int = Field(100, ge=0, description="0 keeps the random initialisation")
     batch_size: Int = Field(256, ge=2, description="global batch (split across DDP processes)")
     lr: float = Field(1e-3, gt=0, description="learning rate for a batch of 256, scaled linearly with the batch")

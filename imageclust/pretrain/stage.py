@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.prepared import load_prepared
 from ..io import atomic_dir, write_json
 from ..models.backbones import build_backbone
-from ..models.encoder import EXTRACTOR, backbone_options, save_encoder, save_skipped
+from ..models.encoder import EXTRACTOR, backbone_options, save_encoder, save_skipped, training_side
 from ..runtime import seed_everything
 from .loop import pretrain
 from .registry import NO_PRETRAINING
@@ -42,7 +42,7 @@ def random_encoder(prepared_dir, encoder_path, live_dir, gparams, params) -> dic
     method that trains the encoder (DeepCluster) starts from scratch with it."""
     data = load_prepared(prepared_dir)
     seed_everything(gparams.seed)
-    image_size = int(data.images.shape[1])
+    image_size = training_side(params, int(data.images.shape[1]))
     backbone = build_backbone(params.backbone, data.meta["channels"], image_size, **backbone_options(params))
     save_encoder(encoder_path, backbone, params, data.meta["channels"], image_size)
     with atomic_dir(live_dir) as tmp:

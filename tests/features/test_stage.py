@@ -238,6 +238,28 @@ def test_encoder_backbone_and_skipped_pretraining(prepared_dir, tmp_path):
         extract(prepared_dir, tmp_path / "b", encoder=tmp_path / "skipped.pt", backbone="encoder")
 
 
+def test_encoder_trained_at_its_own_side_is_fed_that_side(prepared_dir, tmp_path):
+    """``pretrain.image_size``: the encoder trains at 12 px on 8-px prepared images; the extract stage
+    resizes to 12 as the training loop did, so its features are the encoder's on those very pixels."""
+    from imageclust.models.encoder import load_encoder
+    from imageclust.pretrain import loop
+    from imageclust.pretrain.params import PretrainParams
+    from imageclust.runtime import to_float_images
+
+    params = PretrainParams(epochs=1, batch_size=32, warmup_epochs=0, image_size=12)
+    loop.pretrain(prepared_dir, tmp_path / "encoder.pt", tmp_path / "ckpt", tmp_path / "live", CPU, ["train"], params)
+    model, header = load_encoder(tmp_path / "encoder.pt")
+    assert header["image_size"] == header["input_side"] == 12
+    assert EXTRACTORS["encoder"].build(None, tmp_path / "encoder.pt").input_size == 12
+    extract(prepared_dir, tmp_path / "a", encoder=tmp_path / "encoder.pt", backbone="encoder")
+    features = read_features(tmp_path / "a" / "features")
+    data = load_prepared(prepared_dir)
+    assert data.images.shape[1] == 8 and list(features.ids) == list(data.ids)
+    with torch.no_grad():
+        expected = model(to_float_images(data.images, torch.device("cpu"), 12)).numpy()
+    np.testing.assert_allclose(features.vectors, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_extract_stage_metrics_and_one_line_error(prepared_dir, tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["extract"].update(backbone="pixels", num_workers=1)
