@@ -33,7 +33,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..config import Section
 from .base import CHECKPOINT_FILE, FinetuneMethod, FinetuneResult, FinetuneRun
-from .guard import Referee
+from .guard import Referee, below_floor_everywhere
 
 log = logging.getLogger(__name__)
 NONE = "none"  # the candidate that is the cluster stage's assignment
@@ -167,7 +167,7 @@ def choose(scores: dict[str, list[float]]) -> str:
     others = [name for name in scores if name != NONE]
     if chosen == NONE and others and len(scores[NONE]) > 1:
         best_other = max(others, key=mean.__getitem__)
-        if not all(a < b for a, b in zip(scores[best_other], scores[NONE], strict=True)):
+        if not below_floor_everywhere(scores[best_other], scores[NONE]):
             chosen = best_other
     return chosen
 

@@ -173,6 +173,12 @@ def below_floor(score: float, start_score: float) -> bool:
     return score < start_score
 
 
+def below_floor_everywhere(scores: list[float], start_scores: list[float]) -> bool:
+    """The floor's rule over several spaces: judged below the cluster stage's in every one (each the
+    extract stage's first)."""
+    return all(below_floor(score, start) for score, start in zip(scores, start_scores, strict=True))
+
+
 def floor(run: FinetuneRun, result: FinetuneResult) -> FinetuneResult:
     """``finetune.floor``: the cluster stage's assignment, judged by ``FLOOR_SCORE``, is the floor of a
     method on frozen features; the statistics say how both were judged. With more spaces (TURTLE's),
@@ -183,7 +189,7 @@ def floor(run: FinetuneRun, result: FinetuneResult) -> FinetuneResult:
     referee = Referee.of_run(run)
     starts = referee.by_space(run.initial_clusters[train_rows], FLOOR_SCORE)
     scores = referee.by_space(result.clusters[train_rows], FLOOR_SCORE)
-    kept = all(below_floor(score, start) for score, start in zip(scores, starts, strict=True))
+    kept = below_floor_everywhere(scores, starts)
     start, score = float(np.mean(starts)), float(np.mean(scores))
     stats = {
         "floor_score_name": FLOOR_SCORE,
