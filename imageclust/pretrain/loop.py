@@ -172,7 +172,7 @@ def pretrain(
             if hasattr(method, "set_progress"):  # schedules of the method's own (MoCo's temperature)
                 method.set_progress((epoch * steps_per_epoch + step) / max(1, total_steps))
             local = np.sort(indices[np.array_split(batch, ddp.world_size)[ddp.rank]])
-            x = to_float_images(data.images[local], device, image_size).contiguous(memory_format=memory_format)
+            x = to_float_images(data.images[local], device, params.image_size).contiguous(memory_format=memory_format)
             update = (step + 1) % params.accumulate_steps == 0 or step + 1 == len(batches)
             # DDP averages gradients across processes only on the batch that updates
             with model.no_sync() if ddp.enabled and not update else contextlib.nullcontext():

@@ -306,3 +306,31 @@ def test_no_pretraining_with_the_encoder_writes_its_random_initialisation(prepar
     expected = build_backbone(header["backbone"], header["in_channels"], header["image_size"], **header["options"])
     for key, value in expected.state_dict().items():
         torch.testing.assert_close(saved.state_dict()[key], value)
+
+
+@pytest.mark.parametrize("image_size, side", [(None, (8, 12)), (10, (10, 10))])
+def test_batches_come_as_prepared_unless_pretrain_image_size(tmp_path, monkeypatch, image_size, side):
+    """Images prepared 8 x 12 train as they are (the extract stage feeds them so), or at
+    ``pretrain.image_size``'s square."""
+    import numpy as np
+
+    from imageclust.data.prepared import RawDataset, write_prepared
+
+    rng = np.random.default_rng(0)
+    ids = np.array([f"s{i}" for i in range(40)], dtype=object)
+    images = rng.integers(0, 255, size=(40, 8, 12, 1), dtype=np.uint8)
+    write_prepared(
+        tmp_path / "prepared", RawDataset("wide", images, np.arange(40) % 2, np.full(40, "train"), ids, ["a", "b"])
+    )
+    shapes = []
+    real = loop.to_float_images
+
+    def recording(*args):
+        x = real(*args)
+        shapes.append(tuple(x.shape[-2:]))
+        return x
+
+    monkeypatch.setattr(loop, "to_float_images", recording)
+    _, encoder = run(tmp_path / "prepared", tmp_path / "out", epochs=1, batch_size=16, image_size=image_size)
+    assert shapes and set(shapes) == {side}
+    assert encoder["input_side"] == image_size
