@@ -70,11 +70,54 @@ def draw_pair(labels: np.ndarray, per_class: int, seed: int) -> dict[str, np.nda
     }
 
 
-def run_case(vectors, labels, cluster_params, seed: int) -> dict:
+def drawn_cases(data: list[str], seeds: list[int], per_class: int):
+    """For each ``NAME=PROJECT`` of ``data`` and each seed, the two draws of ``draw_pair``: (name, case, seed,
+    the draw's vectors, its labels numbered from 0, the project's cluster params)."""
+    for item in data:
+        name, _, project = item.partition("=")
+        vectors, labels, cluster_params = load(project)
+        per_class_here = min(per_class, int(np.bincount(labels).min()))
+        for seed in seeds:
+            for case, rows in draw_pair(labels, per_class_here, seed).items():
+                print(f"{name} {case} seed {seed}: {len(rows)} images", flush=True)
+                case_labels = np.unique(labels[rows], return_inverse=True)[1]
+                yield name, case, seed, vectors[rows], case_labels, cluster_params
+
+
+def store_case(report: dict, out: Path, row: dict) -> None:
+    """Put ``row`` in ``report`` in place of the case of the same data, case and seed, and write it."""
+    key = (row["data"], row["case"], row["seed"])
+    report["cases"] = [c for c in report["cases"] if (c["data"], c["case"], c["seed"]) != key]
+    report["cases"].append(row)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def cluster_stage(vectors, labels, cluster_params, seed: int) -> tuple[int, np.ndarray]:
+    """K (the draw's classes) and the draw clustered as the project's cluster stage would."""
     k = len(np.unique(labels))
     _, x = FeatureTransform.fit(vectors, cluster_params, seed)
     model = CLUSTERINGS[cluster_params.method].fit(x, k, cluster_params.block, seed)
-    initial = model.fit_labels if model.fit_labels is not None else model.predict(x)[0]
+    return k, model.fit_labels if model.fit_labels is not None else model.predict(x)[0]
+
+
+def finetune_run(vectors, labels, initial, k: int, block: dict, seed: int) -> FinetuneRun:
+    """The finetune stage's input for one method on a draw: every row trains, from ``initial``."""
+    return FinetuneRun(
+        vectors=vectors,
+        labels=labels,
+        train=np.ones(len(labels), dtype=bool),
+        initial_clusters=initial,
+        initial_confidence=np.ones(len(labels), dtype=np.float32),
+        num_clusters=k,
+        params=load_section(FinetuneParams, {"finetune": block}),
+        seed=seed,
+        device=torch.device("cpu"),
+        curves=None,  # a benchmark keeps no curves
+    )
+
+
+def run_case(vectors, labels, cluster_params, seed: int) -> dict:
+    k, initial = cluster_stage(vectors, labels, cluster_params, seed)
     row = {"n": len(labels), "k": k, "kmeans_acc": round(clustering_accuracy(labels, initial), 4)}
     row["kmeans_classes_kept"] = classes_kept(labels, initial)
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
@@ -83,18 +126,7 @@ def run_case(vectors, labels, cluster_params, seed: int) -> dict:
     for method in FINETUNE:
         for prior in ("uniform", "clusters"):  # auto is one of them: its pick's result
             block = {"method": method, method: defaults[method], "floor": False, "size_prior": prior}
-            run = FinetuneRun(
-                vectors=vectors,
-                labels=labels,
-                train=np.ones(len(labels), dtype=bool),
-                initial_clusters=initial,
-                initial_confidence=np.ones(len(labels), dtype=np.float32),
-                num_clusters=k,
-                params=load_section(FinetuneParams, {"finetune": block}),
-                seed=seed,
-                device=torch.device("cpu"),
-                curves=None,  # a benchmark keeps no curves
-            )
+            run = finetune_run(vectors, labels, initial, k, block, seed)
             if "auto_chose" not in row:
                 auto = dataclasses.replace(run, params=run.params.model_copy(update={"size_prior": "auto"}))
                 row["auto_chose"] = size_prior(auto)[1]
@@ -169,19 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--docs", action="store_true", help=f"rewrite the table in {DOCS.relative_to(REPO)}")
     args = parser.parse_args(argv)
     report = json.loads(args.out.read_text()) if args.out.exists() else {"cases": []}  # other data and seeds kept
-    for item in args.data:
-        name, _, project = item.partition("=")
-        vectors, labels, cluster_params = load(project)
-        per_class = min(args.per_class, int(np.bincount(labels).min()))
-        for seed in args.seeds:
-            for case, rows in draw_pair(labels, per_class, seed).items():
-                print(f"{name} {case} seed {seed}: {len(rows)} images", flush=True)
-                case_labels = np.unique(labels[rows], return_inverse=True)[1]
-                row = run_case(vectors[rows], case_labels, cluster_params, seed)
-                key = (name, case, seed)
-                report["cases"] = [c for c in report["cases"] if (c["data"], c["case"], c["seed"]) != key]
-                report["cases"].append({"data": name, "case": case, "seed": seed, **row})
-                args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for name, case, seed, vectors, labels, cluster_params in drawn_cases(args.data, args.seeds, args.per_class):
+        row = run_case(vectors, labels, cluster_params, seed)
+        store_case(report, args.out, {"data": name, "case": case, "seed": seed, **row})
     if args.docs:
         write_between_markers(DOCS, BEGIN, END, table(report))
     print(table(report))

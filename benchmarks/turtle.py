@@ -47,7 +47,7 @@ def measure(spaces: list[np.ndarray], labels, fit, score, initial, k: int, overr
     rows; the restart ``p.restart_score`` ranks first is picked."""
     p = turtle.Params(**overrides)
     started = time.perf_counter()
-    _, z_all = project_spaces(spaces, fit, p, seed)
+    _, z_all = project_spaces(spaces, fit, p, seed, num_clusters=k)
     rows = torch.from_numpy(np.flatnonzero(fit))
     z, start = [space[rows] for space in z_all], torch.as_tensor(initial, dtype=torch.long)[rows]
     referee = Referee(np.asarray(spaces[0])[fit], seed)

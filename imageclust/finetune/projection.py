@@ -40,8 +40,20 @@ class SpaceProjection:
         return cls(*(saved[name].numpy() for name in ("mean", "components", "scale")))
 
 
-def project_spaces(raw_spaces: list[np.ndarray], train: np.ndarray, p, seed: int, device="cpu"):
-    """Each space's projection (``p.pca_dim``, ``p.whiten``: TURTLE's params), fitted on the ``train`` rows,
-    and every row projected (on ``device``)."""
-    projections = [SpaceProjection.fit(np.asarray(x)[train], p.pca_dim, p.whiten, seed) for x in raw_spaces]
+def components_kept(p, rows: int, num_clusters: int) -> int | None:
+    """How many principal components each space keeps: ``p.pca_dim``, and with ``p.rows_per_component`` at
+    most one per that many training rows (never fewer than ``num_clusters``); None: every dimension. With
+    few rows in many dimensions a linear classifier generalises almost any labelling, and TURTLE then finds
+    one that does not follow the classes (docs/results.md, "TURTLE on few images")."""
+    if p.rows_per_component is None:
+        return p.pca_dim
+    cap = max(rows // p.rows_per_component, num_clusters)
+    return cap if p.pca_dim is None else min(p.pca_dim, cap)
+
+
+def project_spaces(raw_spaces: list[np.ndarray], train: np.ndarray, p, seed: int, num_clusters: int, device="cpu"):
+    """Each space's projection (``p.pca_dim``, ``p.rows_per_component``, ``p.whiten``: TURTLE's params), fitted
+    on the ``train`` rows, and every row projected (on ``device``)."""
+    keep = components_kept(p, int(np.count_nonzero(train)), num_clusters)
+    projections = [SpaceProjection.fit(np.asarray(x)[train], keep, p.whiten, seed) for x in raw_spaces]
     return projections, [torch.from_numpy(proj(x)).to(device) for proj, x in zip(projections, raw_spaces)]

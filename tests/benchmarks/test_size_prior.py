@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from benchmarks.size_prior import classes_kept, draw_pair
+from benchmarks.size_prior import classes_kept, draw_pair, store_case
 
 
 def test_classes_kept_counts_classes_mostly_in_their_own_matched_cluster():
@@ -60,3 +62,12 @@ def test_the_floor_by_each_score_by_hand():
     }
     assert size_prior.floored(candidates, "neighbour") == {"scan": 0.80, "temi": 0.60}
     assert size_prior.floored(candidates, "linear") == {"scan": 0.70, "temi": 0.70}
+
+
+def test_store_case_replaces_the_same_case_and_keeps_the_others(tmp_path):
+    out = tmp_path / "report.json"
+    report = {"cases": [{"data": "a", "case": "balanced", "seed": 0, "acc": 0.1}]}
+    store_case(report, out, {"data": "b", "case": "balanced", "seed": 0, "acc": 0.2})
+    store_case(report, out, {"data": "a", "case": "balanced", "seed": 0, "acc": 0.3})
+    stored = json.loads(out.read_text())["cases"]
+    assert [(case["data"], case["acc"]) for case in stored] == [("b", 0.2), ("a", 0.3)]

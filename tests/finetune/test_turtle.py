@@ -10,7 +10,7 @@ from fakes import Recorder, killed_at, sphere_blobs
 
 from imageclust.finetune.base import CHECKPOINT_FILE, Curves, FinetuneRun
 from imageclust.finetune.params import FinetuneParams
-from imageclust.finetune.projection import SpaceProjection
+from imageclust.finetune.projection import SpaceProjection, components_kept
 from imageclust.finetune.registry import METHODS
 from imageclust.finetune.turtle import (
     STEPS_PER_ROW,
@@ -142,6 +142,29 @@ def test_projection_is_fitted_on_the_given_rows_and_applies_to_new_ones():
     assert plain.var(0, ddof=1).mean() == pytest.approx(1, rel=1e-4) and plain.var(0).std() > 0.01
     again = SpaceProjection.from_tensors(whitened.to_tensors())
     np.testing.assert_allclose(again(x[:3] * 5), z[:3], rtol=1e-4, atol=1e-5)  # rows are L2-normalised first
+
+
+@pytest.mark.parametrize(
+    ("pca_dim", "rows_per_component", "rows", "expected"),
+    [
+        (256, 25, 100_000, 256),  # many rows: pca_dim alone
+        (256, 25, 1_500, 60),  # one component per 25 rows
+        (256, 25, 100, 10),  # never fewer than K (10)
+        (None, 25, 1_500, 60),
+        (256, None, 1_500, 256),
+        (None, None, 1_500, None),
+    ],
+)
+def test_components_kept_fall_with_the_rows(pca_dim, rows_per_component, rows, expected):
+    p = Params(pca_dim=pca_dim, rows_per_component=rows_per_component)
+    assert components_kept(p, rows, num_clusters=10) == expected
+
+
+def test_a_run_on_few_rows_keeps_one_component_per_rows_per_component():
+    x, labels = sphere_blobs(n=150, d=32)
+    result = finetune_turtle(make_run(x, labels, turtle={"pca_dim": 16, "rows_per_component": 30, "restarts": 1}))
+    assert result.stats["components"] == [5]  # 150 rows / 30
+    assert result.model["projections"][0]["components"].shape == (32, 5)
 
 
 def test_generalisation_score_ranks_a_linear_clustering_above_a_random_one():
