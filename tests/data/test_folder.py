@@ -189,17 +189,24 @@ def test_gray_only_folder_has_one_channel(tmp_path):
     assert data.images.shape == (4, 8, 8, 1)
 
 
-def test_mixed_sizes_need_image_size(tmp_path):
+def test_mixed_sizes_are_prepared_at_the_median_shorter_side(tmp_path):
     root = tmp_path / "data"
     save(root / "cat" / "small.png", solid((255, 0, 0), size=(8, 8)))
     save(root / "cat" / "wide.png", solid((255, 0, 0), size=(20, 10)))
     save(root / "dog" / "big.png", solid((0, 0, 255), size=(16, 16)))
-    with pytest.raises(ParamsError, match="data.image_size") as err:
-        run(tmp_path, root, test_fraction=0.0)
-    assert "\n" not in str(err.value)
+    data, _ = run(tmp_path, root, test_fraction=0.0)
+    assert data.images.shape == (3, 10, 10, 3)  # shorter sides 8, 10, 16
+    assert (data.images[data.labels == 0] == (255, 0, 0)).all()
     data, _ = run(tmp_path, root, test_fraction=0.0, image_size=12)
     assert data.images.shape == (3, 12, 12, 3)
-    assert (data.images[data.labels == 0] == (255, 0, 0)).all()
+
+
+def test_mixed_large_photos_are_capped(tmp_path):
+    root = tmp_path / "data"
+    for i, size in enumerate([(400, 300), (640, 480), (500, 700)]):
+        save(root / f"{i}.jpg", solid((0, 128, 0), size=size), quality=90)
+    data, _ = run(tmp_path, root, test_fraction=0.0)
+    assert data.images.shape == (3, 256, 256, 3)  # median shorter side 480, capped
 
 
 def test_too_large_images_are_skipped(tmp_path):
@@ -352,8 +359,8 @@ def test_unpacked_copy_is_removed_when_prepare_fails(tmp_path):
     save(folder / "top" / "cat" / "a.png", solid((1, 2, 3), size=(8, 8)))
     save(folder / "top" / "cat" / "b.png", solid((1, 2, 3), size=(9, 9)))
     archive = make_archive(folder, tmp_path / "sizes.tar.gz")
-    with pytest.raises(ParamsError, match="data.image_size"):  # fails inside prepare, after listing
-        run(tmp_path, archive)
+    with pytest.raises(ParamsError, match="data.splits"):  # fails inside prepare, after listing
+        run(tmp_path, archive, splits=["validation"])
     assert (tmp_path / "raw").exists() and unpacked_left(tmp_path) == []
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(archive.read_bytes()[:100])
