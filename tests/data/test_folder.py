@@ -199,6 +199,7 @@ def test_mixed_sizes_are_prepared_at_the_median_shorter_side(tmp_path):
     assert (data.images[data.labels == 0] == (255, 0, 0)).all()
     data, _ = run(tmp_path, root, test_fraction=0.0, image_size=12)
     assert data.images.shape == (3, 12, 12, 3)
+    assert (data.images[data.labels == 0] == (255, 0, 0)).all()
 
 
 def test_mixed_large_photos_are_capped(tmp_path):
