@@ -16,9 +16,18 @@ class Embedder:
     """uint8 (n, h, w, c) pixels -> float vectors: preprocessing (resize, channels, normalisation) on
     the device, then the backbone through an inference engine (``use_engine``; PyTorch FP32 until then)."""
 
-    def __init__(self, backbone: FrozenBackbone, in_channels: int, image_size: int | None, device: torch.device):
+    def __init__(
+        self,
+        backbone: FrozenBackbone,
+        prepared_shape: tuple[int, int, int],
+        image_size: int | str | None,
+        device: torch.device,
+    ):
+        """``prepared_shape``: (height, width, channels) of the prepared images; ``image_size``:
+        ``extract.image_size`` (``auto`` reads the prepared side)."""
         self.backbone, self.device = backbone, device
-        self.side = input_side(image_size, backbone.input_size, backbone.size_multiple)
+        height, width, in_channels = prepared_shape
+        self.side = input_side(image_size, backbone.input_size, backbone.size_multiple, min(height, width))
         self.channels = backbone.channels or in_channels
         self.preprocess = Preprocess(in_channels, backbone.channels, self.side, backbone.mean, backbone.std).to(device)
         self.run: Runner = torch_runner(backbone.model, "fp32", device)

@@ -21,19 +21,37 @@ def _pretrained(name: str) -> str:
     return name
 
 
+def _side(value):
+    """An ``image_size``: null, `auto`, or an integer side of 8 to 1024 px."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be null, 'auto' or an integer side in pixels")
+    if not 8 <= value <= 1024:
+        raise ValueError("must be between 8 and 1024 px")
+    return value
+
+
 class SpaceParams(Section):
     """An item of ``extract.spaces``: one more representation space."""
 
     backbone: one_of(lambda: EXTRACTORS, "feature extractor") = Field(
         description="a frozen backbone (not `encoder`: the pretrain stage trains only for extract.backbone)"
     )
-    image_size: Int | None = Field(None, ge=8, le=1024, description="the side it sees; null: its own")
+    image_size: Int | Literal["auto"] | None = Field(
+        None, description="the side it sees (8-1024); null: its own; `auto`: as extract.image_size's"
+    )
     name: str | None = Field(
         None, description="the space's folder and label; null: `<backbone>_<image_size>` (or `_native`)"
     )
     options: dict = Field(
         default_factory=dict, description="the backbone's own keys, as its block `extract.<backbone>` takes them"
     )
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _image_size(cls, value):
+        return _side(value)
 
     @field_validator("backbone")
     @classmethod
@@ -81,13 +99,12 @@ class ExtractShared(Section):
         description="null: 256 on a GPU, 32 on a CPU (large batches thrash "
         "a CPU's caches: EfficientNet-Lite0 at 160 px runs 2-3x slower at 256 than at 32)",
     )
-    image_size: Int | None = Field(
+    image_size: Int | Literal["auto"] | None = Field(
         None,
-        ge=8,
-        le=1024,
-        description="side the backbone sees: shorter side scaled "
+        description="side the backbone sees (8-1024): shorter side scaled "
         "(bilinear), centre square; null: the backbone's own (224 for ImageNet models "
-        "and DINOv2, the native size for `encoder` and `pixels`); rounded to a multiple "
+        "and DINOv2, the native size for `encoder` and `pixels`); `auto`: the prepared images' side, "
+        "at least 160 and at most the backbone's own (docs/backbones.md); rounded to a multiple "
         "of a ViT's patch size",
     )
     dtype: Literal["float32", "float16"] = Field(
@@ -130,6 +147,11 @@ class ExtractShared(Section):
         "options}` (a frozen backbone, not `encoder`); TURTLE fits one head per space, the other methods use "
         "the backbone's features (docs/backbones.md)",
     )
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _image_size(cls, value):
+        return _side(value)
 
     @field_validator("spaces")
     @classmethod

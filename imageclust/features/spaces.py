@@ -31,7 +31,7 @@ def extract_spaces(prepared_dir, out_dir, work_dir, gparams, params, engines_dir
     # only the first process writes the output; the others' share goes through the work folder
     with atomic_dir(out_dir) if ddp.is_main else nullcontext(None) as tmp:
         for space in params.spaces:
-            log.info("space %r: %s at %s px", space.label, space.backbone, space.image_size or "its own")
+            log.info("space %r: %s at image_size %s", space.label, space.backbone, space.image_size or "null (its own)")
             summary = extract_features(
                 prepared_dir,
                 None,  # a space is a frozen backbone: no encoder

@@ -122,8 +122,15 @@ def extract_features(
     ddp = ddp or init_distributed()
     device = resolve_device(gparams.device, ddp.local_rank)
     backbone = EXTRACTORS[params.backbone].build(params.block, encoder_path)
-    embedder = Embedder(backbone, int(data.meta["channels"]), params.image_size, device)
+    embedder = Embedder(backbone, tuple(int(n) for n in data.images.shape[1:4]), params.image_size, device)
     side = embedder.side
+    if params.image_size == "auto":
+        log.info(
+            "extract.image_size auto: %s sees %s px (prepared at %d x %d)",
+            params.backbone,
+            side or "the native",
+            *data.images.shape[1:3],
+        )
     batch_size = params.batch_size or (256 if device.type == "cuda" else 32)  # big CPU batches thrash caches
     engine = _choose_engine(embedder, data, batch_size, params, engines_dir or default_cache_dir(), ddp)
 

@@ -49,6 +49,32 @@ def test_input_side_rounds_to_the_patch_multiple():
     assert input_side(5, 224, 14) == 14
 
 
+@pytest.mark.parametrize(
+    "prepared, own, multiple, side",
+    [
+        (32, 224, 1, 160),  # CIFAR: scaled up to 160, not to the backbone's 224
+        (96, 224, 1, 160),  # STL-10
+        (200, 224, 1, 200),  # between: the prepared side, not scaled up
+        (256, 224, 1, 224),  # photos: the side the backbone was trained at
+        (256, 260, 1, 256),  # EfficientNet-Lite2's own 260: the photos' 256
+        (500, 96, 1, 96),  # a backbone trained below 160 keeps its own
+        (200, 224, 14, 196),  # ViT: rounded to its patch size
+    ],
+)
+def test_auto_input_side_is_the_prepared_side_between_160_and_the_backbones_own(prepared, own, multiple, side):
+    assert input_side("auto", own, multiple, prepared) == side
+
+
+def test_auto_input_side_keeps_the_native_size_without_a_side_of_its_own():
+    assert input_side("auto", None, 1, 12) is None  # the encoder and pixels
+
+
+@pytest.mark.parametrize("value", [4, 2000, 2.5, True, "big"])
+def test_a_bad_image_size_is_refused(value):
+    with pytest.raises(ValueError, match="image_size"):
+        ExtractParams(image_size=value)
+
+
 def test_preprocess_gray_to_rgb_resize_and_normalise():
     pixels = torch.full((2, 8, 8, 1), 255, dtype=torch.uint8)
     pixels[1] = 0
@@ -149,6 +175,14 @@ def test_float16_shards(prepared_dir, tmp_path):
 def test_resize_and_channels_for_pixels(prepared_dir, tmp_path):
     summary = extract(prepared_dir, tmp_path, image_size=16)
     assert summary["dim"] == 16 * 16 and summary["input_size"] == 16
+
+
+def test_auto_side_reads_the_prepared_images(prepared_dir, tmp_path):
+    # A pretrained backbone (random weights) sees the 12-px images at 160, not its own 224.
+    options = {"model": "resnet18", "weights": None}
+    summary = extract(prepared_dir, tmp_path, backbone="torchvision", torchvision=options, image_size="auto")
+    assert summary["input_size"] == 160
+    assert extract(prepared_dir, tmp_path / "pixels", image_size="auto")["input_size"] is None  # native
 
 
 def test_interrupted_extraction_resumes_from_finished_shards(prepared_dir, tmp_path, monkeypatch):
