@@ -30,8 +30,8 @@ class DataParams(Section):
     max_per_split: Optional[Int] = Field(None, ge=1, description="keep at most this many samples per split "
                                          "(stratified, seeded); null: all")
     image_size: Optional[Int] = Field(None, ge=4, le=4096, description="square side: shorter side scaled, centre "
-                                      "cut; null keeps the native size where every image has the same, else the "
-                                      "median shorter side, at most 256")
+                                      "cut; null keeps the native size where every image has the same of at most 256 px, "
+                                      "else the median shorter side, at most 256")
     channels: Optional[Literal[1, 3]] = Field(None, description="null: 3 if any image is in colour, else 1")
     label_column: str = Field("label", description="the label column of `pixel_table`")
     max_image_pixels: Int = Field(89_478_485, ge=1, description="larger images are skipped as decompression bombs "

@@ -19,8 +19,10 @@ from ..tables import UNLABELED
 from .images import SkipSample
 
 log = logging.getLogger(__name__)
-# Covers the side ImageNet backbones see (224; EfficientNet-Lite1 240) at 196 kB an RGB image.
-MIXED_SIZE_MAX = 256
+# With data.image_size null, the largest side images are prepared at: covers the side ImageNet
+# backbones see (224; EfficientNet-Lite1 240) at 196 kB an RGB image, where a phone's 4032 x 3024
+# photo kept native takes 37 MB.
+AUTO_SIZE_MAX = 256
 
 
 @dataclass
@@ -36,7 +38,7 @@ class Source:
     # Whether each sample is in colour, when known without decoding, else None.
     color: Optional[np.ndarray] = None
     # Side length to resize to when data.image_size is null and native sizes differ (GTSRB, say);
-    # without it such sources are prepared at their median shorter side (at most MIXED_SIZE_MAX).
+    # without it such sources are prepared at their median shorter side (at most AUTO_SIZE_MAX).
     default_size: Optional[int] = None
     skipped: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)  # e.g. empty class folders, for meta.json
@@ -126,15 +128,17 @@ def target_shape(source: Source, indices: np.ndarray, image_size: int | None,
         channels = 3 if source.color is None or source.color[indices].any() else 1
     if image_size is None and source.sizes is not None:
         distinct = np.unique(source.sizes[indices], axis=0)
-        if len(distinct) == 1:
+        if len(distinct) == 1 and distinct[0].min() <= AUTO_SIZE_MAX:
             return int(distinct[0][0]), int(distinct[0][1]), channels
     size = image_size or source.default_size
     if size is None and source.sizes is not None and len(indices):
-        # A folder of photos of mixed sizes (nearly every real one): the median shorter side, at most
-        # MIXED_SIZE_MAX, so an ImageNet backbone still sees its own side without storing megapixels.
-        size = min(int(np.median(source.sizes[indices].min(axis=1))), MIXED_SIZE_MAX)
-        log.info("%s: images differ in size; preparing them at %d x %d (the median shorter side, at most %d; "
-                 "data.image_size sets it)", source.name, size, size, MIXED_SIZE_MAX)
+        # Photos of mixed sizes (nearly every real folder) or all large (one camera's): the median
+        # shorter side, at most AUTO_SIZE_MAX, so an ImageNet backbone still sees its own side
+        # without storing megapixels.
+        size = min(int(np.median(source.sizes[indices].min(axis=1))), AUTO_SIZE_MAX)
+        log.info("%s: images differ in size or are larger than %d px; preparing them at %d x %d (the median "
+                 "shorter side, at most %d; data.image_size sets it)", source.name, AUTO_SIZE_MAX, size, size,
+                 AUTO_SIZE_MAX)
     if size is None:
         raise ParamsError(f"params: data.image_size=None is invalid: {source.name} images differ in size "
                           "and their sizes are unknown before decoding; set data.image_size")

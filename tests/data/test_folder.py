@@ -210,6 +210,15 @@ def test_mixed_large_photos_are_capped(tmp_path):
     assert data.images.shape == (3, 256, 256, 3)  # median shorter side 480, capped
 
 
+def test_uniform_sizes_stay_native_up_to_the_cap_and_large_ones_are_capped(tmp_path):
+    for name, size, shape in [("small", (40, 30), (30, 40)), ("large", (400, 300), (256, 256))]:
+        root = tmp_path / name
+        for i in range(2):
+            save(root / f"{i}.jpg", solid((0, 128, 0), size=size), quality=90)
+        data, _ = run(tmp_path / f"{name}_out", root, test_fraction=0.0)
+        assert data.images.shape == (2, *shape, 3)
+
+
 def test_too_large_images_are_skipped(tmp_path):
     root = tmp_path / "data"
     for i in range(3):
