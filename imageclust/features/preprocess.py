@@ -11,8 +11,9 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert("L")
 
 
 # `extract.image_size: auto` never goes below this side: on CIFAR-10's 32-px images scaled up,
-# EfficientNet-Lite0 probes alike at 160 and 224 px (0.793 / 0.799; 10-NN 65.6% / 65.2%) at a third
-# of the cost, while photos of 224 px and more lost 0.06-0.07 ACC at 160 against 224 (issue 27).
+# EfficientNet-Lite0 probes alike at 160 and 224 px (0.793 / 0.799; 10-NN 65.6% / 65.2%) at half
+# the cost (ONNX Runtime: 394 against 183 images/s), while photos of 224 px and more lost 0.06-0.07
+# ACC at 160 against 224 (issue 27). docs/backbones.md has the measurements.
 AUTO_MIN_SIDE = 160
 
 
