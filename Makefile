@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k bench-choose-method bench-auto-screen bench-report-size bench-size-prior bench-turtle-few-rows
+.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k bench-choose-method bench-auto-screen bench-report-size bench-size-prior bench-turtle-few-rows bench-referee-space
 
 install: $(VENV)/.installed
 
@@ -79,6 +79,10 @@ bench-size-prior: install
 # DATA as for bench-size-prior: TURTLE's components fixed against the rows_per_component cap, on the same draws
 bench-turtle-few-rows: install
 	python benchmarks/turtle_few_rows.py $(DATA) --dims 256 64 32 --caps 25 --seeds 0 1 2 --out benchmarks/results/turtle_few_rows.json
+
+# DATA as for bench-size-prior: auto's candidates judged in spaces they were not fitted in, on the same draws
+bench-referee-space: install
+	python benchmarks/referee_space.py $(DATA) --referee efficientnet_lite2@160 --referee efficientnet_lite0@224 --seeds 0 1 2 --per-class 150 --out benchmarks/results/referee_space.json --docs
 
 bench-ablation: install
 	python benchmarks/ablation.py --runs fashion_mnist --out benchmarks/results/ablation.json

@@ -26,9 +26,9 @@ def input_side(
     photos are seen at the side it was trained at, small images not scaled up further than pays);
     the native size where the backbone has no side of its own (the encoder, pixels)."""
     if requested == "auto":
-        if default is None or prepared_side is None:
-            return None
-        requested = min(default, max(AUTO_MIN_SIDE, prepared_side))
+        requested = (
+            None if default is None or prepared_side is None else min(default, max(AUTO_MIN_SIDE, prepared_side))
+        )
     side = requested or default
     if side is None:
         return None

@@ -67,6 +67,7 @@ def test_auto_input_side_is_the_prepared_side_between_160_and_the_backbones_own(
 
 def test_auto_input_side_keeps_the_native_size_without_a_side_of_its_own():
     assert input_side("auto", None, 1, 12) is None  # the encoder and pixels
+    assert input_side("auto", 224, 1, None) == 224  # no prepared side given: the backbone's own
 
 
 @pytest.mark.parametrize("value", [4, 2000, 2.5, True, "big"])

@@ -1,0 +1,186 @@
+"""Judging ``finetune.method: auto``'s candidates in spaces they were not fitted in.
+
+The neighbour score favours the method that optimises something like it (SCAN trains on the
+neighbours of the space it is judged in), and on small CIFAR-10 draws it picked TURTLE at a regret of
+0.123 ("Choosing the method without labels", docs/results.md). Here the candidates (the cluster
+stage's assignment, SCAN, TEMI and TURTLE with ``finetune.size_prior: auto``, this repository's
+defaults) are fitted on a project's extract-stage features, as ``size_prior.py`` draws them (ten
+classes balanced and 10:1, per seed), and each is scored by ``labelfree.neighbour_kappa`` in the fitted
+space and in referee spaces: other frozen backbones or sides run on the draw's prepared pixels. Per
+rule (the fitted space, as ``auto`` judges today; each referee space; the mean of the referee spaces),
+the pick and its regret: the best candidate's ACC minus the pick's. Labels only score.
+
+Usage: ``python benchmarks/referee_space.py --data cifar10=PROJECT --referee efficientnet_lite2@160
+--referee efficientnet_lite0@224 [--seeds 0 1 2] [--per-class 150] --out benchmarks/results/referee_space.json
+[--docs]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.common import head_commit, write_between_markers  # noqa: E402
+from benchmarks.size_prior import cluster_stage, draw_pair, finetune_run  # noqa: E402
+from imageclust.clustering.params import ClusterParams  # noqa: E402
+from imageclust.config import load_params  # noqa: E402
+from imageclust.data.prepared import load_prepared  # noqa: E402
+from imageclust.features.embedder import Embedder  # noqa: E402
+from imageclust.features.params import ExtractParams  # noqa: E402
+from imageclust.features.registry import EXTRACTORS  # noqa: E402
+from imageclust.finetune.registry import METHODS  # noqa: E402
+from imageclust.labelfree import neighbour_kappa  # noqa: E402
+from imageclust.metrics import clustering_accuracy  # noqa: E402
+from imageclust.tables import read_features  # noqa: E402
+
+FINETUNE = ("scan", "temi", "turtle")
+FITTED = "fitted space"
+REFEREES = "referee spaces' mean"
+DOCS = REPO / "docs" / "results.md"
+BEGIN, END = "<!-- referee_space:begin -->", "<!-- referee_space:end -->"
+
+
+class Project:
+    """A project's labelled extract-stage features and the prepared pixels of the same rows."""
+
+    def __init__(self, folder: Path):
+        table = read_features(folder / "artifacts" / "features")
+        labelled = table.labels >= 0
+        self.vectors, self.labels, self.ids = table.vectors[labelled], table.labels[labelled], table.ids[labelled]
+        _, self.cluster_params = load_params(ClusterParams, path=folder / "params.yaml")
+        self.prepared = load_prepared(folder / "data" / "prepared")
+        position = {sample: n for n, sample in enumerate(self.prepared.ids)}
+        self.pixel_rows = np.array([position[sample] for sample in self.ids])
+
+    def embed(self, referee: str, rows: np.ndarray, batch: int = 64) -> np.ndarray:
+        """The draw's images in the referee space ``BACKBONE@SIDE`` (``SIDE``: pixels, or ``native``)."""
+        backbone, _, side = referee.partition("@")
+        side = None if side in ("", "native") else int(side)
+        params = ExtractParams(backbone=backbone, image_size=side)
+        embedder = Embedder(
+            EXTRACTORS[backbone].build(params.block, None), self.prepared.images.shape[1:4], side, torch.device("cpu")
+        )
+        pixels = self.prepared.images[np.sort(self.pixel_rows[rows])]
+        order = np.argsort(np.argsort(self.pixel_rows[rows]))  # back to the draw's order
+        with torch.inference_mode():
+            out = [
+                embedder(torch.from_numpy(np.ascontiguousarray(pixels[s : s + batch]))).numpy()
+                for s in range(0, len(pixels), batch)
+            ]
+        return np.concatenate(out)[order]
+
+
+def candidates(project: Project, rows: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """``auto``'s candidates on the draw, fitted on the project's features."""
+    vectors = project.vectors[rows]
+    k, initial = cluster_stage(vectors, labels, project.cluster_params, seed)
+    defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
+    fitted = {"none": initial}
+    for method in FINETUNE:
+        block = {"method": method, method: defaults[method], "floor": False, "size_prior": "auto"}
+        fitted[method] = METHODS[method].run(finetune_run(vectors, labels, initial, k, block, seed)).clusters
+    return fitted
+
+
+def picks(acc: dict[str, float], scores: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """Per rule, the candidate it picks and the regret."""
+    referees = [space for space in scores if space != FITTED]
+    rules = {**scores, REFEREES: {m: float(np.mean([scores[s][m] for s in referees])) for m in acc}}
+    best = max(acc.values())
+    out = {}
+    for rule, by_method in rules.items():
+        pick = max(by_method, key=by_method.get)
+        out[rule] = {"pick": pick, "regret": round(best - acc[pick], 4)}
+    return out
+
+
+def run_case(project: Project, rows: np.ndarray, referees: list[str], seed: int) -> dict:
+    labels = np.unique(project.labels[rows], return_inverse=True)[1]
+    started = time.perf_counter()
+    fitted = candidates(project, rows, labels, seed)
+    fit_seconds = time.perf_counter() - started
+    spaces = {FITTED: project.vectors[rows]}
+    started = time.perf_counter()
+    spaces.update({referee: project.embed(referee, rows) for referee in referees})
+    embed_seconds = time.perf_counter() - started
+    acc = {m: round(clustering_accuracy(labels, c), 4) for m, c in fitted.items()}
+    scores = {s: {m: round(neighbour_kappa(z, c, seed=seed), 4) for m, c in fitted.items()} for s, z in spaces.items()}
+    return {
+        "n": len(rows),
+        "acc": acc,
+        "scores": scores,
+        "picks": picks(acc, scores),
+        "seconds": {"candidates": round(fit_seconds, 1), "referee_embedding": round(embed_seconds, 1)},
+    }
+
+
+def summary(cases: list[dict]) -> dict[str, dict]:
+    rules = cases[0]["picks"] if cases else {}
+    return {
+        rule: {
+            "mean_regret": round(float(np.mean([c["picks"][rule]["regret"] for c in cases])), 4),
+            "worst_regret": round(float(max(c["picks"][rule]["regret"] for c in cases)), 4),
+        }
+        for rule in rules
+    }
+
+
+def table(report: dict) -> str:
+    cases = report["cases"]
+    rules = list(cases[0]["picks"]) if cases else []
+    lines = [
+        "| data | case | seed | ACC: " + ", ".join(("none", *FINETUNE)) + " | " + " | ".join(rules) + " |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in rules) + " |",
+    ]
+    for c in cases:
+        accs = " / ".join(f"{c['acc'][m]:.3f}" for m in ("none", *FINETUNE))
+        cells = " | ".join(f"{c['picks'][r]['pick']} ({c['picks'][r]['regret']:.3f})" for r in rules)
+        lines.append(f"| {c['data']} | {c['case']} | {c['seed']} | {accs} | {cells} |")
+    per_rule = report["summary"]
+    lines.append(
+        "| mean regret (worst) | | | | "
+        + " | ".join(f"{per_rule[r]['mean_regret']:.3f} ({per_rule[r]['worst_regret']:.3f})" for r in rules)
+        + " |"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", action="append", required=True, metavar="NAME=PROJECT")
+    parser.add_argument("--referee", action="append", required=True, metavar="BACKBONE@SIDE")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--per-class", type=int, default=150)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--docs", action="store_true", help="rewrite the table in docs/results.md")
+    args = parser.parse_args(argv)
+    report = {"commit": head_commit(), "referees": args.referee, "cases": []}
+    for item in args.data:
+        name, sep, folder = item.partition("=")
+        if not sep:
+            parser.error(f"--data {item!r}: expected NAME=PROJECT")
+        project = Project(Path(folder))
+        per_class = min(args.per_class, int(np.bincount(project.labels).min()))
+        for seed in args.seeds:
+            for case, rows in draw_pair(project.labels, per_class, seed).items():
+                row = {"data": name, "case": case, "seed": seed, **run_case(project, rows, args.referee, seed)}
+                print(json.dumps(row), flush=True)
+                report["cases"].append(row)
+                report["summary"] = summary(report["cases"])
+                args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    if args.docs:
+        write_between_markers(DOCS, BEGIN, END, table(report))
+
+
+if __name__ == "__main__":
+    main()
