@@ -4,9 +4,9 @@ registered extractor (``extract.dinov2``, ``extract.torchvision``, ...)."""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from ..config import Int, Section, one_of, with_blocks
 from ..models.encoder import EXTRACTOR
@@ -32,13 +32,17 @@ def _side(value):
     return value
 
 
+# `extract.image_size` and each space's: one message for a bad value, not pydantic's per union member.
+ImageSide = Annotated[Int | Literal["auto"] | None, BeforeValidator(_side)]
+
+
 class SpaceParams(Section):
     """An item of ``extract.spaces``: one more representation space."""
 
     backbone: one_of(lambda: EXTRACTORS, "feature extractor") = Field(
         description="a frozen backbone (not `encoder`: the pretrain stage trains only for extract.backbone)"
     )
-    image_size: Int | Literal["auto"] | None = Field(
+    image_size: ImageSide = Field(
         None, description="the side it sees (8-1024); null: its own; `auto`: as extract.image_size's"
     )
     name: str | None = Field(
@@ -47,11 +51,6 @@ class SpaceParams(Section):
     options: dict = Field(
         default_factory=dict, description="the backbone's own keys, as its block `extract.<backbone>` takes them"
     )
-
-    @field_validator("image_size", mode="before")
-    @classmethod
-    def _image_size(cls, value):
-        return _side(value)
 
     @field_validator("backbone")
     @classmethod
@@ -99,7 +98,7 @@ class ExtractShared(Section):
         description="null: 256 on a GPU, 32 on a CPU (large batches thrash "
         "a CPU's caches: EfficientNet-Lite0 at 160 px runs 2-3x slower at 256 than at 32)",
     )
-    image_size: Int | Literal["auto"] | None = Field(
+    image_size: ImageSide = Field(
         None,
         description="side the backbone sees (8-1024): shorter side scaled "
         "(bilinear), centre square; null: the backbone's own (224 for ImageNet models "
@@ -147,11 +146,6 @@ class ExtractShared(Section):
         "options}` (a frozen backbone, not `encoder`); TURTLE fits one head per space, the other methods use "
         "the backbone's features (docs/backbones.md)",
     )
-
-    @field_validator("image_size", mode="before")
-    @classmethod
-    def _image_size(cls, value):
-        return _side(value)
 
     @field_validator("spaces")
     @classmethod
