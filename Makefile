@@ -82,7 +82,7 @@ bench-turtle-few-rows: install
 
 # DATA as for bench-size-prior: auto's candidates judged in spaces they were not fitted in, on the same draws
 bench-referee-space: install
-	python benchmarks/referee_space.py $(DATA) --referee efficientnet_lite2@160 --referee efficientnet_lite0@224 --seeds 0 1 2 --per-class 150 --out benchmarks/results/referee_space.json --docs
+	python benchmarks/referee_space.py $(DATA) --referee efficientnet_lite2@160 --referee efficientnet_lite0@224 --referee efficientnet_lite1@240 --seeds 0 1 2 --per-class 150 --out benchmarks/results/referee_space.json --docs
 
 bench-ablation: install
 	python benchmarks/ablation.py --runs fashion_mnist --out benchmarks/results/ablation.json

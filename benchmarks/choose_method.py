@@ -4,7 +4,9 @@ choose by, and scored with the labels for this table only. For each dataset: eve
 scores, each selector's pick, and its regret (the best ACC in hindsight minus the pick's).
 
 Selectors: ``neighbour`` (``labelfree.neighbour_kappa`` in the extract stage's features, what the
-guards use), ``linear`` (TURTLE's generalisation score, chance-corrected) and ``both``, their mean.
+guards use), ``linear`` (TURTLE's generalisation score, chance-corrected) and ``both``, their mean;
+and ``referees``, the neighbour score averaged over the project's referee spaces (``extract.referees``,
+in its extract_spaces stage's folder), where it has any.
 
 Usage: ``python benchmarks/choose_method.py --run digits=/tmp/bq/digits-seed0 --run
 cifar10=/tmp/exp/cifar:test --out benchmarks/results/choose_method.json [--docs]``: each project's
@@ -30,13 +32,13 @@ from benchmarks.common import project_run, write_between_markers  # noqa: E402
 from imageclust.config import GlobalParams, load_section  # noqa: E402
 from imageclust.finetune.guard import FLOOR_SCORE, Referee, below_floor  # noqa: E402
 from imageclust.finetune.params import FinetuneParams  # noqa: E402
-from imageclust.finetune.stage import run_finetune  # noqa: E402
+from imageclust.finetune.stage import referee_spaces, run_finetune  # noqa: E402
 from imageclust.metrics import clustering_accuracy  # noqa: E402
 from imageclust.paths import artifact_paths  # noqa: E402
 from imageclust.tables import read_assignments, read_features  # noqa: E402
 
 METHODS = ("none", "scan", "temi", "turtle")
-SELECTORS = ("neighbour", "linear", "both")
+SELECTORS = ("neighbour", "linear", "both", "referees")  # referees: where the project has them
 DOCS = REPO / "docs" / "results.md"
 
 
@@ -48,6 +50,7 @@ def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed
     features = read_features(paths["features"])
     train = np.isin(features.splits, train_splits)
     referee = Referee(features.vectors[train], seed)  # as auto judges; its projection fitted once
+    referees = referee_spaces(paths["spaces"], features.ids, train) if paths["spaces"].is_dir() else {}
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
     rows = {}
     for method in methods:
@@ -70,6 +73,12 @@ def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed
             "seconds": round(seconds, 1),
         }
         rows[method]["both"] = round((rows[method]["neighbour"] + rows[method]["linear"]) / 2, 4)
+        if referees:  # as auto judges with extract.referees
+            by_referee = {
+                name: round(space.judge(a.clusters, "neighbour", seed), 4) for name, space in referees.items()
+            }
+            rows[method]["by_referee"] = by_referee
+            rows[method]["referees"] = round(float(np.mean(list(by_referee.values()))), 4)
         print(project.name, method, rows[method], flush=True)
     return rows
 
@@ -81,6 +90,8 @@ def picks(rows: dict) -> dict:
     best = max(r["acc"] for r in rows.values())
     out = {"best_acc": best}
     for selector in SELECTORS:
+        if any(selector not in r for r in rows.values()):
+            continue
         pick = max(rows, key=lambda m: rows[m][selector])
         out[selector] = {"pick": pick, "regret": round(best - rows[pick]["acc"], 4)}
     if "none" in rows:
@@ -112,10 +123,15 @@ def table(report: dict) -> str:
             f"{rows[m]['acc']:.3f} / {rows[m]['neighbour']:.3f} / {rows[m]['linear']:.3f}" if m in rows else "-"
             for m in METHODS
         ]
-        choices = [f"{chosen[s]['pick']} ({chosen[s]['regret']:.3f})" for s in SELECTORS]
+        choices = [f"{chosen[s]['pick']} ({chosen[s]['regret']:.3f})" if s in chosen else "-" for s in SELECTORS]
         lines.append(f"| {name} | " + " | ".join(cells + choices) + " |")
     summary = report["summary"]
-    regrets = [f"{summary[s]['mean_regret']:.3f} ({summary[s]['worst_regret']:.3f})" for s in SELECTORS]
+    regrets = [
+        f"{summary[s]['mean_regret']:.3f} ({summary[s]['worst_regret']:.3f}) of {summary[s]['datasets']}"
+        if s in summary
+        else "-"
+        for s in SELECTORS
+    ]
     lines.append("| mean regret (worst) | " + " | ".join([""] * len(METHODS) + regrets) + " |")
     return "\n".join(lines)
 
@@ -134,10 +150,17 @@ def main(argv: list[str] | None = None) -> None:
         name, project, split = project_run(spec)
         rows = run_methods(Path(project), split, tuple(args.methods), args.seed)
         report["datasets"][name] = {"project": project, "split": split or "all", "methods": rows, "picks": picks(rows)}
-        regrets = {s: [d["picks"][s]["regret"] for d in report["datasets"].values()] for s in SELECTORS}
+        regrets = {
+            s: [d["picks"][s]["regret"] for d in report["datasets"].values() if s in d["picks"]] for s in SELECTORS
+        }
         report["summary"] = {
-            s: {"mean_regret": round(float(np.mean(r)), 4), "worst_regret": round(float(np.max(r)), 4)}
+            s: {
+                "mean_regret": round(float(np.mean(r)), 4),
+                "worst_regret": round(float(np.max(r)), 4),
+                "datasets": len(r),
+            }
             for s, r in regrets.items()
+            if r
         }
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))

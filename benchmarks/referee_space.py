@@ -7,8 +7,10 @@ stage's assignment, SCAN, TEMI and TURTLE with ``finetune.size_prior: auto``, th
 defaults) are fitted on a project's extract-stage features, as ``size_prior.py`` draws them (ten
 classes balanced and 10:1, per seed), and each is scored by ``labelfree.neighbour_kappa`` in the fitted
 space and in referee spaces: other frozen backbones or sides run on the draw's prepared pixels. Per
-rule (the fitted space, as ``auto`` judges today; each referee space; the mean of the referee spaces),
-the pick and its regret: the best candidate's ACC minus the pick's. Labels only score.
+rule (the fitted space, as ``auto`` judges without ``extract.referees``; each referee space; with three
+or more, the mean of each pair; the mean of all referee spaces, as ``auto`` judges with them), the pick
+and its regret: the best candidate's ACC minus the pick's. Labels only score. The referees run through
+the inference engine the extract stage would choose at FP32 (``extract.engine: auto``).
 
 Usage: ``python benchmarks/referee_space.py --data cifar10=PROJECT --referee efficientnet_lite2@160
 --referee efficientnet_lite0@224 [--seeds 0 1 2] [--per-class 150] --out benchmarks/results/referee_space.json
@@ -18,6 +20,7 @@ Usage: ``python benchmarks/referee_space.py --data cifar10=PROJECT --referee eff
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -35,6 +38,7 @@ from imageclust.clustering.params import ClusterParams  # noqa: E402
 from imageclust.config import load_params  # noqa: E402
 from imageclust.data.prepared import load_prepared  # noqa: E402
 from imageclust.features.embedder import Embedder  # noqa: E402
+from imageclust.features.engines import default_cache_dir  # noqa: E402
 from imageclust.features.params import ExtractParams  # noqa: E402
 from imageclust.features.registry import EXTRACTORS  # noqa: E402
 from imageclust.finetune.registry import METHODS  # noqa: E402
@@ -70,6 +74,8 @@ class Project:
             EXTRACTORS[backbone].build(params.block, None), self.prepared.images.shape[1:4], side, torch.device("cpu")
         )
         pixels = self.prepared.images[np.sort(self.pixel_rows[rows])]
+        sample = torch.from_numpy(np.ascontiguousarray(pixels[:batch]))
+        embedder.use_engine(sample, "auto", "fp32", default_cache_dir(), len(rows))
         order = np.argsort(np.argsort(self.pixel_rows[rows]))  # back to the draw's order
         with torch.inference_mode():
             out = [
@@ -94,7 +100,12 @@ def candidates(project: Project, rows: np.ndarray, labels: np.ndarray, seed: int
 def picks(acc: dict[str, float], scores: dict[str, dict[str, float]]) -> dict[str, dict]:
     """Per rule, the candidate it picks and the regret."""
     referees = [space for space in scores if space != FITTED]
-    rules = {**scores, REFEREES: {m: float(np.mean([scores[s][m] for s in referees])) for m in acc}}
+    pairs = list(itertools.combinations(referees, 2)) if len(referees) > 2 else []
+    rules = {
+        **scores,
+        **{" + ".join(pair): {m: float(np.mean([scores[s][m] for s in pair])) for m in acc} for pair in pairs},
+        REFEREES: {m: float(np.mean([scores[s][m] for s in referees])) for m in acc},
+    }
     best = max(acc.values())
     out = {}
     for rule, by_method in rules.items():

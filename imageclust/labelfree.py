@@ -108,7 +108,9 @@ def finetune_notes(metrics: dict) -> list[str]:
         )
     if metrics.get("chosen"):
         scores = ", ".join(f"{name} {score}" for name, score in (metrics.get("candidate_scores") or {}).items())
-        notes.append(f"auto kept {metrics['chosen']} (label-free scores: {scores})")
+        where = metrics.get("chosen_by", "")
+        where = f"; judged in {where.split(' in ', 1)[1]}" if " referee space" in where else ""
+        notes.append(f"auto kept {metrics['chosen']} (label-free scores: {scores}{where})")
     return notes
 
 

@@ -21,6 +21,7 @@ from .io import atomic_dir, atomic_path, read_json, write_json
 UNLABELED = -1
 FEATURES_META = "_meta.json"  # underscore: parquet readers of the folder skip it
 SPACES_INDEX = "spaces.json"  # the extract_spaces stage's list of its feature folders
+REFEREES_FOLDER = "referees"  # under the extract_spaces stage's folder: one features folder per referee space
 
 
 def _labels_to_arrow(labels: np.ndarray) -> pa.Array:
@@ -246,6 +247,23 @@ def space_index(spaces_dir) -> list[dict]:
     if not path.is_file():
         raise DataError(f"{spaces_dir}: {SPACES_INDEX} missing; run the extract_spaces stage")
     return read_json(path)["spaces"]
+
+
+def read_referees(spaces_dir, ids: np.ndarray) -> dict[str, FeatureTable]:
+    """Every referee space's features (``extract.referees``: a sample of the training rows), each checked
+    to hold rows of ``ids`` (the extract stage's); none when the index lists none."""
+    path = Path(spaces_dir) / SPACES_INDEX
+    entries = read_json(path).get("referees", []) if path.is_file() else []
+    referees = {}
+    for entry in entries:
+        table = read_features(Path(spaces_dir) / REFEREES_FOLDER / entry["name"])
+        if not np.isin(table.ids, ids).all():
+            raise DataError(
+                f"{spaces_dir}/{REFEREES_FOLDER}/{entry['name']}: it holds samples the extract stage's features do "
+                "not; rerun extract_spaces"
+            )
+        referees[entry["name"]] = table
+    return referees
 
 
 def read_spaces(spaces_dir, ids: np.ndarray) -> dict[str, FeatureTable]:

@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 
 from ..config import Int, Section, one_of, with_blocks
 from ..models.encoder import EXTRACTOR
+from ..tables import REFEREES_FOLDER
 from .registry import EXTRACTORS
 
 
@@ -37,7 +38,7 @@ ImageSide = Annotated[Int | Literal["auto"] | None, BeforeValidator(_side)]
 
 
 class SpaceParams(Section):
-    """An item of ``extract.spaces``: one more representation space."""
+    """An item of ``extract.spaces`` (one more representation space) or of ``extract.referees``."""
 
     backbone: one_of(lambda: EXTRACTORS, "feature extractor") = Field(
         description="a frozen backbone (not `encoder`: the pretrain stage trains only for extract.backbone)"
@@ -147,13 +148,24 @@ class ExtractShared(Section):
         "the backbone's features (docs/backbones.md)",
     )
 
-    @field_validator("spaces")
+    referees: list[SpaceParams] = Field(
+        default_factory=list,
+        description="spaces in which `finetune.method: auto` judges its candidates instead of the spaces they were "
+        "fitted in, by the mean of their scores; each `{backbone, image_size, name, options}`, embedded for a "
+        "fixed sample of 3,000 training rows only. E.g. `[{backbone: efficientnet_lite2, image_size: 160}, "
+        '{backbone: efficientnet_lite0, image_size: 224}]` (docs/results.md, "Judging in spaces the '
+        'candidates were not fitted in")',
+    )
+
+    @field_validator("spaces", "referees")
     @classmethod
     def _unique_names(cls, spaces: list[SpaceParams]) -> list[SpaceParams]:
         labels = [space.label for space in spaces]
         twice = next((label for label in labels if labels.count(label) > 1), None)
         if twice is not None:
             raise ValueError(f"two spaces are named {twice!r}; give each its own `name`")
+        if REFEREES_FOLDER in labels:
+            raise ValueError(f"{REFEREES_FOLDER!r} is the referees' folder; give the space another `name`")
         return spaces
 
     @property

@@ -48,6 +48,7 @@ class FinetuneMethod:
     assign: Assigner | None = None  # None: the cluster stage's model assigns new samples
     trains_encoder: Callable[[Any], bool] = never  # of its params block: it trains the encoder on the images
     uses_spaces: bool = False  # it is given the features of extract.spaces too (TURTLE: a head per space)
+    uses_referees: bool = False  # it is given those of extract.referees (auto judges its candidates there)
     floored: bool = True  # finetune.floor applies (not to none, auto, or the methods with a guard of their own)
 
 
@@ -103,6 +104,8 @@ class FinetuneRun:
     # extract.spaces by name: (n, d_i) features of the same rows in further representation spaces
     # (TURTLE fits a head per space; the other methods use ``vectors``)
     more_spaces: dict[str, np.ndarray] = field(default_factory=dict)
+    # extract.referees by name (guard.RefereeSpace): spaces no method is fitted in, where auto judges
+    referee_spaces: dict[str, Any] = field(default_factory=dict)
     encoder_pretrained: bool = True  # pretrain.method is not none: the starting features mean something
 
     @property

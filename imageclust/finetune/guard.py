@@ -116,6 +116,37 @@ class Referee:
         return [principal_components(z[labelled], self.seed) for z in self.every_space]
 
 
+@dataclass(frozen=True)
+class RefereeSpace:
+    """A space that no candidate was fitted in (``extract.referees``): the features of some training rows
+    (a fixed sample, ``features/referees.py``), judged on those rows alone."""
+
+    rows: np.ndarray  # positions in the run's rows
+    vectors: np.ndarray  # (len(rows), d)
+
+    def judge(self, clusters: np.ndarray, score: str, seed: int) -> float:
+        """``clusters`` (of every row of the run) judged here by ``score``, as ``Referee.judge`` judges."""
+        labels = np.asarray(clusters)[self.rows]
+        near = linear = 0.0
+        if score in ("neighbour", "both"):
+            near = neighbour_kappa(self.vectors, labels, seed=seed)
+        if score in ("linear", "both"):
+            labels = np.unique(labels, return_inverse=True)[1]
+            linear = (
+                -1.0
+                if labels.max(initial=0) < 1
+                else generalisation_kappa(
+                    principal_components(self.vectors, seed), labels, seed, max_samples=len(labels)
+                )
+            )
+        return (near + linear) / 2 if score == "both" else near + linear
+
+    def cut(self, rows: np.ndarray) -> RefereeSpace:
+        """This space on a run cut to ``rows`` (sorted positions): the rows it holds of them, renumbered."""
+        kept = np.isin(self.rows, rows)
+        return RefereeSpace(np.searchsorted(rows, self.rows[kept]), self.vectors[kept])
+
+
 @dataclass
 class BestEpoch:
     """The best-judged state so far: ``offer`` each epoch's labelling with a way to snapshot what the

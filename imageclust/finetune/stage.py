@@ -18,9 +18,17 @@ from ..labelfree import cluster_sizes
 from ..metrics import nmi
 from ..models.encoder import save_trained_encoder
 from ..runtime import resolve_device
-from ..tables import Assignments, read_assignments, read_features, read_spaces, write_assignments
+from ..tables import (
+    REFEREES_FOLDER,
+    Assignments,
+    read_assignments,
+    read_features,
+    read_referees,
+    read_spaces,
+    write_assignments,
+)
 from .base import CHECKPOINT_FILE, Curves, FinetuneRun
-from .guard import floor
+from .guard import RefereeSpace, floor
 from .registry import METHODS
 
 log = logging.getLogger(__name__)
@@ -61,8 +69,10 @@ def run_finetune(
     num_clusters = initial.num_clusters or int(initial.clusters.max()) + 1
     if num_clusters < 2:
         raise DataError(f"{cluster_dir}: the cluster stage found {num_clusters} cluster; fine-tuning needs 2 or more")
+    referees = referee_spaces(spaces_dir, features.ids, train) if METHODS[params.method].uses_referees else {}
     inputs = [Path(features_dir), Path(cluster_dir) / CLUSTER_ASSIGNMENTS]
     inputs += [Path(spaces_dir) / name for name in more_spaces]
+    inputs += [Path(spaces_dir) / REFEREES_FOLDER / name for name in referees]
     row_images = None
     if params.trains_encoder:
         if prepared_dir is None or encoder_path is None:
@@ -101,6 +111,7 @@ def run_finetune(
         run_id=run_id,
         curves=curves,
         more_spaces={name: table.vectors for name, table in more_spaces.items()},
+        referee_spaces=referees,
         encoder_pretrained=encoder_pretrained,
     )
     started = time.perf_counter()
@@ -134,6 +145,24 @@ def run_finetune(
         "seconds": round(seconds, 3),
         "nmi_with_cluster_stage": agreement,
         "spaces": 1 + len(more_spaces),  # representation spaces the method was given
+        "referee_spaces": len(referees),
         "cluster_sizes": cluster_sizes(result.clusters[train], num_clusters),
         **result.stats,
     }
+
+
+def referee_spaces(spaces_dir, ids: np.ndarray, train: np.ndarray) -> dict[str, RefereeSpace]:
+    """``extract.referees`` as the run's rows they hold (every one a training row) and their features."""
+    if spaces_dir is None:
+        return {}
+    position = {sample_id: row for row, sample_id in enumerate(ids)}
+    spaces = {}
+    for name, table in read_referees(spaces_dir, ids).items():
+        rows = np.array([position[sample_id] for sample_id in table.ids], dtype=np.int64)
+        if not train[rows].all():
+            raise DataError(
+                f"{spaces_dir}/{REFEREES_FOLDER}/{name}: it holds samples outside data.train_splits; "
+                "rerun extract_spaces"
+            )
+        spaces[name] = RefereeSpace(rows, table.vectors)
+    return spaces

@@ -3,9 +3,18 @@ each selector's pick and regret."""
 
 import json
 
+import numpy as np
 from fakes import blob_project
 
 from benchmarks import choose_method
+from imageclust.tables import (
+    REFEREES_FOLDER,
+    SPACES_INDEX,
+    FeatureShardWriter,
+    read_assignments,
+    read_features,
+    write_features_meta,
+)
 
 
 def test_picks_and_regrets_by_hand():
@@ -40,5 +49,29 @@ def test_every_candidate_on_a_projects_features(tmp_path, monkeypatch):
     assert entry["split"] == "test" and set(entry["methods"]) == {"none", "temi"}
     assert entry["methods"]["temi"]["acc"] > 0.6 > entry["methods"]["none"]["acc"]
     assert entry["picks"]["neighbour"] == {"pick": "temi", "regret": 0.0}
-    assert report["summary"]["neighbour"] == {"mean_regret": 0.0, "worst_regret": 0.0}
+    assert report["summary"]["neighbour"] == {"mean_regret": 0.0, "worst_regret": 0.0, "datasets": 1}
+    assert "referees" not in entry["picks"] and "referees" not in report["summary"]  # the project has none
     assert "| blobs | " in docs.read_text() and docs.read_text().endswith("after\n")
+
+
+def test_a_project_with_referee_spaces_gets_their_selector(tmp_path):
+    """A referee space that holds the cluster stage's partition (at chance for the labels) of 40 training
+    rows: judged there, the cluster stage's assignment wins, as auto would pick it."""
+    blob_project(tmp_path, {"data": {"train_splits": ["train"]}}, n_per=30)
+    features = read_features(tmp_path / "artifacts/features")
+    initial = read_assignments(tmp_path / "artifacts/cluster/assignments.parquet")
+    train = np.flatnonzero(features.splits == "train")[:40]
+    spaces = tmp_path / "artifacts/spaces"
+    referee = spaces / REFEREES_FOLDER / "judge"
+    referee.mkdir(parents=True)
+    vectors = np.eye(4, dtype=np.float32)[initial.clusters[train]] * 4
+    with FeatureShardWriter(referee / "part-00000.parquet", 4) as writer:
+        writer.write(features.ids[train], features.splits[train], features.labels[train], vectors)
+    write_features_meta(referee, {}, {"part-00000.parquet": 40}, 4)
+    (spaces / SPACES_INDEX).write_text(json.dumps({"spaces": [], "referees": [{"name": "judge"}]}))
+    out = tmp_path / "choose_method.json"
+    choose_method.main(["--run", f"blobs={tmp_path}:test", "--methods", "none", "temi", "--out", str(out)])
+    entry = json.loads(out.read_text())["datasets"]["blobs"]
+    assert entry["methods"]["none"]["by_referee"] == {"judge": 1.0} == {"judge": entry["methods"]["none"]["referees"]}
+    assert entry["picks"]["referees"]["pick"] == "none" and entry["picks"]["neighbour"]["pick"] == "temi"
+    assert entry["picks"]["referees"]["regret"] > 0.2  # TEMI recovers the blobs, the cluster stage does not

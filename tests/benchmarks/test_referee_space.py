@@ -22,6 +22,21 @@ def test_each_rule_picks_its_best_candidate_and_the_mean_of_the_referees_too():
     assert out[REFEREES] == {"pick": "scan", "regret": 0.0}  # means 0.625, 0.64, 0.625
 
 
+def test_with_three_referees_each_pair_is_a_rule_too():
+    acc = {"none": 0.45, "scan": 0.50, "turtle": 0.36}
+    scores = {
+        FITTED: {"none": 0.76, "scan": 0.72, "turtle": 0.77},
+        "a": {"none": 0.60, "scan": 0.62, "turtle": 0.64},
+        "b": {"none": 0.63, "scan": 0.66, "turtle": 0.62},
+        "c": {"none": 0.70, "scan": 0.60, "turtle": 0.60},
+    }
+    out = picks(acc, scores)
+    assert list(out) == [FITTED, "a", "b", "c", "a + b", "a + c", "b + c", REFEREES]
+    assert out["a + b"] == {"pick": "scan", "regret": 0.0}  # means 0.615, 0.64, 0.63
+    assert out["a + c"]["pick"] == "none" and out["b + c"]["pick"] == "none"  # 0.65 / 0.61 / 0.62; 0.665 / 0.63 / 0.61
+    assert out[REFEREES]["pick"] == "none"  # 0.643, 0.627, 0.62
+
+
 def test_summary_and_table_over_cases():
     def case(seed, regret):
         rules = {FITTED: {"pick": "none", "regret": regret}, REFEREES: {"pick": "scan", "regret": 0.0}}

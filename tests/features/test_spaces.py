@@ -84,7 +84,7 @@ def test_two_processes_give_the_spaces_of_one(prepared_dir, tmp_path):
 def test_no_spaces_writes_an_empty_index(prepared_dir, tmp_path):
     summary = extract_spaces(prepared_dir, tmp_path / "spaces", tmp_path / "work", CPU, extract_params([]))
     assert summary["spaces"] == 0 and space_index(tmp_path / "spaces") == []
-    assert json.loads((tmp_path / "spaces" / SPACES_INDEX).read_text()) == {"spaces": []}
+    assert json.loads((tmp_path / "spaces" / SPACES_INDEX).read_text()) == {"spaces": [], "referees": []}
     with pytest.raises(DataError, match="spaces.json missing; run the extract_spaces stage"):
         space_index(tmp_path / "absent")
 

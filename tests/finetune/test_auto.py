@@ -87,6 +87,28 @@ def test_with_more_spaces_every_candidate_is_judged_in_all_of_them():
     ]
 
 
+def test_with_referee_spaces_the_candidates_are_judged_there_alone():
+    """The extract stage's features hold one partition (TEMI recovers it from a cluster stage at chance);
+    a referee space of 60 of the rows holds the cluster stage's. Judged where they were fitted TEMI wins;
+    judged in the referee space alone, the cluster stage's assignment does."""
+    from imageclust.finetune.guard import RefereeSpace
+
+    _, labels = blobs()
+    other = np.random.default_rng(0).permutation(labels)
+    run = auto_run(other)
+    assert METHODS["auto"].run(run).stats["chosen"] == "temi"
+
+    rng = np.random.default_rng(1)
+    rows = np.sort(rng.choice(90, 60, replace=False))
+    referee = RefereeSpace(rows, (np.eye(8)[other[rows]] * 4 + rng.normal(scale=0.3, size=(60, 8))).astype(np.float32))
+    result = METHODS["auto"].run(dataclasses.replace(run, referee_spaces={"judge": referee}))
+    assert result.stats["chosen"] == "none" and result.stats["judged_in"] == ["judge"]
+    assert result.stats["candidate_scores"]["none"] == round(referee.judge(other, "neighbour", 0), 4) == 1.0
+    assert result.stats["candidate_scores"]["temi"] < 0.5
+    assert result.stats["chosen_by"] == "neighbour score in the referee space(s) judge (extract.referees), averaged"
+    assert list(result.stats["candidate_scores_by_space"]) == ["none", "temi"]
+
+
 @pytest.mark.parametrize(
     "scores, chosen",
     [
@@ -172,6 +194,7 @@ def test_auto_through_the_stages_and_predict(tmp_path, stage_project):
             "finetune.method": "auto",
             "finetune.auto.candidates": ["none", "temi"],
             "finetune.auto.overrides": FEW,
+            "extract.referees": [{"backbone": "pixels", "image_size": 12}],
             "device": "cpu",
         }
     )
@@ -180,6 +203,7 @@ def test_auto_through_the_stages_and_predict(tmp_path, stage_project):
     assert tuned["method"] == "auto" and tuned["chosen"] in ("none", "temi")
     assert set(tuned["candidate_scores"]) == {"none", "temi"}
     assert tuned["candidate_scores"][tuned["chosen"]] == max(tuned["candidate_scores"].values())
+    assert tuned["judged_in"] == ["pixels_12"] and tuned["referee_spaces"] == 1  # judged in the referee alone
 
     shutil.copy(Path(__file__).resolve().parents[2] / "dvc.yaml", tmp_path / "dvc.yaml")
     prepared = load_prepared(tmp_path / "data/prepared")

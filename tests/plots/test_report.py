@@ -89,11 +89,17 @@ def test_report_says_what_the_finetune_stage_chose_by_itself(tmp_path):
         "guard_start_score": 0.97,
     }
     chosen = {"method": "auto", "chosen": "turtle", "candidate_scores": {"none": 0.84, "turtle": 0.86}}
+    refereed = {
+        **chosen,
+        "chosen_by": "neighbour score in the referee space(s) a_160, b_224 (extract.referees), averaged",
+    }
     floored = {"method": "scan", "floor_kept_cluster_stage": True, "floor_score": 0.82, "floor_start_score": 0.84}
     for name, metrics, expected in (
         ("guarded", guarded, "deepcluster: no clustering it made beat the cluster stage's in the starting features "
          "(judged 0.95 against 0.97); the cluster stage's assignment is kept"),
         ("chosen", chosen, "auto kept turtle (label-free scores: none 0.84, turtle 0.86)"),
+        ("refereed", refereed, "auto kept turtle (label-free scores: none 0.84, turtle 0.86; judged in the referee "
+         "space(s) a_160, b_224 (extract.referees), averaged)"),
         ("floored", floored,
          "scan's clustering was judged worse than the cluster stage's (0.82 against 0.84); the cluster stage's "
          "assignment is kept (finetune.floor)"),
