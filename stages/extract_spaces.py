@@ -28,7 +28,8 @@ def main(args: argparse.Namespace) -> None:
         args.data, args.out, args.work, gparams, params, args.engines, train_splits(read_params_file(args.params))
     )
     if summary is not None and args.metrics:  # only the main process of a distributed run reports
-        write_metrics(args.metrics, summary, images=summary["rows"] * summary["spaces"])
+        referee_rows = sum(referee["rows"] for referee in summary["referees"].values())
+        write_metrics(args.metrics, summary, images=summary["rows"] * summary["spaces"] + referee_rows)
 
 
 if __name__ == "__main__":

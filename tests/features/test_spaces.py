@@ -18,7 +18,7 @@ from imageclust.errors import DataError, ParamsError
 from imageclust.features.params import ExtractParams
 from imageclust.features.spaces import extract_spaces
 from imageclust.features.stage import extract_features
-from imageclust.tables import SPACES_INDEX, read_features, read_spaces, space_index
+from imageclust.tables import SPACES_INDEX, read_features, read_referees, read_spaces, space_index
 
 CPU = GlobalParams(device="cpu")
 REPO = Path(__file__).resolve().parents[2]
@@ -53,11 +53,15 @@ def test_every_space_is_a_features_folder_of_the_same_rows(prepared_dir, tmp_pat
 
 
 def test_two_processes_give_the_spaces_of_one(prepared_dir, tmp_path):
-    """Under torchrun each process extracts its share of every space's shards; the first publishes."""
+    """Under torchrun each process extracts its share of every space's shards; the first publishes, and
+    embeds the referees' sample alone."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["device"] = "cpu"
     spaces = [{"backbone": "pixels", "image_size": 12}, {"backbone": "pixels", "image_size": 16, "name": "large"}]
-    params["extract"].update(backbone="pixels", shard_rows=20, batch_size=8, num_workers=0, spaces=spaces)
+    referees = [{"backbone": "pixels", "image_size": 10}]
+    params["extract"].update(
+        backbone="pixels", shard_rows=20, batch_size=8, num_workers=0, spaces=spaces, referees=referees
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -70,15 +74,19 @@ def test_two_processes_give_the_spaces_of_one(prepared_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "spaces.json").read_text())
     assert summary["spaces"] == 2 and {s["world_size"] for s in summary["per_space"].values()} == {2}
+    assert summary["referees"]["pixels_10"]["rows"] == summary["cost"]["images"] - 2 * 96  # every training row
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary folder left
 
-    params = extract_params(spaces, shard_rows=20, batch_size=8)
+    params = extract_params(spaces, shard_rows=20, batch_size=8, referees=referees)
     extract_spaces(prepared_dir, tmp_path / "one", tmp_path / "one-work", CPU, params)
     ids = read_features(tmp_path / "one" / "pixels_12").ids
     two, one = read_spaces(tmp_path / "spaces", ids), read_spaces(tmp_path / "one", ids)
     assert list(two) == list(one) == ["pixels_12", "large"]
     for name in one:
         np.testing.assert_array_equal(two[name].vectors, one[name].vectors)
+    two, one = read_referees(tmp_path / "spaces", ids), read_referees(tmp_path / "one", ids)
+    assert list(two) == list(one) == ["pixels_10"]
+    np.testing.assert_array_equal(two["pixels_10"].vectors, one["pixels_10"].vectors)
 
 
 def test_no_spaces_writes_an_empty_index(prepared_dir, tmp_path):
