@@ -125,6 +125,13 @@ def test_choose_by_the_mean_with_the_floors_rule_for_none(scores, chosen):
     assert auto.choose(scores) == chosen
 
 
+def test_in_referee_spaces_none_has_no_special_rule():
+    """Judged in referee spaces nobody was fitted in, the best mean wins, the cluster stage's too."""
+    scores = {"none": [0.95, 0.80], "turtle": [0.92, 0.82]}  # means 0.875 and 0.87
+    assert auto.choose(scores) == "turtle"  # in fitted spaces: better in the second, so it is kept
+    assert auto.choose(scores, fitted_spaces=False) == "none"
+
+
 @pytest.mark.parametrize("screen_rows, fits", [(200, [200, 200, 300]), (300, [300, 300])])
 def test_a_screen_judges_the_candidates_on_a_sample_and_fits_the_winner_on_every_row(
     tmp_path, monkeypatch, screen_rows, fits
