@@ -50,7 +50,7 @@ def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed
     features = read_features(paths["features"])
     train = np.isin(features.splits, train_splits)
     referee = Referee(features.vectors[train], seed)  # as auto judges; its projection fitted once
-    referees = referee_spaces(paths["spaces"], features.ids, train) if paths["spaces"].is_dir() else {}
+    referees = referee_spaces(paths["spaces"], features.ids, train, seed) if paths["spaces"].is_dir() else {}
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
     rows = {}
     for method in methods:
@@ -74,9 +74,7 @@ def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed
         }
         rows[method]["both"] = round((rows[method]["neighbour"] + rows[method]["linear"]) / 2, 4)
         if referees:  # as auto judges with extract.referees
-            by_referee = {
-                name: round(space.judge(a.clusters, "neighbour", seed), 4) for name, space in referees.items()
-            }
+            by_referee = {name: round(space.judge(a.clusters, "neighbour"), 4) for name, space in referees.items()}
             rows[method]["by_referee"] = by_referee
             rows[method]["referees"] = round(float(np.mean(list(by_referee.values()))), 4)
         print(project.name, method, rows[method], flush=True)

@@ -40,6 +40,7 @@ from imageclust.data.prepared import load_prepared  # noqa: E402
 from imageclust.features.embedder import Embedder  # noqa: E402
 from imageclust.features.engines import default_cache_dir  # noqa: E402
 from imageclust.features.params import ExtractParams  # noqa: E402
+from imageclust.features.referees import embed_rows  # noqa: E402
 from imageclust.features.registry import EXTRACTORS  # noqa: E402
 from imageclust.finetune.registry import METHODS  # noqa: E402
 from imageclust.labelfree import neighbour_kappa  # noqa: E402
@@ -73,16 +74,11 @@ class Project:
         embedder = Embedder(
             EXTRACTORS[backbone].build(params.block, None), self.prepared.images.shape[1:4], side, torch.device("cpu")
         )
-        pixels = self.prepared.images[np.sort(self.pixel_rows[rows])]
-        sample = torch.from_numpy(np.ascontiguousarray(pixels[:batch]))
+        in_order = np.sort(self.pixel_rows[rows])  # the prepared images' order, read in batches
+        sample = torch.from_numpy(np.ascontiguousarray(self.prepared.images[in_order[:batch]]))
         embedder.use_engine(sample, "auto", "fp32", default_cache_dir(), len(rows))
         order = np.argsort(np.argsort(self.pixel_rows[rows]))  # back to the draw's order
-        with torch.inference_mode():
-            out = [
-                embedder(torch.from_numpy(np.ascontiguousarray(pixels[s : s + batch]))).numpy()
-                for s in range(0, len(pixels), batch)
-            ]
-        return np.concatenate(out)[order]
+        return embed_rows(embedder, self.prepared, in_order, batch, referee)[order]
 
 
 def candidates(project: Project, rows: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:

@@ -108,8 +108,10 @@ def finetune_notes(metrics: dict) -> list[str]:
         )
     if metrics.get("chosen"):
         scores = ", ".join(f"{name} {score}" for name, score in (metrics.get("candidate_scores") or {}).items())
-        where = metrics.get("chosen_by", "")
-        where = f"; judged in {where.split(' in ', 1)[1]}" if " referee space" in where else ""
+        referees = metrics.get("judged_in", []) if metrics.get("referee_spaces") else []
+        where = (
+            f"; judged in the referee space(s) {', '.join(referees)} (extract.referees), averaged" if referees else ""
+        )
         notes.append(f"auto kept {metrics['chosen']} (label-free scores: {scores}{where})")
     return notes
 

@@ -103,13 +103,9 @@ def extract_referee(
     }
 
 
-def extract_referees(
-    data: PreparedData, out_dir: Path, params, train_splits: list[str], device, engines_dir
-) -> list[dict]:
-    """Every referee of ``params.referees`` into ``out_dir/<name>/``; their index entries."""
-    if not params.referees:
-        return []
-    rows = referee_rows(data, train_splits)
+def extract_referees(data: PreparedData, rows: np.ndarray, out_dir: Path, params, device, engines_dir) -> list[dict]:
+    """Every referee of ``params.referees`` of ``rows`` (``referee_rows``) into ``out_dir/<name>/``; their
+    index entries."""
     batch_size = params.batch_size or (256 if device.type == "cuda" else 32)
     return [
         extract_referee(data, rows, space, params, Path(out_dir) / space.label, device, engines_dir, batch_size)

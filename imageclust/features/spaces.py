@@ -37,10 +37,9 @@ def extract_spaces(
     few rows; the others return None."""
     ddp = init_distributed()
     spaces = {}
-    splits = train_splits or list(DEFAULT_TRAIN_SPLITS)
     prepared = load_prepared(prepared_dir) if params.referees else None
-    if prepared is not None:
-        referee_rows(prepared, splits)  # a split the data lacks stops the stage before any space is extracted
+    # drawn first: a split the data lacks stops the stage before any space is extracted
+    rows = None if prepared is None else referee_rows(prepared, train_splits or list(DEFAULT_TRAIN_SPLITS))
     Path(work_dir).mkdir(parents=True, exist_ok=True)  # a DVC output, even with no space
     # only the first process writes the output; the others' share goes through the work folder
     with atomic_dir(out_dir) if ddp.is_main else nullcontext(None) as tmp:
@@ -60,10 +59,10 @@ def extract_spaces(
             spaces[space.label] = summary
         referees = []
         if ddp.is_main:
-            if params.referees:
+            if prepared is not None:
                 device = resolve_device(gparams.device, ddp.local_rank)
                 referees = extract_referees(
-                    prepared, tmp / REFEREES_FOLDER, params, splits, device, engines_dir or default_cache_dir()
+                    prepared, rows, tmp / REFEREES_FOLDER, params, device, engines_dir or default_cache_dir()
                 )
             index = [
                 {"name": name, "backbone": s["backbone"], "input_size": s["input_size"], "dim": s["dim"]}

@@ -161,7 +161,7 @@ def judge(run: FinetuneRun):
     score, referees = run.block.score, run.referee_spaces
     if referees:
         spaces = list(referees.values())
-        return (lambda clusters: [space.judge(clusters, score, run.seed) for space in spaces]), list(referees)
+        return (lambda clusters: [space.judge(clusters, score) for space in spaces]), list(referees)
     train_rows = np.flatnonzero(run.train)
     referee = Referee.of_run(run)
     return (lambda clusters: referee.by_space(clusters[train_rows], score)), [EXTRACTED, *run.more_spaces]

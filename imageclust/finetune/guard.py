@@ -102,10 +102,7 @@ class Referee:
             labels = np.asarray(train_labels)[self.rows]
             return [neighbour_kappa(z, labels, seed=self.seed) for z in self.sampled]
         if score == "linear":
-            labels = np.unique(np.asarray(train_labels), return_inverse=True)[1]
-            if labels.max(initial=0) < 1:
-                return [-1.0] * self.spaces
-            return [generalisation_kappa(z, labels, self.seed, max_samples=self.max_samples) for z in self.projected]
+            return [linear_kappa(z, train_labels, self.seed, self.max_samples) for z in self.projected]
         near, linear = self.by_space(train_labels, "neighbour"), self.by_space(train_labels, "linear")
         return [(a + b) / 2 for a, b in zip(near, linear, strict=True)]
 
@@ -116,6 +113,15 @@ class Referee:
         return [principal_components(z[labelled], self.seed) for z in self.every_space]
 
 
+def linear_kappa(projected: np.ndarray, labels: np.ndarray, seed: int, max_samples: int) -> float:
+    """TURTLE's generalisation score of ``labels`` on rows already on their principal components,
+    chance-corrected (``generalisation_kappa``); -1 for a single cluster."""
+    labels = np.unique(np.asarray(labels), return_inverse=True)[1]
+    if labels.max(initial=0) < 1:
+        return -1.0
+    return generalisation_kappa(projected, labels, seed, max_samples=max_samples)
+
+
 @dataclass(frozen=True)
 class RefereeSpace:
     """A space that no candidate was fitted in (``extract.referees``): the features of some training rows
@@ -123,28 +129,27 @@ class RefereeSpace:
 
     rows: np.ndarray  # positions in the run's rows
     vectors: np.ndarray  # (len(rows), d)
+    seed: int = 0
 
-    def judge(self, clusters: np.ndarray, score: str, seed: int) -> float:
+    def judge(self, clusters: np.ndarray, score: str) -> float:
         """``clusters`` (of every row of the run) judged here by ``score``, as ``Referee.judge`` judges."""
         labels = np.asarray(clusters)[self.rows]
-        near = linear = 0.0
+        scores = []
         if score in ("neighbour", "both"):
-            near = neighbour_kappa(self.vectors, labels, seed=seed)
+            scores.append(neighbour_kappa(self.vectors, labels, seed=self.seed))
         if score in ("linear", "both"):
-            labels = np.unique(labels, return_inverse=True)[1]
-            linear = (
-                -1.0
-                if labels.max(initial=0) < 1
-                else generalisation_kappa(
-                    principal_components(self.vectors, seed), labels, seed, max_samples=len(labels)
-                )
-            )
-        return (near + linear) / 2 if score == "both" else near + linear
+            scores.append(linear_kappa(self.projected, labels, self.seed, len(labels)))
+        return float(np.mean(scores))
+
+    @cached_property
+    def projected(self) -> np.ndarray:
+        """The rows on their principal components, fitted once for every labelling judged."""
+        return principal_components(self.vectors, self.seed)
 
     def cut(self, rows: np.ndarray) -> RefereeSpace:
         """This space on a run cut to ``rows`` (sorted positions): the rows it holds of them, renumbered."""
         kept = np.isin(self.rows, rows)
-        return RefereeSpace(np.searchsorted(rows, self.rows[kept]), self.vectors[kept])
+        return RefereeSpace(np.searchsorted(rows, self.rows[kept]), self.vectors[kept], self.seed)
 
 
 @dataclass

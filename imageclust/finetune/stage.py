@@ -69,7 +69,9 @@ def run_finetune(
     num_clusters = initial.num_clusters or int(initial.clusters.max()) + 1
     if num_clusters < 2:
         raise DataError(f"{cluster_dir}: the cluster stage found {num_clusters} cluster; fine-tuning needs 2 or more")
-    referees = referee_spaces(spaces_dir, features.ids, train) if METHODS[params.method].uses_referees else {}
+    referees = (
+        referee_spaces(spaces_dir, features.ids, train, gparams.seed) if METHODS[params.method].uses_referees else {}
+    )
     inputs = [Path(features_dir), Path(cluster_dir) / CLUSTER_ASSIGNMENTS]
     inputs += [Path(spaces_dir) / name for name in more_spaces]
     inputs += [Path(spaces_dir) / REFEREES_FOLDER / name for name in referees]
@@ -151,8 +153,9 @@ def run_finetune(
     }
 
 
-def referee_spaces(spaces_dir, ids: np.ndarray, train: np.ndarray) -> dict[str, RefereeSpace]:
-    """``extract.referees`` as the run's rows they hold (every one a training row) and their features."""
+def referee_spaces(spaces_dir, ids: np.ndarray, train: np.ndarray, seed: int) -> dict[str, RefereeSpace]:
+    """``extract.referees`` as the run's rows they hold (every one a training row) and their features,
+    judged with the run's ``seed``."""
     if spaces_dir is None:
         return {}
     position = {sample_id: row for row, sample_id in enumerate(ids)}
@@ -164,5 +167,5 @@ def referee_spaces(spaces_dir, ids: np.ndarray, train: np.ndarray) -> dict[str, 
                 f"{spaces_dir}/{REFEREES_FOLDER}/{name}: it holds samples outside data.train_splits; "
                 "rerun extract_spaces"
             )
-        spaces[name] = RefereeSpace(rows, table.vectors)
+        spaces[name] = RefereeSpace(rows, table.vectors, seed)
     return spaces

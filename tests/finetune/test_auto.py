@@ -103,7 +103,7 @@ def test_with_referee_spaces_the_candidates_are_judged_there_alone():
     referee = RefereeSpace(rows, (np.eye(8)[other[rows]] * 4 + rng.normal(scale=0.3, size=(60, 8))).astype(np.float32))
     result = METHODS["auto"].run(dataclasses.replace(run, referee_spaces={"judge": referee}))
     assert result.stats["chosen"] == "none" and result.stats["judged_in"] == ["judge"]
-    assert result.stats["candidate_scores"]["none"] == round(referee.judge(other, "neighbour", 0), 4) == 1.0
+    assert result.stats["candidate_scores"]["none"] == round(referee.judge(other, "neighbour"), 4) == 1.0
     assert result.stats["candidate_scores"]["temi"] < 0.5
     assert result.stats["chosen_by"] == "neighbour score in the referee space(s) judge (extract.referees), averaged"
     assert list(result.stats["candidate_scores_by_space"]) == ["none", "temi"]

@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from imageclust.finetune.guard import BestEpoch, Referee
+from imageclust.finetune.guard import BestEpoch, Referee, RefereeSpace
 
 
 def blobs_of(labels, seed, dim=8):
@@ -155,3 +155,17 @@ def test_with_more_spaces_the_floor_needs_the_method_judged_worse_in_every_one()
     gives_way = floor(dataclasses.replace(run, more_spaces=worse), result)
     assert gives_way.stats["floor_kept_cluster_stage"]
     np.testing.assert_array_equal(gives_way.clusters, labels)
+
+
+def test_a_referee_space_judges_the_rows_it_holds_and_follows_a_cut():
+    rng = np.random.default_rng(0)
+    labels = np.arange(180) % 3
+    rows = np.arange(0, 180, 2)  # the space holds every other row of the run
+    space = RefereeSpace(rows, (np.eye(6)[labels[rows]] * 4 + rng.normal(scale=0.3, size=(90, 6))).astype(np.float32))
+    near, linear = space.judge(labels, "neighbour"), space.judge(labels, "linear")
+    assert near == 1.0 and linear > 0.9 and space.judge(labels, "both") == pytest.approx((near + linear) / 2)
+    assert space.judge(np.zeros(180, int), "linear") == -1.0  # one cluster
+    cut = space.cut(np.arange(60, 180))  # a screen keeps rows 60 to 179
+    np.testing.assert_array_equal(cut.rows, np.arange(0, 120, 2))
+    np.testing.assert_array_equal(cut.vectors, space.vectors[30:])
+    assert cut.judge(labels[60:], "neighbour") == 1.0

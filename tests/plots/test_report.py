@@ -92,6 +92,8 @@ def test_report_says_what_the_finetune_stage_chose_by_itself(tmp_path):
     refereed = {
         **chosen,
         "chosen_by": "neighbour score in the referee space(s) a_160, b_224 (extract.referees), averaged",
+        "judged_in": ["a_160", "b_224"],
+        "referee_spaces": 2,
     }
     floored = {"method": "scan", "floor_kept_cluster_stage": True, "floor_score": 0.82, "floor_start_score": 0.84}
     for name, metrics, expected in (
