@@ -35,7 +35,7 @@ from imageclust.finetune.params import FinetuneParams  # noqa: E402
 from imageclust.finetune.stage import referee_spaces, run_finetune  # noqa: E402
 from imageclust.metrics import clustering_accuracy  # noqa: E402
 from imageclust.paths import artifact_paths  # noqa: E402
-from imageclust.tables import read_assignments, read_features  # noqa: E402
+from imageclust.tables import read_assignments, read_features, read_spaces  # noqa: E402
 
 METHODS = ("none", "scan", "temi", "turtle")
 SELECTORS = ("neighbour", "linear", "both", "referees")  # referees: where the project has them
@@ -49,7 +49,9 @@ def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed
     train_splits = raw["data"]["train_splits"]
     features = read_features(paths["features"])
     train = np.isin(features.splits, train_splits)
-    referee = Referee(features.vectors[train], seed)  # as auto judges; its projection fitted once
+    more = read_spaces(paths["spaces"], features.ids) if paths["spaces"].is_dir() else {}
+    # as auto judges without referees: the mean over the extract stage's features and extract.spaces
+    referee = Referee(features.vectors[train], seed, more_spaces=[t.vectors[train] for t in more.values()])
     referees = referee_spaces(paths["spaces"], features.ids, train, seed) if paths["spaces"].is_dir() else {}
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
     rows = {}
@@ -61,6 +63,7 @@ def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed
             run_finetune(
                 paths["features"], paths["cluster"], Path(tmp) / "out", Path(tmp) / "live",
                 GlobalParams(seed=seed, device="cpu"), train_splits, params,
+                spaces_dir=paths["spaces"] if paths["spaces"].is_dir() else None,
             )  # fmt: skip
             seconds = time.perf_counter() - started
             a = read_assignments(Path(tmp) / "out" / "assignments.parquet")
@@ -69,6 +72,7 @@ def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed
         rows[method] = {
             "acc": round(clustering_accuracy(a.labels[scored], a.clusters[scored]), 4),
             "neighbour": round(referee.score(clusters), 4),
+            **({"neighbour_by_space": [round(v, 4) for v in referee.by_space(clusters, "neighbour")]} if more else {}),
             "linear": round(referee.linear(clusters), 4),
             "seconds": round(seconds, 1),
         }

@@ -90,7 +90,7 @@ def test_two_presets_in_a_row_each_start_from_the_committed_params(preset_projec
     with pytest.raises(SystemExit) as first:
         preset.main(["photos_frozen"])
     assert first.value.code == 0
-    assert _ran_with(preset_project)["extract.backbone"] == "efficientnet_lite0"
+    assert _ran_with(preset_project)["extract.backbone"] == "efficientnet_lite2"
     capfd.readouterr()
 
     with pytest.raises(SystemExit) as second:
@@ -101,7 +101,7 @@ def test_two_presets_in_a_row_each_start_from_the_committed_params(preset_projec
     assert ran == expected
     said = capfd.readouterr().err
     assert "preset small_gray resets to the committed params.yaml: " in said
-    assert "extract.backbone ('efficientnet_lite0' -> 'encoder')" in said
+    assert "extract.backbone ('efficientnet_lite2' -> 'encoder')" in said
 
 
 def test_leftover_keys_name_what_the_preset_does_not_set():
