@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k bench-choose-method bench-auto-screen bench-report-size bench-size-prior bench-turtle-few-rows bench-referee-space
+.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k bench-choose-method bench-auto-screen bench-report-size bench-size-prior bench-turtle-few-rows bench-referee-space bench-referee-space-lite2
 
 install: $(VENV)/.installed
 
@@ -83,6 +83,11 @@ bench-turtle-few-rows: install
 # DATA as for bench-size-prior: auto's candidates judged in spaces they were not fitted in, on the same draws
 bench-referee-space: install
 	python benchmarks/referee_space.py $(DATA) --referee efficientnet_lite2@160 --referee efficientnet_lite0@224 --referee efficientnet_lite1@240 --seeds 0 1 2 --per-class 150 --out benchmarks/results/referee_space.json --docs
+
+# DATA="--data cifar10=PROJECT", a project whose extract stage ran photos_frozen's backbone (Lite2): the preset's
+# candidates (TURTLE with Lite0 as a second space) on the same draws, judged in its referee and in Lite0 at 224
+bench-referee-space-lite2: install
+	python benchmarks/referee_space.py $(DATA) --space efficientnet_lite0@160 --referee efficientnet_lite1@240 --referee efficientnet_lite0@224 --seeds 0 1 2 --per-class 150 --out benchmarks/results/referee_space_lite2.json
 
 bench-ablation: install
 	python benchmarks/ablation.py --runs fashion_mnist --out benchmarks/results/ablation.json

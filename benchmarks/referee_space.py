@@ -10,16 +10,19 @@ space and in referee spaces: other frozen backbones or sides run on the draw's p
 rule (the fitted space, as ``auto`` judges without ``extract.referees``; each referee space; with three
 or more, the mean of each pair; the mean of all referee spaces, as ``auto`` judges with them), the pick
 and its regret: the best candidate's ACC minus the pick's. Labels only score. The referees run through
-the inference engine the extract stage would choose at FP32 (``extract.engine: auto``).
+the inference engine the extract stage would choose at FP32 (``extract.engine: auto``). ``--space``
+gives TURTLE further spaces, as ``extract.spaces`` does (embedded like the referees); the fitted-space
+rule then averages over every space the candidates were fitted in, as ``auto`` judges without referees.
 
 Usage: ``python benchmarks/referee_space.py --data cifar10=PROJECT --referee efficientnet_lite2@160
---referee efficientnet_lite0@224 [--seeds 0 1 2] [--per-class 150] --out benchmarks/results/referee_space.json
-[--docs]``
+--referee efficientnet_lite0@224 [--space efficientnet_lite0@160] [--seeds 0 1 2] [--per-class 150] --out
+benchmarks/results/referee_space.json [--docs]``
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -81,15 +84,20 @@ class Project:
         return embed_rows(embedder, self.prepared, in_order, batch, referee)[order]
 
 
-def candidates(project: Project, rows: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """``auto``'s candidates on the draw, fitted on the project's features."""
+def candidates(
+    project: Project, rows: np.ndarray, labels: np.ndarray, seed: int, more_spaces: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """``auto``'s candidates on the draw, fitted on the project's features (TURTLE on ``more_spaces`` too)."""
     vectors = project.vectors[rows]
     k, initial = cluster_stage(vectors, labels, project.cluster_params, seed)
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
     fitted = {"none": initial}
     for method in FINETUNE:
         block = {"method": method, method: defaults[method], "floor": False, "size_prior": "auto"}
-        fitted[method] = METHODS[method].run(finetune_run(vectors, labels, initial, k, block, seed)).clusters
+        run = finetune_run(vectors, labels, initial, k, block, seed)
+        if METHODS[method].uses_spaces:
+            run = dataclasses.replace(run, more_spaces=more_spaces)
+        fitted[method] = METHODS[method].run(run).clusters
     return fitted
 
 
@@ -110,17 +118,23 @@ def picks(acc: dict[str, float], scores: dict[str, dict[str, float]]) -> dict[st
     return out
 
 
-def run_case(project: Project, rows: np.ndarray, referees: list[str], seed: int) -> dict:
+def run_case(project: Project, rows: np.ndarray, referees: list[str], seed: int, more: list[str] = ()) -> dict:
     labels = np.unique(project.labels[rows], return_inverse=True)[1]
     started = time.perf_counter()
-    fitted = candidates(project, rows, labels, seed)
+    more_spaces = {space: project.embed(space, rows) for space in more}
+    fitted = candidates(project, rows, labels, seed, more_spaces)
     fit_seconds = time.perf_counter() - started
-    spaces = {FITTED: project.vectors[rows]}
     started = time.perf_counter()
-    spaces.update({referee: project.embed(referee, rows) for referee in referees})
+    spaces = {referee: project.embed(referee, rows) for referee in referees}
     embed_seconds = time.perf_counter() - started
     acc = {m: round(clustering_accuracy(labels, c), 4) for m, c in fitted.items()}
-    scores = {s: {m: round(neighbour_kappa(z, c, seed=seed), 4) for m, c in fitted.items()} for s, z in spaces.items()}
+
+    def scored(z: np.ndarray) -> dict[str, float]:
+        return {m: round(neighbour_kappa(z, c, seed=seed), 4) for m, c in fitted.items()}
+
+    in_fitted = [scored(z) for z in (project.vectors[rows], *more_spaces.values())]
+    scores = {FITTED: {m: round(float(np.mean([s[m] for s in in_fitted])), 4) for m in fitted}}
+    scores.update({space: scored(z) for space, z in spaces.items()})
     return {
         "n": len(rows),
         "acc": acc,
@@ -165,12 +179,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", action="append", required=True, metavar="NAME=PROJECT")
     parser.add_argument("--referee", action="append", required=True, metavar="BACKBONE@SIDE")
+    parser.add_argument("--space", action="append", default=[], metavar="BACKBONE@SIDE", help="TURTLE's further space")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--per-class", type=int, default=150)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--docs", action="store_true", help="rewrite the table in docs/results.md")
     args = parser.parse_args(argv)
-    report = {"commit": head_commit(), "referees": args.referee, "cases": []}
+    report = {"commit": head_commit(), "referees": args.referee, "spaces": args.space, "cases": []}
     for item in args.data:
         name, sep, folder = item.partition("=")
         if not sep:
@@ -179,7 +194,12 @@ def main(argv: list[str] | None = None) -> None:
         per_class = min(args.per_class, int(np.bincount(project.labels).min()))
         for seed in args.seeds:
             for case, rows in draw_pair(project.labels, per_class, seed).items():
-                row = {"data": name, "case": case, "seed": seed, **run_case(project, rows, args.referee, seed)}
+                row = {
+                    "data": name,
+                    "case": case,
+                    "seed": seed,
+                    **run_case(project, rows, args.referee, seed, args.space),
+                }
                 print(json.dumps(row), flush=True)
                 report["cases"].append(row)
                 report["summary"] = summary(report["cases"])

@@ -75,3 +75,32 @@ def test_a_project_with_referee_spaces_gets_their_selector(tmp_path):
     assert entry["methods"]["none"]["by_referee"] == {"judge": 1.0} == {"judge": entry["methods"]["none"]["referees"]}
     assert entry["picks"]["referees"]["pick"] == "none" and entry["picks"]["neighbour"]["pick"] == "temi"
     assert entry["picks"]["referees"]["regret"] > 0.2  # TEMI recovers the blobs, the cluster stage does not
+
+
+def test_a_project_with_further_spaces_passes_them_on_and_judges_in_each(tmp_path, monkeypatch):
+    """extract.spaces: the finetune stage is given the spaces' folder (TURTLE fits a head in each), and the
+    neighbour score is the mean over the extract stage's features and each space, as auto judges."""
+    blob_project(tmp_path, {"data": {"train_splits": ["train"]}}, n_per=30)
+    features = read_features(tmp_path / "artifacts/features")
+    spaces = tmp_path / "artifacts/spaces"
+    second = spaces / "second"
+    second.mkdir(parents=True)
+    noise = np.random.default_rng(0).normal(size=(len(features.ids), 6)).astype(np.float32)
+    with FeatureShardWriter(second / "part-00000.parquet", 6) as writer:
+        writer.write(features.ids, features.splits, features.labels, noise)
+    write_features_meta(second, {}, {"part-00000.parquet": len(features.ids)}, 6)
+    (spaces / SPACES_INDEX).write_text(json.dumps({"spaces": [{"name": "second"}], "referees": []}))
+    given, run_finetune = [], choose_method.run_finetune
+
+    def recording(*args, **kwargs):
+        given.append(kwargs.get("spaces_dir"))
+        return run_finetune(*args, **kwargs)
+
+    monkeypatch.setattr(choose_method, "run_finetune", recording)
+    out = tmp_path / "choose_method.json"
+    choose_method.main(["--run", f"blobs={tmp_path}:test", "--methods", "none", "temi", "--out", str(out)])
+    assert given == [spaces, spaces]
+    for row in json.loads(out.read_text())["datasets"]["blobs"]["methods"].values():
+        in_features, in_noise = row["neighbour_by_space"]
+        assert in_features > in_noise  # the blobs are apart in the features only
+        assert abs(row["neighbour"] - (in_features + in_noise) / 2) <= 1e-4

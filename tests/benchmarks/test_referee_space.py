@@ -59,3 +59,32 @@ def test_referee_embedding_keeps_the_draws_order():
     rows = np.array([2, 0, 3])  # feature rows 2, 0, 3: prepared images 4, 3, 1
     vectors = project.embed("pixels@native", rows)
     np.testing.assert_allclose(vectors[:, 0] * 255, [4, 3, 1], atol=1e-4)
+
+
+def test_further_spaces_go_to_the_candidates_and_the_fitted_rule_averages_over_them(monkeypatch):
+    """``--space``: embedded for the draw, handed to the candidates (TURTLE's heads), and the fitted-space
+    rule is the mean of the neighbour scores in the project's features and in it, as auto judges."""
+    from benchmarks import referee_space
+    from imageclust.labelfree import neighbour_kappa
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 30)
+    project = Project.__new__(Project)
+    project.labels = labels
+    project.vectors = (rng.normal(size=(60, 4)) + 6 * labels[:, None]).astype(np.float32)  # the classes apart
+    embedded = {"s@1": rng.normal(size=(60, 4)).astype(np.float32), "r@1": rng.normal(size=(60, 3)).astype(np.float32)}
+    project.embed = lambda space, rows: embedded[space][rows]
+    handed = {}
+
+    def fake_candidates(project_, rows, labels_, seed, more_spaces):
+        handed.update(more_spaces)
+        return {"none": labels_, "scan": rng.integers(0, 2, len(rows))}
+
+    monkeypatch.setattr(referee_space, "candidates", fake_candidates)
+    out = referee_space.run_case(project, np.arange(60), ["r@1"], 0, ["s@1"])
+    assert list(handed) == ["s@1"]
+    np.testing.assert_array_equal(handed["s@1"], embedded["s@1"])
+    fitted = np.mean([neighbour_kappa(z, labels, seed=0) for z in (project.vectors, embedded["s@1"])])
+    assert out["scores"][FITTED]["none"] == round(float(fitted), 4)
+    assert out["scores"]["r@1"]["none"] == round(neighbour_kappa(embedded["r@1"], labels, seed=0), 4)
+    assert set(out["scores"]) == {FITTED, "r@1"}  # a further space is fitted in, not a referee
