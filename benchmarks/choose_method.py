@@ -49,10 +49,11 @@ def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed
     train_splits = raw["data"]["train_splits"]
     features = read_features(paths["features"])
     train = np.isin(features.splits, train_splits)
-    more = read_spaces(paths["spaces"], features.ids) if paths["spaces"].is_dir() else {}
+    spaces_dir = paths["spaces"] if paths["spaces"].is_dir() else None  # extract_spaces ran
+    more = read_spaces(spaces_dir, features.ids) if spaces_dir else {}
     # as auto judges without referees: the mean over the extract stage's features and extract.spaces
     referee = Referee(features.vectors[train], seed, more_spaces=[t.vectors[train] for t in more.values()])
-    referees = referee_spaces(paths["spaces"], features.ids, train, seed) if paths["spaces"].is_dir() else {}
+    referees = referee_spaces(spaces_dir, features.ids, train, seed)
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())["finetune"]
     rows = {}
     for method in methods:
@@ -63,7 +64,7 @@ def run_methods(project: Path, split: str | None, methods: tuple[str, ...], seed
             run_finetune(
                 paths["features"], paths["cluster"], Path(tmp) / "out", Path(tmp) / "live",
                 GlobalParams(seed=seed, device="cpu"), train_splits, params,
-                spaces_dir=paths["spaces"] if paths["spaces"].is_dir() else None,
+                spaces_dir=spaces_dir,
             )  # fmt: skip
             seconds = time.perf_counter() - started
             a = read_assignments(Path(tmp) / "out" / "assignments.parquet")
