@@ -134,10 +134,18 @@ def refused(project: Path, method: str) -> str | None:
     return None
 
 
-def run(name: str, seed: int, workdir: Path, only: list[str] | None = None, settings: dict | None = None) -> dict:
+def run(
+    name: str,
+    seed: int,
+    workdir: Path,
+    only: list[str] | None = None,
+    settings: dict | None = None,
+    automatic_scores: tuple[str, ...] = AUTOMATIC_SCORES,
+) -> dict:
     """One configuration and seed; ``only`` restricts the fine-tuning methods rerun after the
     preset's own (the default: all of the configuration's); ``settings`` override params for the
-    whole run (recorded with the rest)."""
+    whole run (recorded with the rest); ``automatic_scores`` the ``finetune.auto.score`` settings of
+    the every-choice-automatic step (none: no such step)."""
     from imageclust.preset import load_preset
 
     config = CONFIGS[name]
@@ -173,7 +181,7 @@ def run(name: str, seed: int, workdir: Path, only: list[str] | None = None, sett
         finetune = timed_stage(project, "finetune")
         timed_stage(project, "evaluate")
         methods[method] = {**evaluated_scores(project, "finetune", config.split), "finetune": finetune}
-    automatic = {score: every_choice_automatic(project, config.split, score) for score in AUTOMATIC_SCORES}
+    automatic = {score: every_choice_automatic(project, config.split, score) for score in automatic_scores}
     return {
         "config": name,
         "dataset": config.title,
@@ -322,9 +330,12 @@ if __name__ == "__main__":
     # --methods M...: rerun only these fine-tuning methods after the preset's own (to fit a time budget);
     # --set KEY=VALUE...: params for every run, e.g. 'finetune.auto.candidates=[none, temi, turtle]'
     choose = argparse.ArgumentParser(add_help=False)
-    choose.add_argument("--methods", nargs="+", choices=METHODS)
+    # --automatic-scores S...: the every-choice-automatic step's finetune.auto.score settings (none given: no step)
+    choose.add_argument("--methods", nargs="*", choices=METHODS)
     choose.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
+    choose.add_argument("--automatic-scores", nargs="*", choices=AUTOMATIC_SCORES, default=list(AUTOMATIC_SCORES))
     chosen, sys.argv[1:] = choose.parse_known_args()
     settings = dict(parse_setting(setting) for setting in chosen.set)
-    runs = {key: partial(run, *run_.args, only=chosen.methods, settings=settings) for key, run_ in RUNS.items()}
+    options = {"only": chosen.methods, "settings": settings, "automatic_scores": tuple(chosen.automatic_scores)}
+    runs = {key: partial(run, *run_.args, **options) for key, run_ in RUNS.items()}
     run_benchmarks(__doc__.splitlines()[0], runs, after_each=write_results_table)

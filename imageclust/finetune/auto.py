@@ -110,14 +110,30 @@ def candidate_block(name: str, overrides: dict) -> Section:
     return block
 
 
+def screen_rows(train_rows: np.ndarray, judged_rows: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` of ``train_rows``, sorted: every training row of ``judged_rows`` (the referee spaces'),
+    the rest drawn with ``seed``; drawn among ``judged_rows`` alone when they are more than ``size``.
+    The referees' rows are themselves a seeded draw of the training rows, so the screen stays a uniform
+    sample, and the judge keeps every row it has: drawn regardless of them, a 10,000-row screen of
+    CIFAR-10's 50,000 training images kept about 600 of the referee's 3,000."""
+    rng = np.random.default_rng(seed)
+    judged = np.intersect1d(judged_rows, train_rows)
+    if len(judged) >= size:
+        return np.sort(rng.choice(judged, size, replace=False))
+    rest = rng.choice(np.setdiff1d(train_rows, judged), size - len(judged), replace=False)
+    return np.sort(np.concatenate([judged, rest]))
+
+
 def screen_sample(run: FinetuneRun) -> FinetuneRun | None:
     """The run cut to ``screen_rows`` training rows drawn with the run's seed (every row's table in step),
-    or None when there are no more training rows than that."""
+    the referee spaces' rows among them (``screen_rows``); None when there are no more training rows
+    than that."""
     train_rows = np.flatnonzero(run.train)
     size = run.block.screen_rows
     if size is None or len(train_rows) <= size:
         return None
-    rows = np.sort(np.random.default_rng(run.seed).choice(train_rows, size, replace=False))
+    judged = [space.rows for space in run.referee_spaces.values()]
+    rows = screen_rows(train_rows, np.unique(np.concatenate(judged)) if judged else np.array([], int), size, run.seed)
     referees = {name: space.cut(rows) for name, space in run.referee_spaces.items()}
     thin = [f"{name} ({len(space.rows)})" for name, space in referees.items() if len(space.rows) < MIN_REFEREE_ROWS]
     if thin:

@@ -158,6 +158,28 @@ def test_a_screen_judges_the_candidates_on_a_sample_and_fits_the_winner_on_every
     assert not any((tmp_path / "ckpt").rglob("*.pt"))  # neither the screen's nor the final fit's resume state
 
 
+def test_the_screen_keeps_every_training_row_the_referees_judge_on():
+    train = np.arange(0, 1000, 2)  # the even rows train
+    judged = np.array([3, 10, 12, 14, 998])  # a referee's rows; 3 is no training row
+    rows = auto.screen_rows(train, judged, 200, seed=0)
+    assert len(rows) == len(np.unique(rows)) == 200 and np.all(np.diff(rows) > 0)
+    assert set(rows) <= set(train) and {10, 12, 14, 998} <= set(rows) and 3 not in rows
+    few = auto.screen_rows(train, train[:300], 200, seed=0)  # more judged rows than the screen holds
+    assert len(few) == 200 and set(few) <= set(train[:300])
+    np.testing.assert_array_equal(rows, auto.screen_rows(train, judged, 200, seed=0))  # seeded
+
+
+def test_a_screened_run_judges_in_the_referee_space_on_all_its_rows():
+    from imageclust.finetune.guard import RefereeSpace
+
+    _, labels = blobs(300)
+    run = auto_run(labels, n=300, screen_rows=200)
+    referee_rows = np.arange(0, 300, 3)  # 100 rows: a draw regardless of them would keep about 67
+    space = RefereeSpace(referee_rows, np.eye(3, dtype=np.float32)[labels[referee_rows]])
+    sample = auto.screen_sample(dataclasses.replace(run, referee_spaces={"judge": space}))
+    assert len(sample.vectors) == 200 and len(sample.referee_spaces["judge"].rows) == 100
+
+
 def test_candidates_run_with_their_defaults_and_the_overrides_only():
     run = auto_run(blobs()[1])
     block = auto.candidate_block("temi", run.block.overrides["temi"])
