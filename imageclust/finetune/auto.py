@@ -132,8 +132,8 @@ def screen_sample(run: FinetuneRun) -> FinetuneRun | None:
     size = run.block.screen_rows
     if size is None or len(train_rows) <= size:
         return None
-    judged = [space.rows for space in run.referee_spaces.values()]
-    rows = screen_rows(train_rows, np.unique(np.concatenate(judged)) if judged else np.array([], int), size, run.seed)
+    judged = np.concatenate([np.empty(0, int), *(space.rows for space in run.referee_spaces.values())])
+    rows = screen_rows(train_rows, judged, size, run.seed)  # duplicates across referees: intersect1d drops them
     referees = {name: space.cut(rows) for name, space in run.referee_spaces.items()}
     thin = [f"{name} ({len(space.rows)})" for name, space in referees.items() if len(space.rows) < MIN_REFEREE_ROWS]
     if thin:
