@@ -6,7 +6,8 @@ features. The labels are read only to score.
 Usage, on a project whose extract stage has run (``quality.py --workdir`` keeps its clones):
 ``python benchmarks/turtle.py --features /tmp/bq/cifar10-seed0/artifacts/features --fit-split train
 --score-split test --setting default --setting outer_lr=0.03 --setting "outer_steps=1000 restarts=1"
---out benchmarks/results/turtle.json``. Every restart is scored; ``acc`` is the one the score picks.
+--setting size_prior=clusters --out benchmarks/results/turtle.json``. Every restart is scored; ``acc`` is
+the one the score picks. A setting's ``size_prior`` (``uniform`` or ``clusters``) is ``finetune.size_prior``'s.
 ``--space DIR`` (repeated) adds further representation spaces, as ``extract.spaces`` does (the
 extract_spaces stage's ``artifacts/spaces/<name>``); ``--name`` keys the result in ``--out``.
 """
@@ -29,6 +30,7 @@ from imageclust.clustering.preprocess import l2_normalize  # noqa: E402
 from imageclust.finetune import turtle  # noqa: E402
 from imageclust.finetune.guard import Referee  # noqa: E402
 from imageclust.finetune.projection import project_spaces  # noqa: E402
+from imageclust.finetune.size_prior import cluster_shares, smoothed_prior  # noqa: E402
 from imageclust.metrics import clustering_accuracy  # noqa: E402
 from imageclust.tables import read_features  # noqa: E402
 
@@ -44,16 +46,23 @@ def kmeans_start(vectors: np.ndarray, fit: np.ndarray, k: int, seed: int) -> np.
 def measure(spaces: list[np.ndarray], labels, fit, score, initial, k: int, overrides: dict, seed: int) -> dict:
     """Every restart as the finetune stage runs it (``turtle.fit_restart``) on the features of
     ``spaces``, each scored by ACC on the ``score`` rows and by the label-free scores on the ``fit``
-    rows; the restart ``p.restart_score`` ranks first is picked."""
+    rows; the restart ``p.restart_score`` ranks first is picked. ``overrides`` may set ``size_prior``:
+    ``uniform`` (the default) or ``clusters`` (``finetune.size_prior``'s estimate, ``initial``'s sizes on
+    the ``fit`` rows)."""
+    overrides = dict(overrides)
+    size_prior = overrides.pop("size_prior", "uniform")
+    if size_prior not in ("uniform", "clusters"):
+        raise SystemExit(f"size_prior={size_prior!r}: expected uniform or clusters")
     p = turtle.Params(**overrides)
     started = time.perf_counter()
     _, z_all = project_spaces(spaces, fit, p, seed, num_clusters=k)
     rows = torch.from_numpy(np.flatnonzero(fit))
     z, start = [space[rows] for space in z_all], torch.as_tensor(initial, dtype=torch.long)[rows]
     referee = Referee(np.asarray(spaces[0])[fit], seed)
+    prior = smoothed_prior(cluster_shares(initial[fit], k)[0]) if size_prior == "clusters" else None
     restarts = []
     for r in range(p.restarts):
-        encoder = turtle.fit_restart(z, start, k, p, seed, r)
+        encoder = turtle.fit_restart(z, start, k, p, seed, r, prior=prior)
         fitted, generalisation = turtle.scored_labels(encoder, z, p, seed)
         clusters = turtle.label(encoder, z_all).argmax(1).numpy()
         restarts.append(

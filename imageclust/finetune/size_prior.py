@@ -21,15 +21,24 @@ SMOOTHING = 0.1  # share of the uniform prior mixed in, so that no cluster is ex
 
 def size_prior(run) -> tuple[torch.Tensor | None, dict]:
     """The prior of ``run`` (``None``: uniform) on the device, and what was chosen, for the stats."""
-    k, choice = run.num_clusters, run.params.size_prior
-    start = run.initial_clusters[run.train]
-    counts = np.bincount(start[start >= 0], minlength=k)[:k].astype(np.float64)
-    shares = counts / max(counts.sum(), 1.0)
-    cv = float(shares.std() / shares.mean()) if shares.mean() > 0 else 0.0
+    choice = run.params.size_prior
+    shares, cv = cluster_shares(run.initial_clusters[run.train], run.num_clusters)
     # a partition with an empty cluster (a degenerate start, or TURTLE's random one) estimates no sizes
-    use = choice == "clusters" or (choice == "auto" and cv > UNEQUAL_CV and bool((counts > 0).all()))
+    use = choice == "clusters" or (choice == "auto" and cv > UNEQUAL_CV and bool((shares > 0).all()))
     stats = {"size_prior": "clusters" if use else "uniform", "cluster_stage_size_cv": round(cv, 4)}
     if not use:
         return None, stats
-    prior = (1 - SMOOTHING) * shares + SMOOTHING / k
-    return torch.as_tensor(prior, dtype=torch.float32, device=run.device), stats
+    return smoothed_prior(shares, run.device), stats
+
+
+def cluster_shares(assignment: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """Each of the ``k`` clusters' share of ``assignment`` (-1: none) and the shares' coefficient of variation."""
+    counts = np.bincount(assignment[assignment >= 0], minlength=k)[:k].astype(np.float64)
+    shares = counts / max(counts.sum(), 1.0)
+    return shares, float(shares.std() / shares.mean()) if shares.mean() > 0 else 0.0
+
+
+def smoothed_prior(shares: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``shares`` mixed with the uniform prior (``SMOOTHING``), as the size terms take it."""
+    prior = (1 - SMOOTHING) * shares + SMOOTHING / len(shares)
+    return torch.as_tensor(prior, dtype=torch.float32, device=device)

@@ -1,6 +1,7 @@
 """The TURTLE benchmark's measurement: the restart the generalisation score picks, and its ACC."""
 
 import numpy as np
+import pytest
 from fakes import sphere_blobs
 
 from benchmarks import turtle
@@ -24,3 +25,21 @@ def test_measure_takes_further_spaces():
     one = turtle.measure([x], labels, fit, ~fit, initial, 3, {"outer_steps": 20, "restarts": 1, "pca_dim": 4}, 0)
     two = turtle.measure([x, other], labels, fit, ~fit, initial, 3, {"outer_steps": 20, "restarts": 1, "pca_dim": 4}, 0)
     assert one["restarts"][0]["generalisation_score"] != two["restarts"][0]["generalisation_score"]
+
+
+def test_a_setting_s_size_prior_is_the_finetune_stage_s_estimate_from_the_start(monkeypatch):
+    from imageclust.finetune import turtle as method
+
+    x, labels = sphere_blobs(n=90, d=8)
+    fit = np.arange(90) % 5 != 0
+    initial = np.repeat([0, 1, 2], [60, 20, 10])  # fitted rows: 48, 16 and 8
+    priors = []
+    real = method.fit_restart
+    monkeypatch.setattr(method, "fit_restart", lambda *a, prior=None, **k: priors.append(prior) or real(*a, **k))
+    knobs = {"outer_steps": 5, "restarts": 1, "pca_dim": 4}
+    turtle.measure([x], labels, fit, ~fit, initial, 3, {**knobs, "size_prior": "clusters"}, 0)
+    turtle.measure([x], labels, fit, ~fit, initial, 3, knobs, 0)
+    np.testing.assert_allclose(priors[0].numpy(), 0.9 * np.array([48, 16, 8]) / 72 + 0.1 / 3, rtol=1e-6)
+    assert priors[1] is None
+    with pytest.raises(SystemExit, match="size_prior='power'"):
+        turtle.measure([x], labels, fit, ~fit, initial, 3, {**knobs, "size_prior": "power"}, 0)
