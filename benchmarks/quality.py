@@ -327,10 +327,11 @@ def write_results_table(report: dict, page: Path = RESULTS) -> None:
 RUNS = {f"{name}/seed{seed}": partial(run, name, seed) for name, config in CONFIGS.items() for seed in config.seeds}
 
 if __name__ == "__main__":
-    # --methods M...: rerun only these fine-tuning methods after the preset's own (to fit a time budget);
-    # --set KEY=VALUE...: params for every run, e.g. 'finetune.auto.candidates=[none, temi, turtle]'
-    choose = argparse.ArgumentParser(add_help=False)
+    # --methods M...: rerun only these fine-tuning methods after the preset's own (to fit a time budget;
+    #   none given: the preset's own alone);
+    # --set KEY=VALUE...: params for every run, e.g. 'finetune.auto.candidates=[none, temi, turtle]';
     # --automatic-scores S...: the every-choice-automatic step's finetune.auto.score settings (none given: no step)
+    choose = argparse.ArgumentParser(add_help=False)
     choose.add_argument("--methods", nargs="*", choices=METHODS)
     choose.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
     choose.add_argument("--automatic-scores", nargs="*", choices=AUTOMATIC_SCORES, default=list(AUTOMATIC_SCORES))
