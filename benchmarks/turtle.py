@@ -10,6 +10,8 @@ Usage, on a project whose extract stage has run (``quality.py --workdir`` keeps 
 the one the score picks. A setting's ``size_prior`` (``uniform`` or ``clusters``) is ``finetune.size_prior``'s.
 ``--space DIR`` (repeated) adds further representation spaces, as ``extract.spaces`` does (the
 extract_spaces stage's ``artifacts/spaces/<name>``); ``--name`` keys the result in ``--out``.
+``--score-labellings`` also gives the classes and the k-means start the label-free scores a restart gets:
+where the classes score below TURTLE's own labelling, its objective, not its optimiser, keeps it from them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from imageclust.finetune import turtle  # noqa: E402
 from imageclust.finetune.guard import Referee  # noqa: E402
 from imageclust.finetune.projection import project_spaces  # noqa: E402
 from imageclust.finetune.size_prior import cluster_shares, smoothed_prior  # noqa: E402
+from imageclust.labelfree import generalisation_score  # noqa: E402
 from imageclust.metrics import clustering_accuracy  # noqa: E402
 from imageclust.tables import read_features  # noqa: E402
 
@@ -84,6 +87,24 @@ def measure(spaces: list[np.ndarray], labels, fit, score, initial, k: int, overr
     }
 
 
+def labelling_scores(spaces: list[np.ndarray], fit, labellings: dict, k: int, seed: int) -> dict:
+    """The scores ``measure`` gives a restart (the generalisation score in TURTLE's projected spaces, the
+    neighbour score in the first space), of each fixed labelling in ``labellings`` (name: a label per row),
+    on the ``fit`` rows."""
+    p = turtle.Params()
+    _, z_all = project_spaces(spaces, fit, p, seed, num_clusters=k)
+    z = [space[torch.from_numpy(np.flatnonzero(fit))].numpy() for space in z_all]
+    referee = Referee(np.asarray(spaces[0])[fit], seed)
+    scores = {}
+    for name, labelling in labellings.items():
+        fitted = np.unique(np.asarray(labelling)[fit], return_inverse=True)[1]
+        scores[name] = {
+            "generalisation_score": round(generalisation_score(z, fitted, p.score_folds, p.score_samples, seed), 4),
+            "neighbour_score": round(referee.score(fitted), 4),
+        }
+    return scores
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=Path, required=True)
@@ -93,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--score-split", default="test", help="a split's name, or all")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--score-labellings", action="store_true", help="score the classes and the k-means start too")
     parser.add_argument("--setting", action="append", required=True, help="'default' or 'key=value key=value'")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -111,6 +133,10 @@ def main(argv: list[str] | None = None) -> None:
         "spaces": [str(folder) for folder in args.space],
         "kmeans_acc": round(clustering_accuracy(table.labels[score], initial[score]), 4),
     }
+    if args.score_labellings:
+        labellings = {"classes": table.labels, "kmeans": initial}
+        results["labellings"] = labelling_scores(spaces, fit, labellings, args.k, args.seed)
+        print("labellings", json.dumps(results["labellings"]), flush=True)
     for setting in args.setting:
         overrides = {} if setting == "default" else dict(kv.split("=", 1) for kv in setting.split())
         overrides = {key: yaml.safe_load(value) for key, value in overrides.items()}

@@ -43,3 +43,13 @@ def test_a_setting_s_size_prior_is_the_finetune_stage_s_estimate_from_the_start(
     assert priors[1] is None
     with pytest.raises(SystemExit, match="size_prior='power'"):
         turtle.measure([x], labels, fit, ~fit, initial, 3, {**knobs, "size_prior": "power"}, 0)
+
+
+def test_labelling_scores_rank_the_classes_above_a_random_labelling():
+    x, labels = sphere_blobs(n=90, d=8)
+    fit = np.arange(90) % 5 != 0
+    noise = np.random.default_rng(0).integers(0, 3, size=90)
+    scores = turtle.labelling_scores([x], fit, {"classes": labels + 7, "noise": noise}, 3, seed=0)
+    assert scores["classes"]["generalisation_score"] == 1.0
+    assert scores["classes"]["neighbour_score"] > 0.9 > 0.3 > scores["noise"]["neighbour_score"]
+    assert scores["noise"]["generalisation_score"] < 0.7
