@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     results = {
         "features": str(args.features),
         "spaces": [str(folder) for folder in args.space],
+        "fit_split": args.fit_split,
+        "score_split": args.score_split,
         "kmeans_acc": round(clustering_accuracy(table.labels[score], initial[score]), 4),
     }
     if args.score_labellings:
