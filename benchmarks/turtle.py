@@ -33,7 +33,6 @@ from imageclust.finetune import turtle  # noqa: E402
 from imageclust.finetune.guard import Referee  # noqa: E402
 from imageclust.finetune.projection import project_spaces  # noqa: E402
 from imageclust.finetune.size_prior import cluster_shares, smoothed_prior  # noqa: E402
-from imageclust.labelfree import generalisation_score  # noqa: E402
 from imageclust.metrics import clustering_accuracy  # noqa: E402
 from imageclust.tables import read_features  # noqa: E402
 
@@ -46,17 +45,22 @@ def kmeans_start(vectors: np.ndarray, fit: np.ndarray, k: int, seed: int) -> np.
     return KMeans(k, n_init=10, random_state=seed).fit(unit[fit]).predict(unit)
 
 
+def turtle_params(overrides: dict) -> tuple[turtle.Params, str]:
+    """A setting's TURTLE parameters, and its ``size_prior`` (not one of them)."""
+    overrides = dict(overrides)
+    size_prior = overrides.pop("size_prior", "uniform")
+    if size_prior not in ("uniform", "clusters"):
+        raise SystemExit(f"size_prior={size_prior!r}: expected uniform or clusters")
+    return turtle.Params(**overrides), size_prior
+
+
 def measure(spaces: list[np.ndarray], labels, fit, score, initial, k: int, overrides: dict, seed: int) -> dict:
     """Every restart as the finetune stage runs it (``turtle.fit_restart``) on the features of
     ``spaces``, each scored by ACC on the ``score`` rows and by the label-free scores on the ``fit``
     rows; the restart ``p.restart_score`` ranks first is picked. ``overrides`` may set ``size_prior``:
     ``uniform`` (the default) or ``clusters`` (``finetune.size_prior``'s estimate, ``initial``'s sizes on
     the ``fit`` rows)."""
-    overrides = dict(overrides)
-    size_prior = overrides.pop("size_prior", "uniform")
-    if size_prior not in ("uniform", "clusters"):
-        raise SystemExit(f"size_prior={size_prior!r}: expected uniform or clusters")
-    p = turtle.Params(**overrides)
+    p, size_prior = turtle_params(overrides)
     started = time.perf_counter()
     _, z_all = project_spaces(spaces, fit, p, seed, num_clusters=k)
     rows = torch.from_numpy(np.flatnonzero(fit))
@@ -87,22 +91,30 @@ def measure(spaces: list[np.ndarray], labels, fit, score, initial, k: int, overr
     }
 
 
-def labelling_scores(spaces: list[np.ndarray], fit, labellings: dict, k: int, seed: int) -> dict:
-    """The scores ``measure`` gives a restart (the generalisation score in TURTLE's projected spaces, the
-    neighbour score in the first space), of each fixed labelling in ``labellings`` (name: a label per row),
-    on the ``fit`` rows."""
-    p = turtle.Params()
+def labelling_scores(spaces: list[np.ndarray], fit, labellings: dict, k: int, p: turtle.Params, seed: int) -> dict:
+    """The scores ``measure`` gives a restart of TURTLE run with ``p`` (the generalisation score in its
+    projected spaces, the neighbour score in the first space), of each fixed labelling in ``labellings``
+    (name: a label per row), on the ``fit`` rows."""
     _, z_all = project_spaces(spaces, fit, p, seed, num_clusters=k)
-    z = [space[torch.from_numpy(np.flatnonzero(fit))].numpy() for space in z_all]
+    z = [space[torch.from_numpy(np.flatnonzero(fit))] for space in z_all]
     referee = Referee(np.asarray(spaces[0])[fit], seed)
     scores = {}
     for name, labelling in labellings.items():
         fitted = np.unique(np.asarray(labelling)[fit], return_inverse=True)[1]
         scores[name] = {
-            "generalisation_score": round(generalisation_score(z, fitted, p.score_folds, p.score_samples, seed), 4),
+            "generalisation_score": round(turtle.generalisation(z, fitted, p, seed), 4),
             "neighbour_score": round(referee.score(fitted), 4),
         }
     return scores
+
+
+def parse_setting(setting: str) -> dict:
+    """``default`` or ``key=value key=value``, each value read as YAML."""
+    pairs = [] if setting == "default" else [kv.split("=", 1) for kv in setting.split()]
+    for pair in pairs:
+        if len(pair) != 2:
+            raise SystemExit(f"--setting {setting!r}: {pair[0]!r} is not key=value")
+    return {key: yaml.safe_load(value) for key, value in pairs}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,13 +147,13 @@ def main(argv: list[str] | None = None) -> None:
         "score_split": args.score_split,
         "kmeans_acc": round(clustering_accuracy(table.labels[score], initial[score]), 4),
     }
-    if args.score_labellings:
+    settings = {setting: parse_setting(setting) for setting in args.setting}
+    if args.score_labellings:  # as the first setting projects the spaces and scores a restart
         labellings = {"classes": table.labels, "kmeans": initial}
-        results["labellings"] = labelling_scores(spaces, fit, labellings, args.k, args.seed)
+        p, _ = turtle_params(settings[args.setting[0]])
+        results["labellings"] = labelling_scores(spaces, fit, labellings, args.k, p, args.seed)
         print("labellings", json.dumps(results["labellings"]), flush=True)
-    for setting in args.setting:
-        overrides = {} if setting == "default" else dict(kv.split("=", 1) for kv in setting.split())
-        overrides = {key: yaml.safe_load(value) for key, value in overrides.items()}
+    for setting, overrides in settings.items():
         results[setting] = measure(spaces, table.labels, fit, score, initial, args.k, overrides, args.seed)
         print(setting, json.dumps(results[setting]), flush=True)
     report = json.loads(args.out.read_text()) if args.out.exists() else {}

@@ -238,11 +238,16 @@ def fit_restart(
     return train_task_encoder(spaces, num_clusters, p, generator, on_row, state, start, prior)
 
 
+def generalisation(spaces: list[torch.Tensor], clusters: np.ndarray, p: Params, seed: int) -> float:
+    """The paper's generalisation score of any labelling ``clusters`` of the rows of the (projected) ``spaces``,
+    with ``p``'s folds and sample: how a restart is scored, and what a fixed labelling is compared by."""
+    return generalisation_score([z.cpu().numpy() for z in spaces], clusters, p.score_folds, p.score_samples, seed)
+
+
 def scored_labels(encoder: TaskEncoder, spaces: list[torch.Tensor], p: Params, seed: int) -> tuple[np.ndarray, float]:
     """The restart's clusters of the rows of ``spaces`` and its generalisation score on them."""
     clusters = label(encoder, spaces).argmax(1).cpu().numpy()
-    score = generalisation_score([z.cpu().numpy() for z in spaces], clusters, p.score_folds, p.score_samples, seed)
-    return clusters, score
+    return clusters, generalisation(spaces, clusters, p, seed)
 
 
 def finetune_turtle(run: FinetuneRun) -> FinetuneResult:

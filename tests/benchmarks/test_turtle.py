@@ -5,6 +5,7 @@ import pytest
 from fakes import sphere_blobs
 
 from benchmarks import turtle
+from imageclust.finetune.turtle import Params as TurtleParams
 
 
 def test_measure_scores_every_restart_and_reports_the_picked_one():
@@ -49,7 +50,19 @@ def test_labelling_scores_rank_the_classes_above_a_random_labelling():
     x, labels = sphere_blobs(n=90, d=8)
     fit = np.arange(90) % 5 != 0
     noise = np.random.default_rng(0).integers(0, 3, size=90)
-    scores = turtle.labelling_scores([x], fit, {"classes": labels + 7, "noise": noise}, 3, seed=0)
+    p = TurtleParams(pca_dim=4)
+    scores = turtle.labelling_scores([x], fit, {"classes": labels + 7, "noise": noise}, 3, p, seed=0)
     assert scores["classes"]["generalisation_score"] == 1.0
     assert scores["classes"]["neighbour_score"] > 0.9 > 0.3 > scores["noise"]["neighbour_score"]
     assert scores["noise"]["generalisation_score"] < 0.7
+
+
+def test_settings_are_parsed_as_yaml_and_a_bad_one_names_itself():
+    assert turtle.parse_setting("default") == {}
+    assert turtle.parse_setting("outer_lr=0.03 pca_dim=null warm_start=false") == {
+        "outer_lr": 0.03,
+        "pca_dim": None,
+        "warm_start": False,
+    }
+    with pytest.raises(SystemExit, match="'outer_lr' is not key=value"):
+        turtle.parse_setting("outer_lr 0.03")
