@@ -9,12 +9,14 @@ Labels build the cases and score them; no criterion reads one.
 
 Usage: ``python benchmarks/choose_k.py --data digits=/tmp/bq/digits-seed0 --data
 cifar10=/tmp/exp/lite:efficientnet_lite0_160 --out benchmarks/results/choose_k.json`` (``:SPACE``
-takes the features of ``artifacts/spaces/SPACE``); ``--docs`` rewrites the table in docs/results.md.
+takes the features of ``artifacts/spaces/SPACE``); ``--docs`` rewrites the table in docs/results.md;
+``--combine`` scores pairs and triples of the criteria from the curves ``--out`` already holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -27,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.common import write_between_markers  # noqa: E402
-from imageclust.clustering.choose_k import AutoKParams, choose_k  # noqa: E402
+from imageclust.clustering.choose_k import BEST, AutoKParams, choose_k  # noqa: E402
 from imageclust.clustering.params import ClusterParams  # noqa: E402
 from imageclust.clustering.preprocess import FeatureTransform, l2_normalize  # noqa: E402
 from imageclust.clustering.registry import METHODS  # noqa: E402
@@ -152,6 +154,43 @@ def summary(cases: list[dict], criteria) -> dict:
     return out
 
 
+def combined_pick(case: dict, criteria, rule: str) -> int:
+    """The K several criteria choose together, from the curves stored for ``case``: ``mean`` takes the K
+    whose curves, each rescaled to [0, 1] with its best at 1, have the highest sum (ties to the larger K);
+    ``median`` the median of their picks (the lower middle one of an even number)."""
+    if rule == "median":
+        return int(sorted(case["picks"][c]["k"] for c in criteria)[(len(criteria) - 1) // 2])
+    total: dict[int, float] = {}
+    for criterion in criteria:
+        curve = {int(k): v for k, v in case["picks"][criterion]["curve"].items()}
+        if BEST[criterion] == "min":
+            curve = {k: -v for k, v in curve.items()}
+        low, high = min(curve.values()), max(curve.values())
+        for k, v in curve.items():
+            total[k] = total.get(k, 0.0) + (v - low) / max(high - low, 1e-12)
+    return max(total, key=lambda k: (round(total[k], 9), k))
+
+
+def combinations(report: dict, criteria, sizes=(2, 3)) -> list[dict]:
+    """Every pair and triple of ``criteria`` under both rules of ``combined_pick``, scored on the stored
+    cases: the share right and within one."""
+    cases = [c for cs in report["datasets"].values() for c in cs]
+    rows = []
+    for size in sizes:
+        for combo in itertools.combinations(criteria, size):
+            for rule in ("mean", "median"):
+                off = np.array([abs(combined_pick(c, combo, rule) - c["true_k"]) for c in cases])
+                rows.append(
+                    {
+                        "criteria": list(combo),
+                        "rule": rule,
+                        "right": round(float((off == 0).mean()), 3),
+                        "within_one": round(float((off <= 1).mean()), 3),
+                    }
+                )
+    return sorted(rows, key=lambda r: (-r["right"], -r["within_one"]))
+
+
 def table(report: dict) -> str:
     criteria = [c for c in CRITERIA if c in report["summary"]]
     lines = [
@@ -188,7 +227,10 @@ def load(source: str) -> tuple[np.ndarray, np.ndarray, ClusterParams]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", required=True, metavar="NAME=PROJECT[:SPACE]")
+    parser.add_argument("--data", action="append", default=[], metavar="NAME=PROJECT[:SPACE]")
+    parser.add_argument(
+        "--combine", action="store_true", help="score pairs and triples of the criteria from --out's stored curves"
+    )
     parser.add_argument("--criteria", nargs="+", default=list(CRITERIA), choices=CRITERIA)
     parser.add_argument("--case-size", type=int, default=2000)
     parser.add_argument("--max-k", type=int, default=15)
@@ -196,7 +238,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--docs", action="store_true", help="rewrite the table in docs/results.md")
     args = parser.parse_args(argv)
+    if not args.data and not args.combine:
+        parser.error("give --data, or --combine to score combinations of the criteria already run")
     report = json.loads(args.out.read_text()) if args.out.exists() else {"datasets": {}}
+    if args.combine and not report["datasets"]:
+        parser.error(f"--combine: {args.out} holds no cases")
     for item in args.data:
         name, sep, source = item.partition("=")
         if not sep:
@@ -211,6 +257,16 @@ def main(argv: list[str] | None = None) -> None:
         report["summary"] = summary([c for cs in report["datasets"].values() for c in cs], CRITERIA)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    if args.combine:  # the criteria every stored case ran, but the eigengap (never right)
+        ran = [
+            c
+            for c in CRITERIA
+            if c != "eigengap" and all(c in x["picks"] for xs in report["datasets"].values() for x in xs)
+        ]
+        report["combinations"] = combinations(report, ran)
+        args.out.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+        for row in report["combinations"][:5]:
+            print(json.dumps(row))
     if args.docs:
         write_between_markers(RESULTS, BEGIN, END, table(report))
     print(json.dumps(report["summary"], indent=1))

@@ -59,3 +59,36 @@ def test_command_scores_each_criterion_against_the_right_k(tmp_path):
     assert summary["cases"] == 7 and summary["right"] >= 4 / 7
     text = choose_k.table(report)
     assert "| `silhouette` |" in text and "| blobs | 3 classes | 3 |" in text
+
+
+def _stored_case(true_k, curves):
+    picks = {}
+    for name, curve in curves.items():
+        best = min if choose_k.BEST[name] == "min" else max
+        picks[name] = {"k": best(curve, key=curve.get), "curve": {str(k): v for k, v in curve.items()}}
+    return {"true_k": true_k, "picks": picks}
+
+
+def test_combined_pick_rescales_each_curve_and_respects_its_direction():
+    # stability is lowest-best, silhouette highest-best; rescaled, K=4 sums 0.9 + 0.75 against 1.0 + 0 and 0 + 1.0
+    case = _stored_case(4, {"stability": {3: 0.0, 4: 0.1, 5: 1.0}, "silhouette": {3: 0.2, 4: 0.8, 5: 1.0}})
+    assert case["picks"]["stability"]["k"] == 3 and case["picks"]["silhouette"]["k"] == 5
+    assert choose_k.combined_pick(case, ["stability", "silhouette"], "mean") == 4
+    assert choose_k.combined_pick(case, ["stability", "silhouette"], "median") == 3  # the lower middle pick
+
+
+def test_combinations_score_every_pair_and_triple_on_the_stored_cases(tmp_path):
+    right = _stored_case(
+        4, {"stability": {3: 0.5, 4: 0.1}, "silhouette": {3: 0.1, 4: 0.9}, "generalisation": {3: 0.2, 4: 0.3}}
+    )
+    wrong = _stored_case(
+        3, {"stability": {3: 0.5, 4: 0.1}, "silhouette": {3: 0.1, 4: 0.9}, "generalisation": {3: 0.2, 4: 0.3}}
+    )
+    report = {"datasets": {"a": [right], "b": [wrong]}}
+    rows = choose_k.combinations(report, ["stability", "silhouette", "generalisation"])
+    assert len(rows) == 2 * (3 + 1)  # three pairs and one triple, two rules each
+    assert all(r["right"] == 0.5 and r["within_one"] == 1.0 for r in rows)
+    out = tmp_path / "choose_k.json"
+    out.write_text(json.dumps({**report, "summary": {}}))
+    choose_k.main(["--combine", "--out", str(out)])
+    assert len(json.loads(out.read_text())["combinations"]) == 8
