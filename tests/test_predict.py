@@ -157,7 +157,8 @@ def test_predict_on_cifar10_jpegs_gives_the_pipelines_clusters(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(name="image_folder", root=str(images), download_dir=str(tmp_path / "raw"), test_fraction=0.2)
     params["pretrain"]["method"] = "none"
-    params["extract"].update(backbone="efficientnet_lite0", image_size=64)
+    # flip_average: predict must embed new images as the stage did, each averaged with its mirror
+    params["extract"].update(backbone="efficientnet_lite0", image_size=64, flip_average=True)
     params["cluster"]["k"] = 3
     params["finetune"].update(method="temi")
     params["finetune"]["temi"]["epochs"] = 3

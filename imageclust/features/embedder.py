@@ -14,7 +14,8 @@ from .preprocess import Preprocess, input_side
 
 class Embedder:
     """uint8 (n, h, w, c) pixels -> float vectors: preprocessing (resize, channels, normalisation) on
-    the device, then the backbone through an inference engine (``use_engine``; PyTorch FP32 until then)."""
+    the device, then the backbone through an inference engine (``use_engine``; PyTorch FP32 until then).
+    With ``flip_average`` each vector is the mean of the image's and its left-right mirror's."""
 
     def __init__(
         self,
@@ -22,10 +23,11 @@ class Embedder:
         prepared_shape: tuple[int, int, int],
         image_size: int | str | None,
         device: torch.device,
+        flip_average: bool = False,
     ):
         """``prepared_shape``: (height, width, channels) of the prepared images; ``image_size``:
-        ``extract.image_size`` (``auto`` reads the prepared side)."""
-        self.backbone, self.device = backbone, device
+        ``extract.image_size`` (``auto`` reads the prepared side); ``flip_average``: ``extract.flip_average``."""
+        self.backbone, self.device, self.flip_average = backbone, device, flip_average
         height, width, in_channels = prepared_shape
         self.side = input_side(image_size, backbone.input_size, backbone.size_multiple, min(height, width))
         self.channels = backbone.channels or in_channels
@@ -60,4 +62,7 @@ class Embedder:
 
     @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.run(self.preprocess(pixels.to(self.device, non_blocking=True)))
+        x = self.preprocess(pixels.to(self.device, non_blocking=True))
+        if not self.flip_average:
+            return self.run(x)
+        return (self.run(x) + self.run(x.flip(-1))) / 2

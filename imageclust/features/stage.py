@@ -122,7 +122,9 @@ def extract_features(
     ddp = ddp or init_distributed()
     device = resolve_device(gparams.device, ddp.local_rank)
     backbone = EXTRACTORS[params.backbone].build(params.block, encoder_path)
-    embedder = Embedder(backbone, tuple(int(n) for n in data.images.shape[1:4]), params.image_size, device)
+    embedder = Embedder(
+        backbone, tuple(int(n) for n in data.images.shape[1:4]), params.image_size, device, params.flip_average
+    )
     side = embedder.side
     if params.image_size == "auto":
         log.info(

@@ -178,6 +178,18 @@ def test_resize_and_channels_for_pixels(prepared_dir, tmp_path):
     assert summary["dim"] == 16 * 16 and summary["input_size"] == 16
 
 
+def test_flip_average_is_the_mean_of_each_image_and_its_mirror(prepared_dir, tmp_path):
+    extract(prepared_dir, tmp_path / "plain", batch_size=16)
+    extract(prepared_dir, tmp_path / "flip", batch_size=16, flip_average=True)
+    images = load_prepared(prepared_dir).images.astype(np.float32) / 255.0  # (n, h, w, c)
+    assert not np.allclose(images, images[:, :, ::-1])  # the fixture's images are not symmetric
+    expected = ((images + images[:, :, ::-1]) / 2).transpose(0, 3, 1, 2).reshape(len(images), -1)
+    plain = read_features(tmp_path / "plain" / "features").vectors
+    flipped = read_features(tmp_path / "flip" / "features").vectors
+    np.testing.assert_allclose(plain, images.transpose(0, 3, 1, 2).reshape(len(images), -1), rtol=1e-6)
+    np.testing.assert_allclose(flipped, expected, rtol=1e-6)
+
+
 def test_auto_side_reads_the_prepared_images(prepared_dir, tmp_path):
     # A pretrained backbone (random weights) sees the 12-px images at 160, not its own 224.
     options = {"model": "resnet18", "weights": None}
