@@ -85,6 +85,7 @@ def extract_referee(
         "dataset": data.meta["name"],
         "classes": data.classes,
         "input_size": embedder.side,
+        "flip_average": spec.flip_average,
         "channels": embedder.channels,
         "engine": engine.engine,
         "precision": engine.precision,

@@ -184,6 +184,7 @@ def extract_features(
             "dataset": data.meta["name"],
             "classes": data.classes,
             "input_size": side,
+            "flip_average": params.flip_average,
             "channels": channels,
             "mean": list(backbone.mean),
             "std": list(backbone.std),

@@ -188,6 +188,8 @@ def test_flip_average_is_the_mean_of_each_image_and_its_mirror(prepared_dir, tmp
     flipped = read_features(tmp_path / "flip" / "features").vectors
     np.testing.assert_allclose(plain, images.transpose(0, 3, 1, 2).reshape(len(images), -1), rtol=1e-6)
     np.testing.assert_allclose(flipped, expected, rtol=1e-6)
+    assert read_features_meta(tmp_path / "flip" / "features")["flip_average"] is True
+    assert read_features_meta(tmp_path / "plain" / "features")["flip_average"] is False
 
 
 def test_auto_side_reads_the_prepared_images(prepared_dir, tmp_path):
