@@ -54,6 +54,14 @@ def turtle_params(overrides: dict) -> tuple[turtle.Params, str]:
     return turtle.Params(**overrides), size_prior
 
 
+def projected(spaces: list[np.ndarray], fit, p: turtle.Params, k: int, seed: int):
+    """What a TURTLE restart is fitted and judged on: every row of ``spaces`` projected as the finetune
+    stage projects them, the ``fit`` rows of those, and the referee of the first space's ``fit`` rows."""
+    _, z_all = project_spaces(spaces, fit, p, seed, num_clusters=k)
+    rows = torch.from_numpy(np.flatnonzero(fit))
+    return z_all, [space[rows] for space in z_all], Referee(np.asarray(spaces[0])[fit], seed)
+
+
 def measure(spaces: list[np.ndarray], labels, fit, score, initial, k: int, overrides: dict, seed: int) -> dict:
     """Every restart as the finetune stage runs it (``turtle.fit_restart``) on the features of
     ``spaces``, each scored by ACC on the ``score`` rows and by the label-free scores on the ``fit``
@@ -62,10 +70,8 @@ def measure(spaces: list[np.ndarray], labels, fit, score, initial, k: int, overr
     the ``fit`` rows)."""
     p, size_prior = turtle_params(overrides)
     started = time.perf_counter()
-    _, z_all = project_spaces(spaces, fit, p, seed, num_clusters=k)
-    rows = torch.from_numpy(np.flatnonzero(fit))
-    z, start = [space[rows] for space in z_all], torch.as_tensor(initial, dtype=torch.long)[rows]
-    referee = Referee(np.asarray(spaces[0])[fit], seed)
+    z_all, z, referee = projected(spaces, fit, p, k, seed)
+    start = torch.as_tensor(initial, dtype=torch.long)[torch.from_numpy(np.flatnonzero(fit))]
     prior = smoothed_prior(cluster_shares(initial[fit], k)[0]) if size_prior == "clusters" else None
     restarts = []
     for r in range(p.restarts):
@@ -95,9 +101,7 @@ def labelling_scores(spaces: list[np.ndarray], fit, labellings: dict, k: int, p:
     """The scores ``measure`` gives a restart of TURTLE run with ``p`` (the generalisation score in its
     projected spaces, the neighbour score in the first space), of each fixed labelling in ``labellings``
     (name: a label per row), on the ``fit`` rows."""
-    _, z_all = project_spaces(spaces, fit, p, seed, num_clusters=k)
-    z = [space[torch.from_numpy(np.flatnonzero(fit))] for space in z_all]
-    referee = Referee(np.asarray(spaces[0])[fit], seed)
+    _, z, referee = projected(spaces, fit, p, k, seed)
     scores = {}
     for name, labelling in labellings.items():
         fitted = np.unique(np.asarray(labelling)[fit], return_inverse=True)[1]
