@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k bench-choose-method bench-auto-screen bench-report-size bench-size-prior bench-turtle-few-rows bench-referee-space bench-referee-space-lite2
+.PHONY: install repro lint test test-fast test-faults bench bench-extract bench-extract-speed bench-clustering bench-pretrain bench-finetune bench-quality bench-ablation bench-turtle bench-choose-k bench-choose-method bench-auto-screen bench-report-size bench-size-prior bench-size-prior-long-tail bench-turtle-few-rows bench-referee-space bench-referee-space-lite2
 
 install: $(VENV)/.installed
 
@@ -75,6 +75,11 @@ bench-report-size: install   # a folder of 10,000 photo-sized JPEGs through phot
 # DATA: one or more --data NAME=PROJECT (projects whose extract stage ran)
 bench-size-prior: install
 	python benchmarks/size_prior.py $(DATA) --seeds 0 1 2 --per-class 150 --out benchmarks/results/size_prior.json --docs
+
+# DATA as for bench-size-prior: the same draws with size_prior long_tail at three imbalance ratios
+bench-size-prior-long-tail: install
+	python benchmarks/size_prior.py $(DATA) --seeds 0 1 2 --per-class 150 --long-tail 3 10 30 \
+		--out benchmarks/results/size_prior_long_tail.json --docs
 
 # DATA as for bench-size-prior: TURTLE's components fixed against the rows_per_component cap, on the same draws
 bench-turtle-few-rows: install

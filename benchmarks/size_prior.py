@@ -14,9 +14,14 @@ prior it picks (the runs are deterministic). Last, ``finetune.method: auto``'s c
 cluster stage's assignment (``none``) and each method with ``auto``'s prior, judged in the case's
 features as ``auto`` can judge them (``finetune.auto.score``: ``neighbour``, the default, ``linear``, or
 ``both``, their mean); per score, the pick and its regret, the best ACC among them minus the pick's.
+With ``--long-tail RATIO ...``, each method also runs with ``size_prior: long_tail`` at each
+``imbalance_ratio`` (the draws fall 10:1, so 10 is a user who knows the ratio and 3 or 30 one who is off
+by a factor of three), kept in its own file (``size_prior_long_tail.json``), whose ``--docs`` writes
+the second table only.
 
 Usage: ``python benchmarks/size_prior.py --data digits=PROJECT --data photos=PROJECT [--seeds 0 1]
---out benchmarks/results/size_prior.json [--docs]``.
+--out benchmarks/results/size_prior.json [--docs]``; with ``--long-tail 3 10 30 --per-class 150 --out
+benchmarks/results/size_prior_long_tail.json``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ PRIORS = ("uniform", "clusters", "auto")
 SCORES = ("neighbour", "linear", "both")  # finetune.auto.score's settings; neighbour is the default
 DOCS = REPO / "docs" / "results.md"
 BEGIN, END = "<!-- size_prior:begin -->", "<!-- size_prior:end -->"
+LONG_TAIL_BEGIN, LONG_TAIL_END = "<!-- size_prior_long_tail:begin -->", "<!-- size_prior_long_tail:end -->"
 
 
 def classes_kept(labels: np.ndarray, clusters: np.ndarray, share: float = 0.8) -> int:
@@ -116,7 +122,7 @@ def finetune_run(vectors, labels, initial, k: int, block: dict, seed: int) -> Fi
     )
 
 
-def run_case(vectors, labels, cluster_params, seed: int) -> dict:
+def run_case(vectors, labels, cluster_params, seed: int, long_tail: tuple[float, ...] = ()) -> dict:
     k, initial = cluster_stage(vectors, labels, cluster_params, seed)
     row = {"n": len(labels), "k": k, "kmeans_acc": round(clustering_accuracy(labels, initial), 4)}
     row["kmeans_classes_kept"] = classes_kept(labels, initial)
@@ -141,6 +147,15 @@ def run_case(vectors, labels, cluster_params, seed: int) -> dict:
                 candidates[method] = (row[f"{method}/{prior}"]["acc"], judged(referee, clusters))
             print(f"    {method} {prior}: {row[f'{method}/{prior}']}", flush=True)
         row[f"{method}/auto"] = row[f"{method}/{row['auto_chose']['size_prior']}"]
+        for ratio in long_tail:
+            block = {"method": method, method: defaults[method], "floor": False, "size_prior": "long_tail"}
+            block["imbalance_ratio"] = ratio
+            clusters = METHODS[method].run(finetune_run(vectors, labels, initial, k, block, seed)).clusters
+            row[f"{method}/long_tail:{ratio:g}"] = {
+                "acc": round(clustering_accuracy(labels, clusters), 4),
+                "classes_kept": classes_kept(labels, clusters),
+            }
+            print(f"    {method} long_tail {ratio:g}: {row[f'{method}/long_tail:{ratio:g}']}", flush=True)
     best = max(acc for acc, _ in candidates.values())
     row["method_auto"] = {}
     for score in SCORES:
@@ -192,21 +207,46 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def long_tail_table(report: dict) -> str:
+    """Per case measured with ``--long-tail``: each method with ``auto``'s prior and with ``long_tail`` at
+    each ratio, ACC (classes kept)."""
+    measured = [row for row in report["cases"] if any("/long_tail:" in key for key in row)]
+    if not measured:
+        return ""
+    ratios = sorted({key.split(":")[1] for row in measured for key in row if "/long_tail:" in key}, key=float)
+    columns = [(m, p) for m in FINETUNE for p in ("auto", *(f"long_tail:{r}" for r in ratios))]
+    lines = [
+        "| data | case | seed | k-means | " + " | ".join(f"{m} {p.replace(':', ' ')}" for m, p in columns) + " |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in columns) + " |",
+    ]
+    for row in measured:
+        cells = [
+            f"{row[f'{m}/{p}']['acc']:.3f} ({row[f'{m}/{p}']['classes_kept']})" if f"{m}/{p}" in row else ""
+            for m, p in columns
+        ]
+        start = f"{row['kmeans_acc']:.3f} ({row['kmeans_classes_kept']})"
+        lines.append(f"| {row['data']} | {row['case']} | {row['seed']} | {start} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", action="append", required=True, metavar="NAME=PROJECT")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--per-class", type=int, default=400, help="images per class of the balanced case (at most)")
+    parser.add_argument("--long-tail", type=float, nargs="*", default=[], metavar="RATIO", help="imbalance ratios")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--docs", action="store_true", help=f"rewrite the table in {DOCS.relative_to(REPO)}")
     args = parser.parse_args(argv)
     report = json.loads(args.out.read_text()) if args.out.exists() else {"cases": []}  # other data and seeds kept
     for name, case, seed, vectors, labels, cluster_params in drawn_cases(args.data, args.seeds, args.per_class):
-        row = run_case(vectors, labels, cluster_params, seed)
+        row = run_case(vectors, labels, cluster_params, seed, tuple(args.long_tail))
         store_case(report, args.out, {"data": name, "case": case, "seed": seed, **row})
-    if args.docs:
+    if args.docs and args.long_tail:
+        write_between_markers(DOCS, LONG_TAIL_BEGIN, LONG_TAIL_END, long_tail_table(report))
+    elif args.docs:
         write_between_markers(DOCS, BEGIN, END, table(report))
-    print(table(report))
+    print(long_tail_table(report) if args.long_tail else table(report))
 
 
 if __name__ == "__main__":

@@ -37,12 +37,18 @@ class FinetuneShared(Section):
         ),
     )
 
-    size_prior: Literal["auto", "uniform", "clusters"] = Field(
+    size_prior: Literal["auto", "uniform", "clusters", "long_tail"] = Field(
         "auto",
         description=(
             "SCAN, TEMI, TURTLE: the cluster sizes their size terms expect: `uniform` (as published), `clusters` "
-            "(the cluster stage's sizes), `auto` (`clusters` when those are unequal)"
+            "(the cluster stage's sizes), `auto` (`clusters` when those are unequal), `long_tail` (sizes falling "
+            "geometrically by finetune.imbalance_ratio, for a user who knows it)"
         ),
+    )
+    imbalance_ratio: float = Field(
+        10.0,
+        ge=1.0,
+        description="size_prior long_tail: the largest class's size over the smallest's (1: uniform)",
     )
 
     @property

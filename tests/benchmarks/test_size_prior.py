@@ -50,6 +50,24 @@ def test_a_case_records_what_method_auto_picks_and_its_regret(monkeypatch):
     cell = ", ".join(f"{scores[s]['pick']} ({scores[s]['regret']:.3f})" for s in size_prior.SCORES)
     assert table.splitlines()[-1].endswith(f"| {cell} |")
     assert row["floor"]["neighbour"]["temi"] in (accs["none"], accs["temi"])
+    assert size_prior.long_tail_table({"cases": [{"data": "blobs", "case": "balanced", "seed": 0, **row}]}) == ""
+
+
+def test_a_case_with_long_tail_ratios_runs_each_and_tables_them(monkeypatch):
+    from benchmarks import size_prior
+    from imageclust.clustering.params import ClusterParams
+
+    monkeypatch.setattr(size_prior, "FINETUNE", ("temi",))
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), [60, 30, 15, 8])
+    vectors = (np.eye(8)[labels] * 3 + rng.normal(scale=0.5, size=(len(labels), 8))).astype(np.float32)
+    row = size_prior.run_case(vectors, labels, ClusterParams(k=4), seed=0, long_tail=(3.0, 10.0))
+    assert set(row["temi/long_tail:3"]) == {"acc", "classes_kept"} and 0 <= row["temi/long_tail:10"]["acc"] <= 1
+    lines = size_prior.long_tail_table({"cases": [{"data": "blobs", "case": "sizes 10:1", "seed": 0, **row}]})
+    header, _, last = lines.splitlines()
+    assert header.endswith("| k-means | temi auto | temi long_tail 3 | temi long_tail 10 |")
+    cell = f"{row['temi/long_tail:10']['acc']:.3f} ({row['temi/long_tail:10']['classes_kept']})"
+    assert last.endswith(f"| {cell} |")
 
 
 def test_the_floor_by_each_score_by_hand():

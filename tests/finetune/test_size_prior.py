@@ -18,10 +18,10 @@ TINY = {
 }
 
 
-def run_with(initial: np.ndarray, choice: str, method: str = "scan", x=None, labels=None):
+def run_with(initial: np.ndarray, choice: str, method: str = "scan", x=None, labels=None, **shared):
     if x is None:
         x, labels = sphere_blobs(n=len(initial))
-    params = FinetuneParams(method=method, size_prior=choice, floor=False, **{method: TINY[method]})
+    params = FinetuneParams(method=method, size_prior=choice, floor=False, **shared, **{method: TINY[method]})
     return frozen_run(x, labels, np.ones(len(x), dtype=bool), 3, params, initial=initial)
 
 
@@ -45,6 +45,20 @@ def test_a_chosen_prior_is_used_whatever_the_sizes():
     torch.testing.assert_close(prior, torch.full((3,), 1 / 3))
 
 
+def test_long_tail_falls_geometrically_by_the_ratio_whatever_the_cluster_stage_says():
+    prior, stats = size_prior(run_with(EQUAL, "long_tail", imbalance_ratio=4.0))
+    # ratio 4 over 3 clusters: 1, 1/2, 1/4, summed to 1
+    np.testing.assert_allclose(prior.numpy(), [4 / 7, 2 / 7, 1 / 7], rtol=1e-6)
+    assert stats == {"size_prior": "long_tail", "imbalance_ratio": 4.0, "cluster_stage_size_cv": 0.0}
+    flat, _ = size_prior(run_with(UNEQUAL, "long_tail", imbalance_ratio=1.0))
+    torch.testing.assert_close(flat, torch.full((3,), 1 / 3))
+
+
+def test_an_imbalance_ratio_below_one_is_refused_by_name():
+    with pytest.raises(ValueError, match="imbalance_ratio"):
+        FinetuneParams(method="scan", size_prior="long_tail", imbalance_ratio=0.5)
+
+
 def test_noise_and_test_rows_do_not_count():
     run = run_with(np.where(np.arange(90) < 30, -1, EQUAL), "auto")
     run.train[:45] = False
@@ -53,14 +67,15 @@ def test_noise_and_test_rows_do_not_count():
     )
 
 
+@pytest.mark.parametrize("choice", ["auto", "long_tail"])
 @pytest.mark.parametrize("method", ["scan", "temi", "turtle"])
-def test_every_method_with_a_size_term_runs_with_a_prior_and_says_so(method):
+def test_every_method_with_a_size_term_runs_with_a_prior_and_says_so(method, choice):
     torch.manual_seed(0)
     x, labels = sphere_blobs(n=90)
     keep = np.concatenate([np.flatnonzero(labels == c)[:size] for c, size in zip(range(3), (30, 12, 6))])
     x, labels = x[keep], labels[keep]  # class sizes 30, 12, 6
-    result = METHODS[method].run(run_with(labels.copy(), "auto", method, x, labels))
-    assert result.stats["size_prior"] == "clusters"
+    result = METHODS[method].run(run_with(labels.copy(), choice, method, x, labels, imbalance_ratio=5.0))
+    assert result.stats["size_prior"] == ("clusters" if choice == "auto" else "long_tail")
     assert len(result.clusters) == len(x)
     assert np.isfinite(result.confidence).all()
 
