@@ -74,9 +74,8 @@ class Project:
         backbone, _, side = referee.partition("@")
         side = None if side in ("", "native") else int(side)
         params = ExtractParams(backbone=backbone, image_size=side)
-        embedder = Embedder(
-            EXTRACTORS[backbone].build(params.block, None), self.prepared.images.shape[1:4], side, torch.device("cpu")
-        )
+        built = EXTRACTORS[backbone].build(params.block, None)
+        embedder = Embedder.for_extract(built, self.prepared.images.shape[1:4], params, torch.device("cpu"))
         in_order = np.sort(self.pixel_rows[rows])  # the prepared images' order, read in batches
         sample = torch.from_numpy(np.ascontiguousarray(self.prepared.images[in_order[:batch]]))
         embedder.use_engine(sample, "auto", "fp32", default_cache_dir(), len(rows))

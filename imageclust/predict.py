@@ -136,7 +136,7 @@ class Predictor:
         """Extract's backbone behind its preprocessing, on the engine the stage ran (its graphs reused
         from the engine cache, made for its batch size)."""
         backbone = EXTRACTORS[extract.backbone].build(extract.block, encoder_path)
-        embedder = Embedder(backbone, tuple(self.shape), extract.image_size, self.device, extract.flip_average)
+        embedder = Embedder.for_extract(backbone, self.shape, extract, self.device)
         batch = extract.batch_size or (256 if self.device.type == "cuda" else 32)
         embedder.use_engine(
             torch.zeros((batch, *self.shape), dtype=torch.uint8),

@@ -35,6 +35,13 @@ class Embedder:
         self.run: Runner = torch_runner(backbone.model, "fp32", device)
         self.engine = EngineChoice(reason="PyTorch FP32")
 
+    @classmethod
+    def for_extract(cls, backbone: FrozenBackbone, prepared_shape, extract, device: torch.device) -> Embedder:
+        """The embedder an ``extract`` section (or one space's spec of it) asks for: its ``image_size`` and
+        ``flip_average``, so the stage, the referees and ``predict`` cannot read them differently."""
+        shape = tuple(int(n) for n in prepared_shape)
+        return cls(backbone, shape, extract.image_size, device, extract.flip_average)
+
     def output_dim(self, image_hw: tuple[int, int]) -> int:
         if self.backbone.output_dim > 0:
             return self.backbone.output_dim

@@ -70,9 +70,7 @@ def extract_referee(
     started = time.perf_counter()
     spec = params.for_space(space)
     backbone: FrozenBackbone = EXTRACTORS[spec.backbone].build(spec.block, None)
-    embedder = Embedder(
-        backbone, tuple(int(n) for n in data.images.shape[1:4]), spec.image_size, device, spec.flip_average
-    )
+    embedder = Embedder.for_extract(backbone, data.images.shape[1:4], spec, device)
     sample = torch.from_numpy(np.ascontiguousarray(data.images[rows[:batch_size]]))
     engine = embedder.use_engine(sample, spec.engine, spec.precision, engines_dir, len(rows), spec.min_cosine)
     vectors = embed_rows(embedder, data, rows, batch_size, space.label)

@@ -122,9 +122,7 @@ def extract_features(
     ddp = ddp or init_distributed()
     device = resolve_device(gparams.device, ddp.local_rank)
     backbone = EXTRACTORS[params.backbone].build(params.block, encoder_path)
-    embedder = Embedder(
-        backbone, tuple(int(n) for n in data.images.shape[1:4]), params.image_size, device, params.flip_average
-    )
+    embedder = Embedder.for_extract(backbone, data.images.shape[1:4], params, device)
     side = embedder.side
     if params.image_size == "auto":
         log.info(
